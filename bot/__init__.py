@@ -1,0 +1,1 @@
+"""onboard-bot: issue Exotel WhatsApp onboarding links from Slack."""

@@ -1,0 +1,73 @@
+"""What users type after the slash commands, read into requests the core understands."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from bot.tokens import parse_token_argument
+
+MAX_LINKS = 50
+MAX_NOTE = 500
+_NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
+HELP_WORDS = {"help", "-h", "--help", "?"}
+
+
+class UsageError(Exception):
+    """The command text can't be acted on; the message says why and what to type instead."""
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class OnboardRequest:
+    count: int
+    note: str
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    token: str
+
+
+def _text(raw: str | None) -> str:
+    # Slack HTML-escapes &, < and > in command text; keep what the user actually typed.
+    return html.unescape(raw or "").strip()
+
+
+def parse_onboard(raw: str | None) -> OnboardRequest | Help:
+    text = _text(raw)
+    first, _, rest = text.partition(" ")
+    if first.lower() in HELP_WORDS:
+        return Help()
+    count = 1
+    if _NUMBERISH.fullmatch(first):
+        if not first.isdigit() or not 1 <= int(first) <= MAX_LINKS:
+            raise UsageError(
+                f"The number of links must be a whole number from 1 to {MAX_LINKS}; "
+                f"“{first[:20]}” is not."
+            )
+        count, text = int(first), rest.strip()
+    if len(text) > MAX_NOTE:
+        raise UsageError(
+            f"Please keep the customer note to {MAX_NOTE} characters (it has {len(text)})."
+        )
+    return OnboardRequest(count=count, note=" ".join(text.split()))
+
+
+def parse_check(raw: str | None) -> CheckRequest | Help:
+    text = _text(raw)
+    if not text or text.lower() in HELP_WORDS:
+        return Help()
+    token = parse_token_argument(text)
+    if token is None:
+        raise UsageError(
+            "That doesn't look like an onboarding token or link. Paste the whole link "
+            "(https://messaging.exotel.com/ua-links/isv-onboard/…) or just the token at its end: "
+            "letters, digits, - and _, at most 128 characters."
+        )
+    return CheckRequest(token=token)

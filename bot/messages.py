@@ -1,0 +1,206 @@
+"""Pure functions from the bot's data to Slack messages (Block Kit), within Slack's limits.
+
+User text never reaches mrkdwn unescaped: it goes in plain_text objects, or through
+`escape` where it must sit inside mrkdwn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    Block,
+    ContextBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.commands import MAX_LINKS, MAX_NOTE
+from bot.exotel import ExotelError
+from bot.onboarding import CheckResult, IssueResult, NotTracked
+from bot.store import StoreUnavailable, now
+
+Message = dict[str, Any]
+MAX_BLOCKS = 50
+SECTION_LIMIT = 3000
+CUSTOMERS_PER_LINK = 5
+RULES = (
+    f"Each link works for 24 hours and can onboard up to {CUSTOMERS_PER_LINK} customers. "
+    "Send each customer their link; the bot reminds this channel before they expire."
+)
+STATUS_TEXT = {
+    "VALID": ":large_green_circle: *VALID*: the link can still be used.",
+    "USED": ":white_check_mark: *USED*: the link has onboarded as many customers as it may.",
+    "EXPIRED": ":red_circle: *EXPIRED*: the link is past its 24 hours. Issue a new one with "
+    "`/onboard-link`.",
+}
+
+
+def escape(text: str) -> str:
+    """Make user text inert in mrkdwn: no mentions, links or channel pings."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_date(moment: datetime) -> str:
+    """A date each reader sees in their own time zone, with a UTC fallback."""
+    fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def time_left(until: datetime, at: datetime | None = None) -> str:
+    seconds = int((until - (at or now())).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min left" if hours else f"{max(minutes, 1)} min left"
+
+
+def _message(text: str, blocks: Iterable[Block]) -> Message:
+    rendered = [block.to_dict() for block in blocks]  # to_dict() checks Block Kit's limits
+    if len(rendered) > MAX_BLOCKS:
+        raise ValueError(f"{len(rendered)} blocks is over Slack's {MAX_BLOCKS}")
+    return {"response_type": "ephemeral", "text": text, "blocks": rendered}
+
+
+def _section(mrkdwn: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=mrkdwn))
+
+
+def _context(*mrkdwn: str) -> ContextBlock:
+    return ContextBlock(elements=[MarkdownTextObject(text=t) for t in mrkdwn])
+
+
+def _note(note: str) -> ContextBlock:
+    return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {note}", emoji=False)])
+
+
+def _chunks(lines: Iterable[str], limit: int = SECTION_LIMIT) -> Iterator[str]:
+    """Join lines into texts of at most `limit` characters each."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) + 1 > limit:
+            yield "\n".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        yield "\n".join(chunk)
+
+
+def text_message(text: str) -> Message:
+    """A short ephemeral reply; `text` is mrkdwn the bot wrote (escape user parts first)."""
+    return _message(text, [_section(text)])
+
+
+def working(count: int) -> Message:
+    noun = "link" if count == 1 else "links"
+    return text_message(f":hourglass_flowing_sand: Creating {count} onboarding {noun}…")
+
+
+def checking() -> Message:
+    return text_message(":hourglass_flowing_sand: Asking Exotel about that token…")
+
+
+def usage_problem(problem: str) -> Message:
+    return text_message(f":warning: {escape(problem)}\nType `/onboard-link help` for usage.")
+
+
+def check_usage_problem(problem: str) -> Message:
+    return text_message(f":warning: {escape(problem)}")
+
+
+def onboard_help() -> Message:
+    return text_message(
+        "*`/onboard-link [count] [customer note]`* creates WhatsApp onboarding links "
+        "from Exotel, just for you.\n"
+        f"• `count`: how many links, a whole number from 1 to {MAX_LINKS} (default 1).\n"
+        f"• `customer note`: who the links are for, up to {MAX_NOTE} characters.\n"
+        "Example: `/onboard-link 3 ACME Corp, Priya's team`\n"
+        f"{RULES}\n"
+        "Check a link later with `/check-token <link or token>`."
+    )
+
+
+def check_help() -> Message:
+    return text_message(
+        "*`/check-token <link or token>`* asks Exotel whether an onboarding link still works.\n"
+        "Paste the whole link or just the token at its end."
+    )
+
+
+def issued(result: IssueResult) -> Message:
+    if not result.links:
+        return _all_failed(result)
+    count = len(result.links)
+    noun = "link" if count == 1 else "links"
+    blocks: list[Block] = [_section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
+                                    "this message)")]
+    if result.note:
+        blocks.append(_note(result.note))
+    lines = [f"{i}. {link.url}" for i, link in enumerate(result.links, 1)]
+    blocks.extend(_section(chunk) for chunk in _chunks(lines))
+    expires_at = result.links[0].expires_at
+    blocks.append(_context(f"Valid until {slack_date(expires_at)}. {RULES}"))
+    if result.errors:
+        blocks.append(_section(_failure_summary(result)))
+    fallback = f"{count} WhatsApp onboarding {noun}"
+    if result.note:
+        fallback += f" for {escape(result.note[:100])}"
+    return _message(fallback, blocks)
+
+
+def _failure_summary(result: IssueResult) -> str:
+    reasons = "\n".join(f"• {escape(reason)}" + (f" (×{n})" if n > 1 else "")
+                        for reason, n in result.reasons())
+    return f":warning: *{result.failed} of {result.requested} links could not be created:*\n" + (
+        reasons[: SECTION_LIMIT - 100])
+
+
+def _all_failed(result: IssueResult) -> Message:
+    noun = "link" if result.requested == 1 else "links"
+    return text_message(
+        f":x: No onboarding {noun} could be created, and nothing was issued.\n"
+        + "\n".join(f"• {escape(reason)}" for reason, _ in result.reasons())[: SECTION_LIMIT - 100]
+    )
+
+
+def checked(result: CheckResult) -> Message:
+    status = STATUS_TEXT.get(result.status, f"*{escape(result.status)}* (as Exotel says)")
+    blocks: list[Block] = [_section(f"Token `…{result.token[-4:]}`: {status}")]
+    tracked = result.tracked
+    if tracked is None:
+        blocks.append(_context("This bot has no record of issuing it (it keeps links for 24 h)."))
+    else:
+        blocks.append(_context(
+            f"Issued by <@{tracked.requester.user_id}> on {slack_date(tracked.issued_at)}; "
+            f"expires {slack_date(tracked.expires_at)} ({time_left(tracked.expires_at)})."
+        ))
+        if tracked.note:
+            blocks.append(_note(tracked.note))
+    return _message(f"Token status: {escape(result.status)}", blocks)
+
+
+def problem(error: BaseException) -> Message:
+    """What went wrong after the ack, in words for the channel; never internal details."""
+    if isinstance(error, StoreUnavailable):
+        return text_message(
+            ":x: The bot's database (Redis) is not answering, so nothing was done and Exotel "
+            "was not called. Please try again in a minute; if it persists, tell the bot's "
+            "operator."
+        )
+    if isinstance(error, NotTracked):
+        return text_message(
+            f":x: Exotel created {error.created} links, but the bot could not record them "
+            "(Redis failed), so they are withheld: an untracked link gets no reminder. They "
+            "expire unused in 24 h. Please try again in a minute."
+        )
+    if isinstance(error, ExotelError):
+        return text_message(f":x: {escape(str(error))}")
+    return text_message(
+        ":x: Something went wrong inside the bot, and the request did not finish. Please try "
+        "again; if it happens again, tell the bot's operator (the details are in its log)."
+    )

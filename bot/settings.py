@@ -1,0 +1,133 @@
+"""Settings, read from the environment and `.env`, validated once at start."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EXOTEL_REGIONS = {
+    "singapore": "https://api.exotel.com",
+    "mumbai": "https://api.in.exotel.com",
+}
+SLACK_API_DEFAULT = "https://slack.com/api/"
+LINK_TTL = timedelta(hours=24)
+
+# How to fix each setting, shown beside its problem when the bot refuses to start.
+HINTS = {
+    "SLACK_BOT_TOKEN": "the Bot User OAuth Token (xoxb-...) from your Slack app's OAuth & Permissions page",
+    "SLACK_SIGNING_SECRET": "the Signing Secret from your Slack app's Basic Information page "
+    "(or set SLACK_APP_TOKEN to run in Socket Mode)",
+    "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, for Socket Mode",
+    "EXOTEL_API_KEY": "the API key from Exotel's dashboard, API settings",
+    "EXOTEL_API_TOKEN": "the API token from Exotel's dashboard, API settings",
+    "EXOTEL_ACCOUNT_SID": "your Exotel account SID, from Exotel's dashboard, API settings",
+    "EXOTEL_REGION": "'singapore' (api.exotel.com) or 'mumbai' (api.in.exotel.com)",
+    "EXOTEL_BASE_URL": "a URL such as https://api.exotel.com (scheme and host only)",
+    "REDIS_URL": "a URL such as redis://localhost:6379/0, or leave it unset for the embedded Redis",
+    "PORT": "a TCP port number, 1-65535",
+    "REMINDER_LEAD": "seconds (3600) or an ISO-8601 duration (PT1H), from 0 up to just under 24 h",
+}
+
+
+class SettingsError(Exception):
+    """Settings are missing or malformed; the message names every problem and its fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    slack_bot_token: SecretStr = Field(alias="SLACK_BOT_TOKEN", min_length=1)
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    # Declared after SLACK_APP_TOKEN: its check reads that value.
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, alias="SLACK_SIGNING_SECRET", validate_default=True
+    )
+    slack_api_url: str = Field(default=SLACK_API_DEFAULT, alias="SLACK_API_URL")
+
+    exotel_api_key: str = Field(alias="EXOTEL_API_KEY", min_length=1)
+    exotel_api_token: SecretStr = Field(alias="EXOTEL_API_TOKEN", min_length=1)
+    exotel_account_sid: str = Field(alias="EXOTEL_ACCOUNT_SID", pattern=r"^[A-Za-z0-9_-]+$")
+    exotel_region: Literal["singapore", "mumbai"] = Field(default="singapore", alias="EXOTEL_REGION")
+    exotel_base_url: str | None = Field(default=None, alias="EXOTEL_BASE_URL")
+    # Seconds to wait for one Exotel answer; a whole command is bounded by EXOTEL_DEADLINE.
+    exotel_timeout: float = Field(default=8.0, gt=0, alias="EXOTEL_TIMEOUT")
+    exotel_deadline: float = Field(default=20.0, gt=0, alias="EXOTEL_DEADLINE")
+    # Exotel allows about 200 requests a minute per account, shared by every bot process.
+    exotel_rate_per_minute: int = Field(default=200, gt=0, alias="EXOTEL_RATE_PER_MINUTE")
+
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+    reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @field_validator("exotel_region", mode="before")
+    @classmethod
+    def _lower_region(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("exotel_base_url", "slack_api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _http_mode_needs_signing_secret(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is None and info.data.get("slack_app_token") is None:
+            raise ValueError("missing (it is needed unless SLACK_APP_TOKEN is set)")
+        return value
+
+    @field_validator("reminder_lead", mode="before")
+    @classmethod
+    def _plain_seconds(cls, value: object) -> object:
+        # Environment values are strings; pydantic reads "3600" as a clock time, not seconds.
+        if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+            return float(value)
+        return value
+
+    @field_validator("reminder_lead")
+    @classmethod
+    def _lead_within_a_day(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value < LINK_TTL:
+            raise ValueError("must be from 0 up to just under 24 hours")
+        return value
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    @property
+    def exotel_url(self) -> str:
+        return (self.exotel_base_url or EXOTEL_REGIONS[self.exotel_region]).rstrip("/")
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so logs and messages can be checked and scrubbed of them."""
+        values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
+                  self.exotel_api_token]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings, or raise SettingsError naming every problem."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["onboard-bot cannot start. Fix these settings (environment or .env):"]
+    for error in exc.errors(include_input=False, include_url=False):
+        name = str(error["loc"][0]).upper()
+        problem = "missing" if error["type"] == "missing" else error["msg"]
+        problem = problem.removeprefix("Value error, ")
+        lines.append(f"- {name}: {problem}. Set it to {HINTS.get(name, 'a valid value')}.")
+    return "\n".join(lines)

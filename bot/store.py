@@ -1,0 +1,88 @@
+"""Issued tokens and batches in Redis, each kept exactly as long as Exotel's link lives."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import redis
+from redis import Redis
+
+from bot.exotel import OnboardingLink
+from bot.models import Batch, Requester, TrackedLink
+from bot.settings import LINK_TTL
+
+TOKEN_KEY = "onboard:token:{}"
+BATCH_KEY = "onboard:batch:{}"
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer; nothing was read or written."""
+
+
+def connect(url: str) -> Redis:
+    """A client that fails fast when Redis is down and reconnects by itself when it is back."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        health_check_interval=15,
+        decode_responses=True,
+    )
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenStore:
+    def __init__(self, client: Redis) -> None:
+        self.redis = client
+
+    def ensure_available(self) -> None:
+        try:
+            self.redis.ping()
+        except redis.RedisError:
+            raise StoreUnavailable("Redis is not answering") from None
+
+    def save_batch(
+        self, requester: Requester, note: str, links: Sequence[OnboardingLink]
+    ) -> tuple[Batch, list[TrackedLink]]:
+        """Record one command's links atomically: all of them are tracked, or none."""
+        issued_at = now()
+        expires_at = issued_at + LINK_TTL
+        batch = Batch(
+            batch_id=uuid.uuid4().hex, requester=requester, note=note,
+            tokens=[link.token for link in links], issued_at=issued_at, expires_at=expires_at,
+        )
+        tracked = [
+            TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
+                        requester=requester, note=note, issued_at=issued_at,
+                        expires_at=expires_at)
+            for link in links
+        ]
+        ttl = int(LINK_TTL.total_seconds())
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
+                for item in tracked:
+                    pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
+                pipe.execute()
+        except redis.RedisError:
+            raise StoreUnavailable("Redis failed while recording the links") from None
+        return batch, tracked
+
+    def get_link(self, token: str) -> TrackedLink | None:
+        try:
+            raw = self.redis.get(TOKEN_KEY.format(token))
+        except redis.RedisError:
+            raise StoreUnavailable("Redis is not answering") from None
+        return TrackedLink.model_validate_json(raw) if raw else None
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        try:
+            raw = self.redis.get(BATCH_KEY.format(batch_id))
+        except redis.RedisError:
+            raise StoreUnavailable("Redis is not answering") from None
+        return Batch.model_validate_json(raw) if raw else None

@@ -1,0 +1,18 @@
+"""Slack listeners: parse, call the core, render, reply. One module per command or action."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from slack_bolt import App
+
+from handlers import check_token, errors, onboard_link
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+
+def register_listeners(app: App, services: Services) -> None:
+    onboard_link.register(app, services)
+    check_token.register(app, services)
+    errors.register(app)

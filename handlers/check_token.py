@@ -1,0 +1,33 @@
+"""`/check-token <token | link>`: ask Exotel whether a token still works."""
+
+from __future__ import annotations
+
+from logging import Logger
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot import messages
+from bot.commands import Help, UsageError, parse_check
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+
+def register(app: App, services: Services) -> None:
+    @app.command("/check-token")
+    def check_token(ack: Ack, command: dict[str, Any], respond: Respond, logger: Logger) -> None:
+        try:
+            request = parse_check(command.get("text"))
+        except UsageError as problem:
+            ack(**messages.check_usage_problem(str(problem)))
+            return
+        if isinstance(request, Help):
+            ack(**messages.check_help())
+            return
+        ack(**messages.checking())
+
+        def check() -> None:
+            respond(**messages.checked(services.onboarding.check(request.token)))
+
+        services.background.submit(check, on_error=lambda exc: respond(**messages.problem(exc)))
