@@ -41,7 +41,7 @@ def _with_redis(settings: Settings) -> Settings:
     """Start the embedded Redis when none is configured, and tell child processes about it."""
     if settings.redis_url:
         return settings
-    url = embedded_redis.start()
+    url = embedded_redis.start(settings.data_dir)
     os.environ["REDIS_URL"] = url
     return settings.model_copy(update={"redis_url": url})
 

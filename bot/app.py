@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from redis import Redis
@@ -24,8 +23,7 @@ from handlers import register_listeners
 
 log = logging.getLogger(__name__)
 
-# Acks are quick; this pool only has to be wide enough for bursts of concurrent commands.
-ACK_THREADS = 32
+# Commands whose Exotel work may run at once in one process; more wait their turn.
 WORK_THREADS = 32
 
 
@@ -77,8 +75,9 @@ def create_app(services: Services) -> App:
             if settings.slack_signing_secret else None
         ),
         request_verification_enabled=not settings.socket_mode,
-        process_before_response=False,
-        listener_executor=ThreadPoolExecutor(ACK_THREADS, thread_name_prefix="onboard-ack"),
+        # Listeners only parse, ack and hand slow work to `Background`, so running them on
+        # the request's own thread answers Slack at once, with no polling for the ack.
+        process_before_response=True,
         logger=logging.getLogger("slack_bolt"),
     )
     register_listeners(app, services)

@@ -35,4 +35,5 @@ class Background:
         return self._pool.submit(run)
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait)
+        """Stop taking work; with `wait`, let what is running finish (queued work is dropped)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)

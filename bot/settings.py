@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     exotel_rate_per_minute: int = Field(default=200, gt=0, alias="EXOTEL_RATE_PER_MINUTE")
 
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Where the embedded Redis (used when REDIS_URL is unset) keeps its data file.
+    data_dir: Path = Field(default=Path("data"), alias="ONBOARD_DATA_DIR")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from bot.app import Services, build_services, create_app
+from bot.sandbox import ExotelSandbox
+from bot.settings import Settings, load_settings
+from bot.store import connect
+from bot.web import create_wsgi
+from tests.fakes.slack import FakeSlack
+from tests.support import (
+    BOT_TOKEN,
+    EXOTEL_KEY,
+    EXOTEL_SID,
+    EXOTEL_TOKEN,
+    SIGNING_SECRET,
+    HttpServer,
+    RedisProcess,
+    command_body,
+    configured_redis_url,
+    sign,
+)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = configured_redis_url()
+    if url:
+        yield url
+        return
+    server = RedisProcess().start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    client = connect(redis_url)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture(scope="session")
+def _exotel_server() -> Iterator[ExotelSandbox]:
+    sandbox = ExotelSandbox(EXOTEL_KEY, EXOTEL_TOKEN, EXOTEL_SID).start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def exotel(_exotel_server: ExotelSandbox) -> ExotelSandbox:
+    _exotel_server.reset()
+    return _exotel_server
+
+
+@pytest.fixture(scope="session")
+def _slack_server() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def slack(_slack_server: FakeSlack) -> FakeSlack:
+    _slack_server.reset()
+    return _slack_server
+
+
+def test_settings(redis_url: str, exotel: ExotelSandbox, slack: FakeSlack,
+                  **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url, "EXOTEL_API_KEY": EXOTEL_KEY,
+        "EXOTEL_API_TOKEN": EXOTEL_TOKEN, "EXOTEL_ACCOUNT_SID": EXOTEL_SID,
+        "EXOTEL_BASE_URL": exotel.url, "REDIS_URL": redis_url, "EXOTEL_TIMEOUT": 2,
+        "EXOTEL_DEADLINE": 8, "EXOTEL_RATE_PER_MINUTE": 100_000,
+    }
+    values.update(overrides)
+    return load_settings(_env_file=None, **values)
+
+
+@dataclass
+class Reply:
+    """A command's HTTP answer (the ack) and where its later replies arrive."""
+
+    http: requests.Response
+    name: str
+    slack: FakeSlack
+
+    @property
+    def ack(self) -> dict[str, Any]:
+        return self.http.json() if self.http.content else {}
+
+    def replies(self, count: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
+        return self.slack.wait_for_replies(self.name, count, timeout)
+
+    def final(self, timeout: float = 30) -> dict[str, Any]:
+        return self.replies(1, timeout)[0]
+
+
+@dataclass
+class Bot:
+    services: Services
+    server: HttpServer
+    slack: FakeSlack
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def command(self, command: str, text: str = "", **fields: Any) -> Reply:
+        name = uuid.uuid4().hex
+        body = command_body(command, text, self.slack.response_url(name), **fields)
+        http = self.session.post(f"{self.url}/slack/events", data=body.encode(),
+                                 headers=sign(body), timeout=10)
+        return Reply(http, name, self.slack)
+
+    def close(self) -> None:
+        self.server.stop()
+        self.services.background.shutdown(wait=True)
+
+
+@pytest.fixture
+def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
+             slack: FakeSlack) -> Iterator[Callable[..., Bot]]:
+    bots: list[Bot] = []
+
+    def make(**overrides: Any) -> Bot:
+        services = build_services(test_settings(redis_url, exotel, slack, **overrides))
+        app = create_app(services)
+        bot = Bot(services, HttpServer(create_wsgi(app, services.store)), slack)
+        bots.append(bot)
+        return bot
+
+    yield make
+    for bot in bots:
+        bot.close()
+
+
+@pytest.fixture
+def bot(make_bot: Callable[..., Bot]) -> Bot:
+    return make_bot()
+
+
+def block_text(message: dict[str, Any]) -> str:
+    """All the text a Slack message shows, for assertions."""
+    blocks = message.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    parts = [message.get("text") or ""]
+    for block in blocks:
+        if "text" in block:
+            parts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            if "text" in element:
+                parts.append(element["text"] if isinstance(element["text"], str)
+                             else element["text"]["text"])
+    return "\n".join(parts)

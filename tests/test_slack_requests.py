@@ -1,0 +1,153 @@
+"""What reaches the bot over HTTP: signatures, acks under load, health, fuzzed command text."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.sandbox import ExotelSandbox, Fault
+from tests.conftest import Bot, block_text
+from tests.support import command_body, sign
+
+
+def _post(bot: Bot, body: str, headers: dict[str, str]) -> requests.Response:
+    return requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=headers,
+                         timeout=10)
+
+
+def test_unsigned_wrongly_signed_and_stale_requests_are_refused(
+    bot: Bot, exotel: ExotelSandbox
+) -> None:
+    body = command_body("/onboard-link", "2 ACME", bot.slack.response_url("x"))
+    unsigned = {"Content-Type": "application/x-www-form-urlencoded"}
+    wrong = sign(body, secret="not-the-secret")
+    stale = sign(body, timestamp=int(time.time()) - 301)
+    tampered = sign(body.replace("2+ACME", "1+ACME"))
+    for headers in (unsigned, wrong, stale):
+        assert _post(bot, body, headers).status_code == 401
+    assert _post(bot, body + "&x=1", tampered).status_code == 401
+    assert exotel.calls == []
+    assert _post(bot, body, sign(body)).status_code == 200  # the same request, signed, works
+
+
+def _timed_command(bot: Bot, text: str) -> float:
+    started = time.monotonic()
+    reply = bot.command("/onboard-link", text)
+    elapsed = time.monotonic() - started
+    assert reply.http.status_code == 200 and "Creating" in block_text(reply.ack)
+    return elapsed
+
+
+def test_acks_do_not_wait_for_a_slow_exotel(make_bot, exotel: ExotelSandbox) -> None:
+    bot = make_bot(EXOTEL_TIMEOUT=8, EXOTEL_DEADLINE=15)
+    exotel.always = Fault(passthrough=True, delay=5)
+    with ThreadPoolExecutor(20) as pool:
+        latencies = list(pool.map(lambda i: _timed_command(bot, f"1 customer {i}"), range(20)))
+    assert max(latencies) < 1.0, latencies
+    # The work itself still completes: every command gets its link.
+    deadline = time.monotonic() + 30
+    while len(exotel.calls_of("POST")) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(exotel.calls_of("POST")) == 20
+
+
+def test_ack_latency_p99_under_100ms_with_exotel_taking_a_second(
+    make_bot, exotel: ExotelSandbox
+) -> None:
+    bot = make_bot()
+    exotel.always = Fault(passthrough=True, delay=1)
+    with ThreadPoolExecutor(20) as pool:
+        latencies = sorted(pool.map(lambda i: _timed_command(bot, f"1 c{i}"), range(200)))
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    assert p99 < 0.1, f"p99 {p99 * 1000:.0f} ms, median {statistics.median(latencies) * 1000:.0f}"
+    deadline = time.monotonic() + 60
+    while len(exotel.calls_of("POST")) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(exotel.calls_of("POST")) == 200
+
+
+def test_healthz_follows_redis(make_bot) -> None:
+    from tests.support import RedisProcess
+
+    own = RedisProcess().start()
+    try:
+        bot = make_bot(REDIS_URL=own.url)
+        assert requests.get(f"{bot.url}/healthz", timeout=5).status_code == 200
+        own.stop()
+        assert requests.get(f"{bot.url}/healthz", timeout=10).status_code == 503
+        own.start()
+        assert requests.get(f"{bot.url}/healthz", timeout=10).status_code == 200
+    finally:
+        own.stop()
+
+
+def test_redis_down_means_no_exotel_call_and_recovery_needs_no_restart(
+    make_bot, exotel: ExotelSandbox
+) -> None:
+    from tests.support import RedisProcess
+
+    own = RedisProcess().start()
+    try:
+        bot = make_bot(REDIS_URL=own.url)
+        own.stop()
+        text = block_text(bot.command("/onboard-link", "2 ACME").final())
+        assert "Redis" in text and "not answering" in text
+        assert exotel.calls == []
+        own.start()
+        text = block_text(bot.command("/onboard-link", "2 ACME").final())
+        assert "2 WhatsApp onboarding links" in text
+        assert len(exotel.calls_of("POST")) == 2
+    finally:
+        own.stop()
+
+
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+TRICKY = st.sampled_from(["<!channel>", "<!here>", "*bold*", "<https://x.io|click>", "<@U1>",
+                          "&amp;", "&lt;", "```", "50", "51", "-1", "2.5", "help", "\u202e", "\x00"])
+COMMAND_TEXT = st.one_of(
+    st.text(max_size=700),
+    st.lists(st.one_of(TRICKY, st.text(max_size=20)), max_size=12).map(" ".join),
+)
+
+
+def _well_formed(message: dict) -> None:
+    assert message.get("text")
+    blocks = message.get("blocks", [])
+    assert 0 < len(blocks) <= 50
+    for block in blocks:
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= 3000
+        for element in block.get("elements", []):
+            if element["type"] == "mrkdwn":
+                assert "<!channel>" not in element["text"] and "<!here>" not in element["text"]
+
+
+@FUZZ
+@given(text=COMMAND_TEXT)
+def test_fuzzed_onboard_text_always_gets_a_well_formed_reply(bot: Bot, text: str) -> None:
+    reply = bot.command("/onboard-link", text)
+    assert reply.http.status_code == 200
+    _well_formed(reply.ack)
+    if "Creating" in reply.ack["text"]:
+        final = reply.final()
+        _well_formed(final)
+        assert "WhatsApp onboarding link" in final["text"]
+        for block in final["blocks"]:
+            if block["type"] == "section":
+                assert "<!channel>" not in block["text"]["text"]
+
+
+@FUZZ
+@given(text=COMMAND_TEXT)
+def test_fuzzed_check_text_always_gets_a_well_formed_reply(bot: Bot, text: str) -> None:
+    reply = bot.command("/check-token", text)
+    assert reply.http.status_code == 200
+    _well_formed(reply.ack)
+    if "Asking Exotel" in reply.ack["text"]:
+        _well_formed(reply.final())
