@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from redis import Redis
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -14,47 +13,22 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot.background import Background
-from bot.exotel import ExotelClient
-from bot.onboarding import Onboarding
-from bot.ratelimit import SharedRateLimiter
+from bot.core import Core, build_core
 from bot.settings import Settings
-from bot.store import TokenStore, connect
 from handlers import register_listeners
 
-log = logging.getLogger(__name__)
-
-# Commands whose Exotel work may run at once in one process; more wait their turn.
+# Commands whose Exotel work may run at once in one background process; more wait their turn.
 WORK_THREADS = 32
 
 
 @dataclass
 class Services:
-    settings: Settings
-    store: TokenStore
-    onboarding: Onboarding
+    core: Core
     background: Background
 
 
-def build_services(settings: Settings, redis: Redis | None = None) -> Services:
-    if redis is None:
-        if settings.redis_url is None:
-            raise ValueError("REDIS_URL must be resolved before building services")
-        redis = connect(settings.redis_url)
-    store = TokenStore(redis)
-    limiter = SharedRateLimiter(
-        redis, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
-    )
-    exotel = ExotelClient(
-        base_url=settings.exotel_url,
-        account_sid=settings.exotel_account_sid,
-        api_key=settings.exotel_api_key,
-        api_token=settings.exotel_api_token.get_secret_value(),
-        limiter=limiter,
-        timeout=settings.exotel_timeout,
-        deadline=settings.exotel_deadline,
-    )
-    return Services(settings=settings, store=store, onboarding=Onboarding(exotel, store),
-                    background=Background(WORK_THREADS))
+def build_services(settings: Settings) -> Services:
+    return Services(core=build_core(settings), background=Background(settings, WORK_THREADS))
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -62,12 +36,15 @@ def slack_client(settings: Settings) -> WebClient:
     return WebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
-        retry_handlers=[ConnectionErrorRetryHandler(), RateLimitErrorRetryHandler(max_retry_count=3)],
+        retry_handlers=[
+            ConnectionErrorRetryHandler(),
+            RateLimitErrorRetryHandler(max_retry_count=3),
+        ],
     )
 
 
 def create_app(services: Services) -> App:
-    settings = services.settings
+    settings = services.core.settings
     app = App(
         client=slack_client(settings),
         signing_secret=(

@@ -1,39 +1,103 @@
-"""Slow work (Exotel calls) on threads of its own, so Slack's acks never wait behind it."""
+"""Slow work (Exotel calls) in a child process of its own, on threads there.
+
+Bolt answers Slack from the request's thread; if Exotel work shared that process, its CPU
+bursts would hold the GIL while acks wait. So each serving process hands its commands to
+one child process, which runs them concurrently and replies through Slack's response URL.
+"""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
+
+from bot import logs, messages
+from bot.core import EXPECTED_FAILURES, Core, build_core
+from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# fn(core, *args) -> a Slack message; must be a module-level function (it is pickled by name).
+Task = Callable[..., messages.Message]
+
+BACKGROUND_NICENESS = 10
+_context = multiprocessing.get_context("forkserver")
+_context.set_forkserver_preload(["bot.background", "bot.core", "bot.tasks"])
+
 
 class Background:
-    """A bounded pool for the work a command does after it has been acknowledged.
+    """Runs tasks in the child process and sends each task's message to its response URL."""
 
-    Bolt runs ack functions (and lazy listeners) on its own listener pool; keeping
-    Exotel's seconds-long calls off that pool is what lets every ack go out at once.
-    """
+    def __init__(self, settings: Settings, threads: int = 32) -> None:
+        self._settings = settings
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
 
-    def __init__(self, workers: int = 32) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="onboard-work")
+    def _new_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=_context, initializer=_start_child,
+                                   initargs=(self._settings, self._threads))
+        pool.submit(_ready).result()  # start the child now, not inside the first ack
+        return pool
 
-    def submit(self, work: Callable[[], None], on_error: Callable[[Exception], None]) -> Future:
-        """Run `work`; if it raises, log it and tell the user through `on_error`."""
-
-        def run() -> None:
-            try:
-                work()
-            except Exception as exc:  # an exception after the ack must still reach the user
-                log.exception("background work failed")
-                try:
-                    on_error(exc)
-                except Exception:
-                    log.exception("could not report the failure to the user")
-
-        return self._pool.submit(run)
+    def submit(self, response_url: str, task: Task, *args: Any) -> None:
+        """Hand `task` to the child; its message (or a polite error) goes to `response_url`."""
+        try:
+            self._pool.submit(_dispatch, response_url, task, args)
+        except BrokenProcessPool:
+            log.error("the work process died; starting a new one")
+            with self._lock:
+                self._pool = self._new_pool()
+            self._pool.submit(_dispatch, response_url, task, args)
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop taking work; with `wait`, let what is running finish (queued work is dropped)."""
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        """Stop taking work; with `wait`, until every task handed over has replied."""
+        self._pool.shutdown(wait=wait)
+
+
+# What follows runs in the child process.
+_threads: ThreadPoolExecutor | None = None
+_core: Core | None = None
+
+
+def _start_child(settings: Settings, threads: int) -> None:
+    global _threads, _core
+    # When CPU is short, the OS should serve acks (which Slack times) before this work.
+    os.nice(BACKGROUND_NICENESS)
+    logs.configure(settings.log_level, settings.secrets())
+    _core = build_core(settings)
+    _threads = ThreadPoolExecutor(threads, thread_name_prefix="onboard-work")
+
+
+def _ready() -> None:
+    pass
+
+
+def _dispatch(response_url: str, task: Task, args: tuple[Any, ...]) -> None:
+    assert _threads is not None
+    _threads.submit(perform, _core, response_url, task, args)
+
+
+def perform(core: Core, response_url: str, task: Task, args: tuple[Any, ...]) -> None:
+    """Run one task and send its message, or a polite account of its failure, to Slack."""
+    try:
+        message = task(core, *args)
+    except Exception as exc:  # whatever fails after the ack must still reach the user
+        if isinstance(exc, EXPECTED_FAILURES):
+            log.warning("request failed: %s", exc)
+        else:
+            log.exception("background work failed")
+        message = messages.problem(exc)
+    try:
+        WebhookClient(response_url, retry_handlers=[ConnectionErrorRetryHandler()]).send_dict(
+            message)
+    except Exception:
+        log.exception("could not send the reply to Slack")

@@ -126,10 +126,12 @@ class ExotelClient:
         """Create `count` links, a bounded number at a time, all within one deadline."""
         deadline = time.monotonic() + self._deadline
         outcome = CreateOutcome()
-        with ThreadPoolExecutor(max_workers=min(count, self._concurrency)) as pool:
-            futures = [pool.submit(self._create_one, deadline) for _ in range(count)]
-        for future in futures:
-            result = future.result()
+        if count == 1:  # the common case needs no pool of its own
+            results = [self._create_one(deadline)]
+        else:
+            with ThreadPoolExecutor(max_workers=min(count, self._concurrency)) as pool:
+                results = list(pool.map(lambda _: self._create_one(deadline), range(count)))
+        for result in results:
             if isinstance(result, OnboardingLink):
                 outcome.links.append(result)
             else:
@@ -182,7 +184,8 @@ class ExotelClient:
             self._limiter.acquire(deadline)
         except RateLimitExceeded as exc:
             raise ExotelRateLimited(
-                f"The bot is at Exotel's request limit; try again in {exc.retry_in:.0f} s."
+                f"The bot is at Exotel's request limit; try again in {exc.retry_in:.0f} s.",
+                retry_after=exc.retry_in,  # longer than the deadline allows: stop at once
             ) from None
         remaining = deadline - time.monotonic()
         if remaining < MIN_ATTEMPT_SECONDS:

@@ -121,13 +121,14 @@ def onboard_help() -> Message:
         f"• `customer note`: who the links are for, up to {MAX_NOTE} characters.\n"
         "Example: `/onboard-link 3 ACME Corp, Priya's team`\n"
         f"{RULES}\n"
-        "Check a link later with `/check-token <link or token>`."
+        "Check a link later with `/check-token &lt;link or token&gt;`."
     )
 
 
 def check_help() -> Message:
     return text_message(
-        "*`/check-token <link or token>`* asks Exotel whether an onboarding link still works.\n"
+        "*`/check-token &lt;link or token&gt;`* asks Exotel whether an onboarding link "
+        "still works.\n"
         "Paste the whole link or just the token at its end."
     )
 

@@ -24,6 +24,11 @@ LINK_TTL = timedelta(hours=24)
 MAX_ONBOARDINGS = 5
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops bursts of connections: SYN retried after 1 s
+
+
 @dataclass
 class Fault:
     """One misbehaviour: a status with an optional body, a pause, or an HTML page."""
@@ -60,8 +65,7 @@ class ExotelSandbox:
         self.faults: deque[Fault] = deque()  # consumed one per request, oldest first
         self.always: Fault | None = None  # applied to every request once `faults` is empty
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler())
         self._thread: threading.Thread | None = None
 
     @property
@@ -130,6 +134,7 @@ class ExotelSandbox:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

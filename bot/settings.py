@@ -19,7 +19,8 @@ LINK_TTL = timedelta(hours=24)
 
 # How to fix each setting, shown beside its problem when the bot refuses to start.
 HINTS = {
-    "SLACK_BOT_TOKEN": "the Bot User OAuth Token (xoxb-...) from your Slack app's OAuth & Permissions page",
+    "SLACK_BOT_TOKEN": "the Bot User OAuth Token (xoxb-...) from your Slack app's "
+    "OAuth & Permissions page",
     "SLACK_SIGNING_SECRET": "the Signing Secret from your Slack app's Basic Information page "
     "(or set SLACK_APP_TOKEN to run in Socket Mode)",
     "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, for Socket Mode",
@@ -51,7 +52,9 @@ class Settings(BaseSettings):
 
     exotel_api_key: str = Field(alias="EXOTEL_API_KEY", min_length=1)
     exotel_api_token: SecretStr = Field(alias="EXOTEL_API_TOKEN", min_length=1)
-    exotel_account_sid: str = Field(alias="EXOTEL_ACCOUNT_SID", pattern=r"^[A-Za-z0-9_-]+$")
+    exotel_account_sid: str = Field(
+        alias="EXOTEL_ACCOUNT_SID", pattern=r"^[A-Za-z0-9_-]+$"
+    )
     exotel_region: Literal["singapore", "mumbai"] = Field(default="singapore", alias="EXOTEL_REGION")
     exotel_base_url: str | None = Field(default=None, alias="EXOTEL_BASE_URL")
     # Seconds to wait for one Exotel answer; a whole command is bounded by EXOTEL_DEADLINE.

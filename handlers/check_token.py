@@ -5,9 +5,9 @@ from __future__ import annotations
 from logging import Logger
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App
 
-from bot import messages
+from bot import messages, tasks
 from bot.commands import Help, UsageError, parse_check
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def register(app: App, services: Services) -> None:
     @app.command("/check-token")
-    def check_token(ack: Ack, command: dict[str, Any], respond: Respond, logger: Logger) -> None:
+    def check_token(ack: Ack, command: dict[str, Any], logger: Logger) -> None:
         try:
             request = parse_check(command.get("text"))
         except UsageError as problem:
@@ -26,8 +26,4 @@ def register(app: App, services: Services) -> None:
             ack(**messages.check_help())
             return
         ack(**messages.checking())
-
-        def check() -> None:
-            respond(**messages.checked(services.onboarding.check(request.token)))
-
-        services.background.submit(check, on_error=lambda exc: respond(**messages.problem(exc)))
+        services.background.submit(command["response_url"], tasks.check_token, request.token)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from logging import Logger
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App
 
-from bot import messages
+from bot import messages, tasks
 from bot.commands import Help, UsageError, parse_onboard
 from bot.models import Requester
 
@@ -22,7 +22,7 @@ def requester_of(command: dict[str, Any]) -> Requester:
 
 def register(app: App, services: Services) -> None:
     @app.command("/onboard-link")
-    def onboard_link(ack: Ack, command: dict[str, Any], respond: Respond, logger: Logger) -> None:
+    def onboard_link(ack: Ack, command: dict[str, Any], logger: Logger) -> None:
         try:
             request = parse_onboard(command.get("text"))
         except UsageError as problem:
@@ -32,10 +32,5 @@ def register(app: App, services: Services) -> None:
             ack(**messages.onboard_help())
             return
         ack(**messages.working(request.count))
-        requester = requester_of(command)
-
-        def issue() -> None:
-            result = services.onboarding.issue(requester, request.count, request.note)
-            respond(**messages.issued(result))
-
-        services.background.submit(issue, on_error=lambda exc: respond(**messages.problem(exc)))
+        services.background.submit(command["response_url"], tasks.issue_links,
+                                   requester_of(command), request.count, request.note)

@@ -137,7 +137,7 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
     def make(**overrides: Any) -> Bot:
         services = build_services(test_settings(redis_url, exotel, slack, **overrides))
         app = create_app(services)
-        bot = Bot(services, HttpServer(create_wsgi(app, services.store)), slack)
+        bot = Bot(services, HttpServer(create_wsgi(app, services.core.store)), slack)
         bots.append(bot)
         return bot
 

@@ -1,4 +1,4 @@
-"""What the end-to-end tests run on: a real Redis server, the bot over real HTTP, signed requests."""
+"""What the end-to-end tests run on: a real Redis, the bot over real HTTP, signed requests."""
 
 from __future__ import annotations
 
@@ -139,7 +139,8 @@ class BotProcess:
         self.args = args
         self.port = int(env.get("PORT") or free_port())
         self.env["PORT"] = str(self.port)
-        self.log = tempfile.NamedTemporaryFile(prefix="onboard-bot-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open while the bot writes it)
+            prefix="onboard-bot-", suffix=".log", delete=False)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -158,8 +159,8 @@ class BotProcess:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or still booting
             time.sleep(0.1)
         raise AssertionError(f"bot not healthy after {timeout} s:\n{self.output()}")
 
@@ -179,3 +180,64 @@ class BotProcess:
             self.proc.wait()
             raise
         return time.monotonic() - started
+
+
+def timed_commands(url: str, response_url: str, count: int, concurrency: int,
+                   text: str = "1 load test") -> list[float]:
+    """Send `count` signed /onboard-link commands, `concurrency` at a time over keep-alive
+    connections, and return each one's acknowledgement time in seconds, sorted.
+
+    One asyncio loop drives every connection, so the client's own threads don't compete
+    for the GIL and inflate what is measured."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    todo = iter(range(count))
+    latencies: list[float] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        for _ in todo:
+            body = command_body("/onboard-link", text, response_url).encode()
+            headers = "".join(f"{k}: {v}\r\n" for k, v in sign(body.decode()).items())
+            request = (f"POST /slack/events HTTP/1.1\r\nHost: {parts.netloc}\r\n{headers}"
+                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            started = time.perf_counter()
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            assert status.split()[1] == b"200", status
+        writer.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(connection() for _ in range(concurrency)))
+
+    asyncio.run(run())
+    return sorted(latencies)
+
+
+def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrency: int,
+                             text: str = "1 load test") -> list[float]:
+    """`timed_commands` from a process of its own, so that the fakes serving in this one
+    don't share its GIL and add their own delays to what is measured."""
+    import json
+    import sys
+
+    code = ("import json, sys; from tests.support import timed_commands; "
+            "print(json.dumps(timed_commands(*json.loads(sys.argv[1]))))")
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([url, response_url, count, concurrency, text])],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]

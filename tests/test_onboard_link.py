@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
-from bot.sandbox import ExotelSandbox
+import pytest
+
+from bot.sandbox import ExotelSandbox, Fault
+from tests.blockkit import assert_inert, assert_within_slack_limits
 from tests.conftest import Bot, block_text
 from tests.support import EXOTEL_KEY, EXOTEL_TOKEN
 
@@ -32,3 +36,52 @@ def test_three_links_reach_the_requester_and_are_tracked(bot: Bot, exotel: Exote
     for token in tokens:
         ttl = redis_client.ttl(f"onboard:token:{token}")
         assert 86400 - 5 <= ttl <= 86400
+
+
+def most_in_flight(starts: list[float], duration: float) -> int:
+    """The most requests, each lasting at least `duration` from its start, running together."""
+    starts = sorted(starts)
+    return max(sum(1 for t in starts if s <= t < s + duration) for s in starts)
+
+
+def test_fifty_links_arrive_in_one_reply_within_slacks_limits(bot: Bot,
+                                                              exotel: ExotelSandbox) -> None:
+    reply = bot.command("/onboard-link", "50 ACME Corp")
+    assert "Creating 50" in block_text(reply.ack)
+
+    final = reply.final()
+
+    assert_within_slack_limits(final)
+    assert len(set(LINK.findall(block_text(final)))) == 50
+    assert len(exotel.calls_of("POST")) == 50
+
+
+def test_fifty_links_take_a_handful_of_round_trips(bot: Bot, exotel: ExotelSandbox) -> None:
+    exotel.always = Fault(passthrough=True, delay=0.3)  # 50 in sequence would take 15 s
+    started = time.monotonic()
+
+    final = bot.command("/onboard-link", "50").final(timeout=10)
+
+    assert time.monotonic() - started < 3
+    assert len(set(LINK.findall(block_text(final)))) == 50
+    assert most_in_flight([call.at for call in exotel.calls_of("POST")], 0.3) >= 20
+
+
+@pytest.mark.parametrize("count", ["51", "0", "-2", "2.5"])
+def test_a_bad_count_is_refused_in_the_ack(bot: Bot, exotel: ExotelSandbox, count: str) -> None:
+    reply = bot.command("/onboard-link", f"{count} ACME")
+
+    assert reply.http.status_code == 200
+    text = block_text(reply.ack)
+    assert "whole number from 1 to 50" in text
+    assert f"“{count}” is not" in text
+    bot.services.background.shutdown(wait=True)  # anything it had been given has now run
+    assert exotel.calls == []
+
+
+def test_a_note_with_slack_markup_stays_inert(bot: Bot, exotel: ExotelSandbox) -> None:
+    final = bot.command("/onboard-link", "2 <!channel> *x* <@U123> <https://evil|click>").final()
+
+    assert len(set(LINK.findall(block_text(final)))) == 2
+    assert "Customer note: <!channel> *x* <@U123> <https://evil|click>" in block_text(final)
+    assert_inert(final, "<!channel>", "<@U123>", "<https://evil")

@@ -8,7 +8,7 @@ import sys
 
 import requests
 
-from bot.sandbox import ExotelSandbox
+from bot.sandbox import ExotelSandbox, Fault
 from tests.fakes.slack import FakeSlack
 from tests.support import (
     BOT_TOKEN,
@@ -19,7 +19,10 @@ from tests.support import (
     SIGNING_SECRET,
     BotProcess,
     command_body,
+    percentile,
     sign,
+    timed_commands,
+    timed_commands_elsewhere,
 )
 
 
@@ -71,3 +74,22 @@ def test_without_redis_url_the_bot_runs_an_embedded_redis(
         bot.stop()
     assert "embedded Redis" in bot.output()
     assert (tmp_path / "data").is_dir()
+
+
+def test_acks_stay_fast_while_exotel_takes_a_second(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    """200 commands, 20 at a time, against the web process: p99 ack under 100 ms."""
+    bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url, WEB_CONCURRENCY="2",
+                             EXOTEL_RATE_PER_MINUTE="100000")).start()
+    exotel.always = Fault(passthrough=True, delay=1)
+    try:
+        timed_commands(bot.url, slack.response_url("warm"), 100, 20, "help")  # connections, caches
+        latencies = timed_commands_elsewhere(bot.url, slack.response_url("load"), 200, 20)
+        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+        assert p99 < 0.1, f"ack p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+        # Every command's work still finishes: one link each.
+        assert len(slack.wait_for_replies("load", 200, timeout=60)) == 200
+        print(f"ack p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    finally:
+        bot.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,21 +55,6 @@ def test_acks_do_not_wait_for_a_slow_exotel(make_bot, exotel: ExotelSandbox) -> 
     assert len(exotel.calls_of("POST")) == 20
 
 
-def test_ack_latency_p99_under_100ms_with_exotel_taking_a_second(
-    make_bot, exotel: ExotelSandbox
-) -> None:
-    bot = make_bot()
-    exotel.always = Fault(passthrough=True, delay=1)
-    with ThreadPoolExecutor(20) as pool:
-        latencies = sorted(pool.map(lambda i: _timed_command(bot, f"1 c{i}"), range(200)))
-    p99 = latencies[int(len(latencies) * 0.99) - 1]
-    assert p99 < 0.1, f"p99 {p99 * 1000:.0f} ms, median {statistics.median(latencies) * 1000:.0f}"
-    deadline = time.monotonic() + 60
-    while len(exotel.calls_of("POST")) < 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(exotel.calls_of("POST")) == 200
-
-
 def test_healthz_follows_redis(make_bot) -> None:
     from tests.support import RedisProcess
 
@@ -109,7 +93,8 @@ def test_redis_down_means_no_exotel_call_and_recovery_needs_no_restart(
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 TRICKY = st.sampled_from(["<!channel>", "<!here>", "*bold*", "<https://x.io|click>", "<@U1>",
-                          "&amp;", "&lt;", "```", "50", "51", "-1", "2.5", "help", "\u202e", "\x00"])
+                          "&amp;", "&lt;", "```", "50", "51", "-1", "2.5", "help", "\u202e",
+                          "\x00"])
 COMMAND_TEXT = st.one_of(
     st.text(max_size=700),
     st.lists(st.one_of(TRICKY, st.text(max_size=20)), max_size=12).map(" ".join),

@@ -18,16 +18,20 @@ class ApiCall:
     authorization: str | None
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops bursts of connections: SYN retried after 1 s
+
+
 class FakeSlack:
     def __init__(self) -> None:
         self.api_calls: list[ApiCall] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
-        # method name -> Slack error string to answer with, e.g. {"chat.postMessage": "not_in_channel"}
+        # method name -> the Slack error to answer with, e.g. {"chat.postMessage": "not_in_channel"}
         self.errors: dict[str, str] = {}
         self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
 
     @property
     def url(self) -> str:
@@ -95,6 +99,7 @@ class FakeSlack:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
