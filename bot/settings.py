@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     exotel_account_sid: str = Field(
         alias="EXOTEL_ACCOUNT_SID", pattern=r"^[A-Za-z0-9_-]+$"
     )
-    exotel_region: Literal["singapore", "mumbai"] = Field(default="singapore", alias="EXOTEL_REGION")
+    exotel_region: Literal["singapore", "mumbai"] = Field(
+        default="singapore", alias="EXOTEL_REGION"
+    )
     exotel_base_url: str | None = Field(default=None, alias="EXOTEL_BASE_URL")
     # Seconds to wait for one Exotel answer; a whole command is bounded by EXOTEL_DEADLINE.
     exotel_timeout: float = Field(default=8.0, gt=0, alias="EXOTEL_TIMEOUT")
