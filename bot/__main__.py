@@ -1,24 +1,31 @@
-"""Entry points: `python -m bot` runs the whole bot; `python -m bot web` only its web process."""
+"""Entry points.
+
+    python -m bot           the whole bot in one process: web (or Socket Mode) and a worker
+    python -m bot web       the HTTP process only (the Procfile's `web`)
+    python -m bot worker    the reminder worker only (the Procfile's `worker`)
+"""
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import signal
+import subprocess
 import sys
 
 from bot import embedded_redis, logs
 from bot.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("bot")
+WORKER_STOP_SECONDS = 20
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
-    parser.add_argument(
-        "process", nargs="?", default="all", choices=["all", "web"],
-        help="all: the whole bot in one process (default); web: the HTTP process only",
-    )
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("process", nargs="?", default="all", choices=["all", "web", "worker"])
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -28,9 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.secrets())
     settings = _with_redis(settings)
 
+    if args.process == "worker":
+        from bot import worker
+
+        worker.run(settings)
+        return 0
+    if args.process == "all":
+        _start_worker_beside()
+
     from bot import server  # after settings: importing Bolt is slow, errors should be quick
 
     if settings.socket_mode and args.process == "all":
+        # Exit through atexit on SIGTERM, so the worker beside stops too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         server.serve_socket_mode(settings)
     else:
         server.serve_http(settings)
@@ -44,6 +61,22 @@ def _with_redis(settings: Settings) -> Settings:
     url = embedded_redis.start(settings.data_dir)
     os.environ["REDIS_URL"] = url
     return settings.model_copy(update={"redis_url": url})
+
+
+def _start_worker_beside() -> None:
+    """The reminder worker as a child process, stopped when this one exits."""
+    child = subprocess.Popen([sys.executable, "-m", "bot", "worker"])
+    parent = os.getpid()
+
+    def stop() -> None:
+        if os.getpid() == parent and child.poll() is None:  # not in gunicorn's forks
+            child.terminate()
+            try:
+                child.wait(WORKER_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    atexit.register(stop)
 
 
 if __name__ == "__main__":

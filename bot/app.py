@@ -6,11 +6,6 @@ import logging
 from dataclasses import dataclass
 
 from slack_bolt import App
-from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-)
 
 from bot.background import Background
 from bot.core import Core, build_core
@@ -31,22 +26,10 @@ def build_services(settings: Settings) -> Services:
     return Services(core=build_core(settings), background=Background(settings, WORK_THREADS))
 
 
-def slack_client(settings: Settings) -> WebClient:
-    """The Web API client for everything the bot posts; waits out Slack's rate limits."""
-    return WebClient(
-        token=settings.slack_bot_token.get_secret_value(),
-        base_url=settings.slack_api_url,
-        retry_handlers=[
-            ConnectionErrorRetryHandler(),
-            RateLimitErrorRetryHandler(max_retry_count=3),
-        ],
-    )
-
-
 def create_app(services: Services) -> App:
     settings = services.core.settings
     app = App(
-        client=slack_client(settings),
+        client=services.core.slack,
         signing_secret=(
             settings.slack_signing_secret.get_secret_value()
             if settings.slack_signing_secret else None

@@ -1,19 +1,27 @@
-"""The core the Slack side calls: Exotel, the store and the use cases, built from settings."""
+"""The core the Slack side calls: Exotel, the store, reminders and the use cases."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis import Redis
+import redis
+from rq import Queue
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
 
 from bot.exotel import ExotelClient, ExotelError
-from bot.onboarding import NotTracked, Onboarding
+from bot.onboarding import BatchGone, NotTracked, Onboarding
 from bot.ratelimit import SharedRateLimiter
+from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
 from bot.store import StoreUnavailable, TokenStore, connect
 
 # Failures that are news for the user, not bugs: logged without a traceback.
-EXPECTED_FAILURES = (ExotelError, StoreUnavailable, NotTracked)
+EXPECTED_FAILURES = (ExotelError, StoreUnavailable, NotTracked, BatchGone, ReminderBusy)
+SLACK_RATE_LIMIT_RETRIES = 10  # Slack's 429s are waited out (Retry-After), not dropped
 
 
 @dataclass
@@ -21,16 +29,30 @@ class Core:
     settings: Settings
     store: TokenStore
     onboarding: Onboarding
+    reminders: Reminders
+    reminder_sender: ReminderSender
+    slack: WebClient
 
 
-def build_core(settings: Settings, redis: Redis | None = None) -> Core:
-    if redis is None:
-        if settings.redis_url is None:
-            raise ValueError("REDIS_URL must be resolved before building the core")
-        redis = connect(settings.redis_url)
-    store = TokenStore(redis)
+def slack_client(settings: Settings) -> WebClient:
+    """The Web API client for everything the bot posts; waits out Slack's rate limits."""
+    return WebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(),
+            RateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
+        ],
+    )
+
+
+def build_core(settings: Settings) -> Core:
+    if settings.redis_url is None:
+        raise ValueError("REDIS_URL must be resolved before building the core")
+    client = connect(settings.redis_url)
+    store = TokenStore(client)
     limiter = SharedRateLimiter(
-        redis, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
+        client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
     )
     exotel = ExotelClient(
         base_url=settings.exotel_url,
@@ -41,4 +63,12 @@ def build_core(settings: Settings, redis: Redis | None = None) -> Core:
         timeout=settings.exotel_timeout,
         deadline=settings.exotel_deadline,
     )
-    return Core(settings=settings, store=store, onboarding=Onboarding(exotel, store))
+    # RQ stores pickled jobs: its connection must not decode replies.
+    jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    reminders = Reminders(client, Queue(QUEUE_NAME, connection=jobs), settings.reminder_lead)
+    slack = slack_client(settings)
+    return Core(
+        settings=settings, store=store, onboarding=Onboarding(exotel, store, reminders),
+        reminders=reminders, reminder_sender=ReminderSender(reminders, store, exotel, slack),
+        slack=slack,
+    )

@@ -7,11 +7,13 @@ User text never reaches mrkdwn unescaped: it goes in plain_text objects, or thro
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import (
+    ActionsBlock,
     Block,
+    ButtonElement,
     ContextBlock,
     MarkdownTextObject,
     PlainTextObject,
@@ -20,17 +22,27 @@ from slack_sdk.models.blocks import (
 
 from bot.commands import MAX_LINKS, MAX_NOTE
 from bot.exotel import ExotelError
-from bot.onboarding import CheckResult, IssueResult, NotTracked
+from bot.models import Batch
+from bot.onboarding import BatchGone, CheckResult, IssueResult, NotTracked
 from bot.store import StoreUnavailable, now
+from bot.tokens import mask
 
 Message = dict[str, Any]
 MAX_BLOCKS = 50
 SECTION_LIMIT = 3000
 CUSTOMERS_PER_LINK = 5
+LATE_NOTICE = timedelta(minutes=1)
 RULES = (
     f"Each link works for 24 hours and can onboard up to {CUSTOMERS_PER_LINK} customers. "
     "Send each customer their link; the bot reminds this channel before they expire."
 )
+RENEW_ACTION = "renew_batch"
+STOP_ACTION = "stop_reminders"
+REMINDER_STATUS = {
+    "VALID": "still usable",
+    "USED": ":white_check_mark: done (used by five customers)",
+    "EXPIRED": "expired",
+}
 STATUS_TEXT = {
     "VALID": ":large_green_circle: *VALID*: the link can still be used.",
     "USED": ":white_check_mark: *USED*: the link has onboarded as many customers as it may.",
@@ -58,11 +70,24 @@ def time_left(until: datetime, at: datetime | None = None) -> str:
     return f"{hours} h {minutes} min left" if hours else f"{max(minutes, 1)} min left"
 
 
-def _message(text: str, blocks: Iterable[Block]) -> Message:
+def _blocks(blocks: Iterable[Block]) -> list[dict[str, Any]]:
     rendered = [block.to_dict() for block in blocks]  # to_dict() checks Block Kit's limits
     if len(rendered) > MAX_BLOCKS:
         raise ValueError(f"{len(rendered)} blocks is over Slack's {MAX_BLOCKS}")
-    return {"response_type": "ephemeral", "text": text, "blocks": rendered}
+    return rendered
+
+
+def _message(text: str, blocks: Iterable[Block]) -> Message:
+    """A reply only the requester sees (an ack, or a post to the response URL)."""
+    return {"response_type": "ephemeral", "text": text, "blocks": _blocks(blocks)}
+
+
+def _buttons(batch_id: str, *, renew: bool) -> ActionsBlock:
+    buttons = [ButtonElement(text="Stop reminding", action_id=STOP_ACTION, value=batch_id)]
+    if renew:
+        buttons.insert(0, ButtonElement(text="Renew", action_id=RENEW_ACTION, value=batch_id,
+                                        style="primary"))
+    return ActionsBlock(elements=buttons)
 
 
 def _section(mrkdwn: str) -> SectionBlock:
@@ -148,6 +173,9 @@ def issued(result: IssueResult) -> Message:
     blocks.append(_context(f"Valid until {slack_date(expires_at)}. {RULES}"))
     if result.errors:
         blocks.append(_section(_failure_summary(result)))
+    if result.batch and result.reminder_due:
+        blocks.append(_context(f"Reminder in this channel {slack_date(result.reminder_due)}."))
+        blocks.append(_buttons(result.batch.batch_id, renew=False))
     fallback = f"{count} WhatsApp onboarding {noun}"
     if result.note:
         fallback += f" for {escape(result.note[:100])}"
@@ -199,9 +227,49 @@ def problem(error: BaseException) -> Message:
             "(Redis failed), so they are withheld: an untracked link gets no reminder. They "
             "expire unused in 24 h. Please try again in a minute."
         )
+    if isinstance(error, BatchGone):
+        return text_message(
+            ":information_source: Those links have expired and the bot no longer tracks "
+            "them. Create new ones with `/onboard-link`."
+        )
     if isinstance(error, ExotelError):
         return text_message(f":x: {escape(str(error))}")
     return text_message(
         ":x: Something went wrong inside the bot, and the request did not finish. Please try "
         "again; if it happens again, tell the bot's operator (the details are in its log)."
     )
+
+
+def reminder(batch: Batch, statuses: dict[str, str], late_by: timedelta) -> Message:
+    """The channel's reminder before a batch expires; tokens masked, links stay private.
+
+    `statuses` holds what Exotel said of each token; a token missing from it is unknown.
+    """
+    count = len(batch.tokens)
+    noun = "link" if count == 1 else "links"
+    lines = [f"• `{mask(token)}`: "
+             + (REMINDER_STATUS.get(statuses[token], escape(statuses[token]))
+                if token in statuses else "status unknown (Exotel could not be reached)")
+             for token in batch.tokens]
+    blocks: list[Block] = [
+        _section(f":alarm_clock: <@{batch.requester.user_id}>, your {count} onboarding {noun} "
+                 f"expire {slack_date(batch.expires_at)} ({time_left(batch.expires_at)})."),
+    ]
+    if batch.note:
+        blocks.append(_note(batch.note))
+    blocks.extend(_section(chunk) for chunk in _chunks(lines))
+    if late_by > LATE_NOTICE:
+        blocks.append(_context(f"This reminder is {int(late_by.total_seconds() // 60)} min late: "
+                               "the bot was offline when it was due."))
+    blocks.append(_buttons(batch.batch_id, renew=True))
+    fallback = f"Reminder: {count} onboarding {noun} expire soon"
+    return {"text": fallback, "blocks": _blocks(blocks)}
+
+
+def stopped() -> Message:
+    return text_message(":no_bell: No more reminders for those links.")
+
+
+def renew_in_progress() -> Message:
+    return text_message(":hourglass_flowing_sand: Already renewing those links; they are on "
+                        "their way.")

@@ -5,13 +5,25 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from redis import RedisError
 
 from bot.exotel import ExotelClient, ExotelError
 from bot.models import Batch, Requester, TrackedLink
 from bot.store import StoreUnavailable, TokenStore
 from bot.tokens import mask
 
+if TYPE_CHECKING:
+    from bot.reminders import Reminders
+
 log = logging.getLogger(__name__)
+RENEW_WINDOW = timedelta(minutes=10)  # a second "Renew" click within this is a double click
+
+
+class BatchGone(Exception):
+    """The batch a button refers to has expired and is no longer tracked."""
 
 
 class NotTracked(Exception):
@@ -29,6 +41,7 @@ class IssueResult:
     batch: Batch | None = None
     links: list[TrackedLink] = field(default_factory=list)
     errors: list[ExotelError] = field(default_factory=list)
+    reminder_due: datetime | None = None
 
     @property
     def failed(self) -> int:
@@ -47,9 +60,10 @@ class CheckResult:
 
 
 class Onboarding:
-    def __init__(self, exotel: ExotelClient, store: TokenStore) -> None:
+    def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders) -> None:
         self.exotel = exotel
         self.store = store
+        self.reminders = reminders
 
     def issue(self, requester: Requester, count: int, note: str) -> IssueResult:
         """Create `count` links and track every one that Exotel made.
@@ -62,7 +76,8 @@ class Onboarding:
         if outcome.links:
             try:
                 result.batch, result.links = self.store.save_batch(requester, note, outcome.links)
-            except StoreUnavailable:
+                result.reminder_due = self.reminders.schedule(result.batch)
+            except (StoreUnavailable, RedisError):
                 # Never hand out a link the bot can't remind about or show in listings.
                 raise NotTracked(len(outcome.links)) from None
         log.info(
@@ -77,3 +92,15 @@ class Onboarding:
         self.store.ensure_available()
         status = self.exotel.token_status(token)
         return CheckResult(token=token, status=status, tracked=self.store.get_link(token))
+
+    def renew(self, requester: Requester, batch_id: str) -> IssueResult | None:
+        """A fresh batch like `batch_id` for `requester`; None if they just asked for it."""
+        if not self.store.first_time(f"renew:{batch_id}:{requester.user_id}", RENEW_WINDOW):
+            return None  # a double click
+        batch = self.store.get_batch(batch_id)
+        if batch is None:
+            raise BatchGone(batch_id)
+        return self.issue(requester, len(batch.tokens), batch.note)
+
+    def stop_reminders(self, batch_id: str) -> None:
+        self.reminders.stop(batch_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
 from redis import Redis
@@ -72,6 +72,13 @@ class TokenStore:
         except redis.RedisError:
             raise StoreUnavailable("Redis failed while recording the links") from None
         return batch, tracked
+
+    def first_time(self, key: str, ttl: timedelta) -> bool:
+        """True the first time `key` is seen within `ttl` (e.g. to ignore a double click)."""
+        try:
+            return bool(self.redis.set(f"onboard:once:{key}", "1", nx=True, ex=ttl))
+        except redis.RedisError:
+            raise StoreUnavailable("Redis is not answering") from None
 
     def get_link(self, token: str) -> TrackedLink | None:
         try:

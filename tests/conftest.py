@@ -24,6 +24,7 @@ from tests.support import (
     SIGNING_SECRET,
     HttpServer,
     RedisProcess,
+    action_body,
     command_body,
     configured_redis_url,
     sign,
@@ -74,7 +75,7 @@ def slack(_slack_server: FakeSlack) -> FakeSlack:
     return _slack_server
 
 
-def test_settings(redis_url: str, exotel: ExotelSandbox, slack: FakeSlack,
+def settings_for(redis_url: str, exotel: ExotelSandbox, slack: FakeSlack,
                   **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
@@ -119,7 +120,15 @@ class Bot:
 
     def command(self, command: str, text: str = "", **fields: Any) -> Reply:
         name = uuid.uuid4().hex
-        body = command_body(command, text, self.slack.response_url(name), **fields)
+        return self._send(name, command_body(command, text, self.slack.response_url(name),
+                                             **fields))
+
+    def click(self, action_id: str, value: str, **fields: Any) -> Reply:
+        name = uuid.uuid4().hex
+        return self._send(name, action_body(action_id, value, self.slack.response_url(name),
+                                            **fields))
+
+    def _send(self, name: str, body: str) -> Reply:
         http = self.session.post(f"{self.url}/slack/events", data=body.encode(),
                                  headers=sign(body), timeout=10)
         return Reply(http, name, self.slack)
@@ -135,7 +144,7 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
     bots: list[Bot] = []
 
     def make(**overrides: Any) -> Bot:
-        services = build_services(test_settings(redis_url, exotel, slack, **overrides))
+        services = build_services(settings_for(redis_url, exotel, slack, **overrides))
         app = create_app(services)
         bot = Bot(services, HttpServer(create_wsgi(app, services.core.store)), slack)
         bots.append(bot)

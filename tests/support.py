@@ -241,3 +241,19 @@ def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrenc
 def percentile(sorted_values: list[float], fraction: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
+
+
+def action_body(action_id: str, value: str, response_url: str, user_id: str = "U0REP",
+                channel_id: str = "C0SALES", team_id: str = "T0FAKE") -> str:
+    """A signed-ready block_actions request, as Slack sends it when a button is clicked."""
+    import json
+
+    payload = {
+        "type": "block_actions", "api_app_id": "A0BOT", "token": "legacy", "trigger_id": "1.2",
+        "team": {"id": team_id, "domain": "fake"}, "user": {"id": user_id, "team_id": team_id},
+        "channel": {"id": channel_id, "name": "sales"}, "response_url": response_url,
+        "container": {"type": "message", "channel_id": channel_id, "is_ephemeral": False},
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": value,
+                     "action_ts": str(time.time())}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
