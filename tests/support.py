@@ -152,6 +152,8 @@ class BotProcess:
 
         self.proc = subprocess.Popen([sys.executable, "-m", "bot", *self.args], cwd=ROOT,
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        if self.args == ("worker",):
+            return self._wait_for_worker(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -163,6 +165,21 @@ class BotProcess:
                 pass  # not listening yet, or still booting
             time.sleep(0.1)
         raise AssertionError(f"bot not healthy after {timeout} s:\n{self.output()}")
+
+    def _wait_for_worker(self, timeout: float) -> BotProcess:
+        from rq import Worker
+
+        jobs = redis.Redis.from_url(self.env["REDIS_URL"])
+        before = {w.name for w in Worker.all(connection=jobs)}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.output()}")
+            if {w.name for w in Worker.all(connection=jobs)} - before:
+                return self
+            time.sleep(0.1)
+        raise AssertionError(f"worker not registered after {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -105,6 +105,18 @@ def test_a_channel_that_refuses_gets_a_direct_message_instead(
     assert "<@U0REP>" in json.dumps(posts(slack)[-1])
 
 
+def test_slack_rate_limits_are_waited_out_not_dropped(
+    make_core, clock: FrozenDateTimeFactory, slack: FakeSlack
+) -> None:
+    core = make_core()
+    result = issue(core)
+    slack.rate_limited["chat.postMessage"] = 2  # two 429s with Retry-After: 1, then OK
+    clock.move_to(result.reminder_due + timedelta(seconds=1))
+    fire_due(core)
+    assert len(posts(slack)) == 3  # the same post, tried until Slack took it
+    assert slack.rate_limited["chat.postMessage"] == 0
+
+
 def test_no_reminder_when_every_link_is_used(
     make_core, clock: FrozenDateTimeFactory, slack: FakeSlack, exotel: ExotelSandbox,
     caplog: pytest.LogCaptureFixture

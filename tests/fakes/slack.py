@@ -30,6 +30,7 @@ class FakeSlack:
         # method name -> the Slack error to answer with, e.g. {"chat.postMessage": "not_in_channel"}
         self.errors: dict[str, str] = {}
         self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
+        self.rate_limited: dict[str, int] = {}  # method -> how many calls get HTTP 429 first
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
 
@@ -58,6 +59,7 @@ class FakeSlack:
             self.responses.clear()
             self.errors.clear()
             self.channel_errors.clear()
+            self.rate_limited.clear()
 
     def calls(self, method: str) -> list[ApiCall]:
         with self.lock:
@@ -120,10 +122,21 @@ class FakeSlack:
                 with fake.lock:
                     fake.api_calls.append(
                         ApiCall(method, params, self.headers.get("Authorization")))
+                    limited = fake.rate_limited.get(method, 0)
+                    if limited:
+                        fake.rate_limited[method] = limited - 1
+                if limited:
+                    body = json.dumps({"ok": False, "error": "ratelimited"}).encode()
+                    self._send(body, "application/json", status=429,
+                               headers={"Retry-After": "1"})
+                    return
                 self._send(json.dumps(fake._answer(method, params)).encode(), "application/json")
 
-            def _send(self, body: bytes, content_type: str) -> None:
-                self.send_response(200)
+            def _send(self, body: bytes, content_type: str, status: int = 200,
+                      headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -1,0 +1,127 @@
+"""Reminders through real processes: the Procfile's, restarts, and two replicas side by side."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import redis
+import requests
+from rq import Queue
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+from bot.reminders import QUEUE_NAME
+from bot.sandbox import ExotelSandbox
+from tests.fakes.slack import FakeSlack
+from tests.support import BotProcess, command_body, sign
+from tests.test_process import bot_env
+
+DUE = re.compile(r"Reminder in this channel <!date\^(\d+)\^")
+
+
+def env(redis_url: str, exotel: ExotelSandbox, slack: FakeSlack) -> dict[str, str]:
+    # Links issued now are reminded about five seconds from now.
+    return bot_env(exotel, slack, REDIS_URL=redis_url, REMINDER_LEAD="86395")
+
+
+@contextmanager
+def processes(*bots: BotProcess) -> Iterator[list[BotProcess]]:
+    started: list[BotProcess] = []
+    try:
+        for bot in bots:
+            started.append(bot.start())
+        yield started
+    finally:
+        for bot in started:
+            assert bot.stop() < 10, "a process took too long to stop on SIGTERM"
+
+
+def onboard(web: BotProcess, slack: FakeSlack, name: str, text: str = "1 ACME") -> datetime:
+    """Issue links through the web process; return when their reminder is due."""
+    body = command_body("/onboard-link", text, slack.response_url(name))
+    ack = requests.post(f"{web.url}/slack/events", data=body.encode(), headers=sign(body),
+                        timeout=5)
+    assert ack.status_code == 200
+    reply = slack.wait_for_replies(name)[0]
+    match = DUE.search(str(reply["blocks"]))
+    assert match, reply
+    return datetime.fromtimestamp(int(match.group(1)), UTC)
+
+
+def reminders_posted(slack: FakeSlack) -> list[dict]:
+    return [c.params for c in slack.calls("chat.postMessage")]
+
+
+def wait_for_posts(slack: FakeSlack, count: int, timeout: float) -> float:
+    started = time.monotonic()
+    while len(reminders_posted(slack)) < count:
+        assert time.monotonic() - started < timeout, f"{len(reminders_posted(slack))} posts"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def wait_until_all_done(redis_url: str, timeout: float = 30) -> None:
+    """Until no reminder is scheduled, queued or running: nothing more can be posted."""
+    jobs = redis.Redis.from_url(redis_url)
+    queue = Queue(QUEUE_NAME, connection=jobs)
+    deadline = time.monotonic() + timeout
+    while (ScheduledJobRegistry(queue=queue).count or queue.count
+           or StartedJobRegistry(queue=queue).count):
+        assert time.monotonic() < deadline, "reminder jobs still pending"
+        time.sleep(0.1)
+
+
+def test_the_procfile_processes_post_the_reminder_within_15_seconds(
+    redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    settings = env(redis_url, exotel, slack)
+    with processes(BotProcess(settings, "web"), BotProcess(settings, "worker")) as (web, _):
+        started = time.monotonic()
+        onboard(web, slack, "procfile")
+        wait_for_posts(slack, 1, timeout=15)
+        assert time.monotonic() - started < 15
+        wait_until_all_done(redis_url)
+    [post] = reminders_posted(slack)
+    assert post["channel"] == "C0SALES" and "<@U0REP>" in str(post["blocks"])
+
+
+def test_python_m_bot_alone_runs_the_reminders_too(
+    redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    with processes(BotProcess(env(redis_url, exotel, slack))) as (bot,):
+        onboard(bot, slack, "all-in-one")
+        wait_for_posts(slack, 1, timeout=15)
+
+
+def test_a_reminder_due_while_everything_was_down_is_sent_once_on_return(
+    redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    settings = env(redis_url, exotel, slack)
+    with processes(BotProcess(settings, "web")) as (web,):
+        due = onboard(web, slack, "before-restart")  # no worker running: nothing can fire
+    while datetime.now(UTC) <= due:  # every bot process is down past the due time
+        time.sleep(0.1)
+    assert reminders_posted(slack) == []
+    with processes(BotProcess(settings, "web"), BotProcess(settings, "worker")):
+        wait_for_posts(slack, 1, timeout=15)
+        wait_until_all_done(redis_url)
+    assert len(reminders_posted(slack)) == 1
+
+
+def test_two_complete_instances_send_each_reminder_once(
+    redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    settings = env(redis_url, exotel, slack)
+    instance_a = [BotProcess(settings, "web"), BotProcess(settings, "worker")]
+    instance_b = [BotProcess(settings, "web"), BotProcess(settings, "worker")]
+    with processes(*instance_a, *instance_b) as (web_a, _, web_b, _):
+        onboard(web_a, slack, "via-a", "1 Customer A")
+        onboard(web_b, slack, "via-b", "1 Customer B")
+        wait_for_posts(slack, 2, timeout=20)
+        wait_until_all_done(redis_url)
+    posted = [str(p["blocks"]) for p in reminders_posted(slack)]
+    assert len(posted) == 2
+    assert sum("Customer A" in p for p in posted) == sum("Customer B" in p for p in posted) == 1
