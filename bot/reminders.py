@@ -8,10 +8,10 @@ job claims the reminder in Redis before posting and records it as sent afterward
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import redis as redis_lib
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from bot import messages
 from bot.exotel import ExotelClient
 from bot.models import Batch, Requester
-from bot.store import StoreUnavailable, TokenStore, now
+from bot.store import TokenStore, now, redis_errors
 from bot.tokens import mask
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,9 @@ class Reminders:
 
     def stop(self, batch_id: str) -> None:
         """No reminder for this batch from now on, even one already queued."""
-        try:
+        with redis_errors(), suppress(NoSuchJobError):
             self.redis.set(STOPPED_KEY.format(batch_id), "1", ex=KEEP)
             Job.fetch(job_id(batch_id), connection=self.queue.connection).cancel()
-        except NoSuchJobError:
-            pass
-        except redis_lib.RedisError:
-            raise StoreUnavailable("Redis is not answering") from None
 
     def is_stopped(self, batch_id: str) -> bool:
         return bool(self.redis.exists(STOPPED_KEY.format(batch_id)))

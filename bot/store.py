@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -32,6 +33,15 @@ def connect(url: str) -> Redis:
     )
 
 
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Any Redis failure inside becomes StoreUnavailable, which users get explained."""
+    try:
+        yield
+    except redis.RedisError:
+        raise StoreUnavailable("Redis is not answering") from None
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -41,10 +51,8 @@ class TokenStore:
         self.redis = client
 
     def ensure_available(self) -> None:
-        try:
+        with redis_errors():
             self.redis.ping()
-        except redis.RedisError:
-            raise StoreUnavailable("Redis is not answering") from None
 
     def save_batch(
         self, requester: Requester, note: str, links: Sequence[OnboardingLink]
@@ -63,33 +71,24 @@ class TokenStore:
             for link in links
         ]
         ttl = int(LINK_TTL.total_seconds())
-        try:
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
-                for item in tracked:
-                    pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
-                pipe.execute()
-        except redis.RedisError:
-            raise StoreUnavailable("Redis failed while recording the links") from None
+        with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
+            for item in tracked:
+                pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
+            pipe.execute()
         return batch, tracked
 
     def first_time(self, key: str, ttl: timedelta) -> bool:
         """True the first time `key` is seen within `ttl` (e.g. to ignore a double click)."""
-        try:
+        with redis_errors():
             return bool(self.redis.set(f"onboard:once:{key}", "1", nx=True, ex=ttl))
-        except redis.RedisError:
-            raise StoreUnavailable("Redis is not answering") from None
 
     def get_link(self, token: str) -> TrackedLink | None:
-        try:
+        with redis_errors():
             raw = self.redis.get(TOKEN_KEY.format(token))
-        except redis.RedisError:
-            raise StoreUnavailable("Redis is not answering") from None
         return TrackedLink.model_validate_json(raw) if raw else None
 
     def get_batch(self, batch_id: str) -> Batch | None:
-        try:
+        with redis_errors():
             raw = self.redis.get(BATCH_KEY.format(batch_id))
-        except redis.RedisError:
-            raise StoreUnavailable("Redis is not answering") from None
         return Batch.model_validate_json(raw) if raw else None
