@@ -25,8 +25,8 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# fn(core, *args) -> a Slack message; must be a module-level function (it is pickled by name).
-Task = Callable[..., messages.Message]
+# fn(core, *args) -> a Slack message or None; a module-level function (pickled by name).
+Task = Callable[..., messages.Message | None]
 
 BACKGROUND_NICENESS = 10
 _context = multiprocessing.get_context("forkserver")
@@ -48,7 +48,7 @@ class Background:
         pool.submit(_ready).result()  # start the child now, not inside the first ack
         return pool
 
-    def submit(self, response_url: str, task: Task, *args: Any) -> None:
+    def submit(self, response_url: str | None, task: Task, *args: Any) -> None:
         """Hand `task` to the child; its message (or a polite error) goes to `response_url`."""
         try:
             self._pool.submit(_dispatch, response_url, task, args)
@@ -81,12 +81,12 @@ def _ready() -> None:
     pass
 
 
-def _dispatch(response_url: str, task: Task, args: tuple[Any, ...]) -> None:
+def _dispatch(response_url: str | None, task: Task, args: tuple[Any, ...]) -> None:
     assert _threads is not None
     _threads.submit(perform, _core, response_url, task, args)
 
 
-def perform(core: Core, response_url: str, task: Task, args: tuple[Any, ...]) -> None:
+def perform(core: Core, response_url: str | None, task: Task, args: tuple[Any, ...]) -> None:
     """Run one task and send its message, or a polite account of its failure, to Slack."""
     try:
         message = task(core, *args)
@@ -96,6 +96,8 @@ def perform(core: Core, response_url: str, task: Task, args: tuple[Any, ...]) ->
         else:
             log.exception("background work failed")
         message = messages.problem(exc)
+    if response_url is None or message is None:
+        return
     try:
         WebhookClient(response_url, retry_handlers=[ConnectionErrorRetryHandler()]).send_dict(
             message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from bot.tokens import parse_token_argument
 
@@ -34,16 +35,40 @@ class CheckRequest:
     token: str
 
 
+@dataclass(frozen=True)
+class ListRequest:
+    scope: Literal["user", "channel", "all"]
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    token: str
+
+
+LIST_SCOPES: dict[str, Literal["user", "channel", "all"]] = {
+    "": "user", "mine": "user", "channel": "channel", "all": "all"}
+
+
 def _text(raw: str | None) -> str:
     # Slack HTML-escapes &, < and > in command text; keep what the user actually typed.
     return html.unescape(raw or "").strip()
 
 
-def parse_onboard(raw: str | None) -> OnboardRequest | Help:
+def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetRequest | Help:
     text = _text(raw)
     first = text.split(maxsplit=1)[0] if text else ""  # any whitespace: newline, no-break space
     if first.lower() in HELP_WORDS:
         return Help()
+    if first.lower() == "list":
+        scope = LIST_SCOPES.get(text[len(first):].strip().lower())
+        if scope is None:
+            raise UsageError("Use `/onboard-link list`, `list channel` or `list all`.")
+        return ListRequest(scope)
+    if first.lower() == "forget":
+        token = parse_token_argument(text[len(first):])
+        if token is None:
+            raise UsageError("Say which link to forget: `/onboard-link forget <link or token>`.")
+        return ForgetRequest(token)
     count = 1
     if _NUMBERISH.fullmatch(first):
         if not first.isdigit() or not 1 <= int(first) <= MAX_LINKS:

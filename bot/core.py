@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from rq import Queue
@@ -12,15 +13,18 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
 )
 
+from bot.access import AccessPolicy
+from bot.audit import Audit
 from bot.exotel import ExotelClient, ExotelError
-from bot.onboarding import BatchGone, NotTracked, Onboarding
-from bot.ratelimit import SharedRateLimiter
+from bot.onboarding import BatchGone, NotTracked, NotYours, Onboarding
+from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
 from bot.store import StoreUnavailable, TokenStore, connect
 
 # Failures that are news for the user, not bugs: logged without a traceback.
-EXPECTED_FAILURES = (ExotelError, StoreUnavailable, NotTracked, BatchGone, ReminderBusy)
+EXPECTED_FAILURES = (ExotelError, StoreUnavailable, NotTracked, BatchGone, NotYours,
+                     QuotaExceeded, ReminderBusy)
 SLACK_RATE_LIMIT_RETRIES = 10  # Slack's 429s are waited out (Retry-After), not dropped
 
 
@@ -32,6 +36,7 @@ class Core:
     reminders: Reminders
     reminder_sender: ReminderSender
     slack: WebClient
+    access: AccessPolicy
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -67,8 +72,17 @@ def build_core(settings: Settings) -> Core:
     jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     reminders = Reminders(client, Queue(QUEUE_NAME, connection=jobs), settings.reminder_lead)
     slack = slack_client(settings)
+    audit = Audit(client, timedelta(days=settings.audit_retention_days))
+    quota = LinkQuota(client, settings.max_links_per_user_per_day)
     return Core(
-        settings=settings, store=store, onboarding=Onboarding(exotel, store, reminders),
+        settings=settings, store=store,
+        onboarding=Onboarding(exotel, store, reminders, audit, quota),
         reminders=reminders, reminder_sender=ReminderSender(reminders, store, exotel, slack),
-        slack=slack,
+        slack=slack, access=AccessPolicy(settings, lookup_client(settings)),
     )
+
+
+def lookup_client(settings: Settings) -> WebClient:
+    """For look-ups made while Slack waits for an ack: short timeout, no retries."""
+    return WebClient(token=settings.slack_bot_token.get_secret_value(),
+                     base_url=settings.slack_api_url, timeout=2)

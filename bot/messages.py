@@ -22,8 +22,9 @@ from slack_sdk.models.blocks import (
 
 from bot.commands import MAX_LINKS, MAX_NOTE
 from bot.exotel import ExotelError
-from bot.models import Batch
-from bot.onboarding import BatchGone, CheckResult, IssueResult, NotTracked
+from bot.models import Batch, Requester, TrackedLink
+from bot.onboarding import BatchGone, CheckResult, Forgotten, IssueResult, NotTracked, NotYours
+from bot.ratelimit import QuotaExceeded
 from bot.store import StoreUnavailable, now
 from bot.tokens import mask
 
@@ -38,6 +39,11 @@ RULES = (
 )
 RENEW_ACTION = "renew_batch"
 STOP_ACTION = "stop_reminders"
+SHARE_ACTION = "share_batch"
+FORGET_ACTION = "forget_batch"
+NO_REVOKE = ("Exotel's API cannot revoke a link: it keeps working for whoever has it until it "
+             "expires")
+MAX_LISTED = 40  # batches in one listing, within Slack's 50 blocks
 REMINDER_STATUS = {
     "VALID": "still usable",
     "USED": ":white_check_mark: done (used by five customers)",
@@ -82,8 +88,11 @@ def _message(text: str, blocks: Iterable[Block]) -> Message:
     return {"response_type": "ephemeral", "text": text, "blocks": _blocks(blocks)}
 
 
-def _buttons(batch_id: str, *, renew: bool) -> ActionsBlock:
+def _buttons(batch_id: str, *, renew: bool = False, share: bool = False) -> ActionsBlock:
     buttons = [ButtonElement(text="Stop reminding", action_id=STOP_ACTION, value=batch_id)]
+    if share:
+        buttons.insert(0, ButtonElement(text="Post to channel", action_id=SHARE_ACTION,
+                                        value=batch_id))
     if renew:
         buttons.insert(0, ButtonElement(text="Renew", action_id=RENEW_ACTION, value=batch_id,
                                         style="primary"))
@@ -145,6 +154,9 @@ def onboard_help() -> Message:
         f"• `count`: how many links, a whole number from 1 to {MAX_LINKS} (default 1).\n"
         f"• `customer note`: who the links are for, up to {MAX_NOTE} characters.\n"
         "Example: `/onboard-link 3 ACME Corp, Priya's team`\n"
+        "`/onboard-link list` shows your live links (`list channel`: this channel's; "
+        "`list all`: everyone's, for admins); `/onboard-link forget &lt;link&gt;` stops "
+        "tracking one.\n"
         f"{RULES}\n"
         "Check a link later with `/check-token &lt;link or token&gt;`."
     )
@@ -175,7 +187,7 @@ def issued(result: IssueResult) -> Message:
         blocks.append(_section(_failure_summary(result)))
     if result.batch and result.reminder_due:
         blocks.append(_context(f"Reminder in this channel {slack_date(result.reminder_due)}."))
-        blocks.append(_buttons(result.batch.batch_id, renew=False))
+        blocks.append(_buttons(result.batch.batch_id, share=True))
     fallback = f"{count} WhatsApp onboarding {noun}"
     if result.note:
         fallback += f" for {escape(result.note[:100])}"
@@ -234,6 +246,13 @@ def problem(error: BaseException) -> Message:
         )
     if isinstance(error, ExotelError):
         return text_message(f":x: {escape(str(error))}")
+    if isinstance(error, NotYours):
+        return text_message(":no_entry: Only the person who issued those links (or an admin) "
+                            "can do that.")
+    if isinstance(error, QuotaExceeded):
+        return text_message(
+            f":no_entry: You can issue at most {error.limit} links in any 24 hours, and you have "
+            f"{error.remaining} left. More can be issued from {slack_date(error.more_at)}.")
     return text_message(
         ":x: Something went wrong inside the bot, and the request did not finish. Please try "
         "again; if it happens again, tell the bot's operator (the details are in its log)."
@@ -273,3 +292,77 @@ def stopped() -> Message:
 def renew_in_progress() -> Message:
     return text_message(":hourglass_flowing_sand: Already renewing those links; they are on "
                         "their way.")
+
+
+def refused(reason: str, admins: list[str]) -> Message:
+    ask = (" Ask " + " or ".join(f"<@{a}>" for a in admins[:5]) + " for access."
+           if admins else " Ask the person who runs this bot for access.")
+    return text_message(f":no_entry: {escape(reason)}{ask}")
+
+
+def _batch_line(batch: Batch, at: datetime) -> str:
+    note = escape(batch.note) if batch.note else "_no customer note_"
+    count = len(batch.tokens)
+    reminder = (f"; reminder {slack_date(batch.reminder_due)}"
+                if batch.reminder_due and batch.reminder_due > at else "")
+    return (f"*{note}*: {count} link{'s' if count != 1 else ''} by "
+            f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
+
+
+def batch_list(batches: list[Batch], scope: str) -> Message:
+    title = {"user": "Your live onboarding links", "channel": "Live onboarding links in this "
+             "channel", "all": "Everyone's live onboarding links"}[scope]
+    if not batches:
+        return text_message(f"*{title}*: none. Create some with `/onboard-link`.")
+    at = now()
+    blocks: list[Block] = [_section(f"*{title}* (newest first)")]
+    for batch in batches[:MAX_LISTED]:
+        blocks.append(SectionBlock(
+            text=MarkdownTextObject(text=_batch_line(batch, at)),
+            accessory=ButtonElement(text="Forget", action_id=FORGET_ACTION,
+                                    value=batch.batch_id)))
+    if len(batches) > MAX_LISTED:
+        blocks.append(_context(f"…and {len(batches) - MAX_LISTED} older ones."))
+    return _message(title, blocks)
+
+
+def home_view(batches: list[Batch]) -> dict[str, Any]:
+    """The App Home tab: the viewer's live links."""
+    at = now()
+    blocks: list[Block] = [_section("*Your live onboarding links*")]
+    blocks.extend(_section(_batch_line(b, at)) for b in batches[:MAX_LISTED])
+    if not batches:
+        blocks.append(_context("None right now. Create some with `/onboard-link` in any "
+                               "channel."))
+    blocks.append(_context(RULES))
+    return {"type": "home", "blocks": _blocks(blocks)}
+
+
+def forgotten(result: Forgotten) -> Message:
+    what = (f"the link ending `{mask(result.token)}`" if result.token
+            else f"those {len(result.batch.tokens)} links")
+    return text_message(f":wastebasket: The bot no longer tracks {what} and won't remind about "
+                        f"them. {NO_REVOKE} {slack_date(result.batch.expires_at)}.")
+
+
+def shared(batch: Batch, links: list[TrackedLink], sharer: Requester) -> Message:
+    """The links posted to the channel, attributed to the one who issued them."""
+    count = len(links)
+    blocks: list[Block] = [_section(f":link: <@{sharer.user_id}> shared {count} WhatsApp "
+                                    f"onboarding link{'s' if count != 1 else ''}:")]
+    if batch.note:
+        blocks.append(_note(batch.note))
+    blocks.extend(_section(chunk) for chunk in
+                  _chunks(f"{i}. {link.url}" for i, link in enumerate(links, 1)))
+    blocks.append(_context(f"Valid until {slack_date(batch.expires_at)}. {RULES}"))
+    return {"text": f"{count} onboarding links shared", "blocks": _blocks(blocks)}
+
+
+def posted_to_channel() -> Message:
+    return text_message(":white_check_mark: Posted the links to the channel.")
+
+
+def cannot_post_here(error: str) -> Message:
+    return text_message(f":warning: Slack would not let the bot post in this channel "
+                        f"(`{escape(error)}`). Invite the bot with `/invite @onboard-bot`, or "
+                        "copy the links yourself.")

@@ -38,3 +38,4 @@ class Batch(BaseModel):
     tokens: list[str]
     issued_at: datetime
     expires_at: datetime
+    reminder_due: datetime | None = None

@@ -1,4 +1,4 @@
-"""The bot's use cases: issue tracked onboarding links, and check a token. No Slack here."""
+"""The bot's use cases: issue, check, renew, share, list and forget links. No Slack here."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from redis import RedisError
 
 from bot.exotel import ExotelClient, ExotelError
 from bot.models import Batch, Requester, TrackedLink
-from bot.store import StoreUnavailable, TokenStore
+from bot.store import Scope, StoreUnavailable, TokenStore, redis_errors
 from bot.tokens import mask
 
 if TYPE_CHECKING:
+    from bot.audit import Audit
+    from bot.ratelimit import LinkQuota
     from bot.reminders import Reminders
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,11 @@ RENEW_WINDOW = timedelta(minutes=10)  # a second "Renew" click within this is a 
 
 
 class BatchGone(Exception):
-    """The batch a button refers to has expired and is no longer tracked."""
+    """The batch a button refers to has expired or was forgotten."""
+
+
+class NotYours(Exception):
+    """Only the requester (or an admin) may do this to a batch."""
 
 
 class NotTracked(Exception):
@@ -41,7 +47,10 @@ class IssueResult:
     batch: Batch | None = None
     links: list[TrackedLink] = field(default_factory=list)
     errors: list[ExotelError] = field(default_factory=list)
-    reminder_due: datetime | None = None
+
+    @property
+    def reminder_due(self) -> datetime | None:
+        return self.batch.reminder_due if self.batch else None
 
     @property
     def failed(self) -> int:
@@ -59,38 +68,54 @@ class CheckResult:
     tracked: TrackedLink | None
 
 
+@dataclass
+class Forgotten:
+    """What `forget` dropped: a whole batch, or one link of it."""
+
+    batch: Batch
+    token: str | None = None
+
+
 class Onboarding:
-    def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders) -> None:
+    def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders,
+                 audit: Audit, quota: LinkQuota) -> None:
         self.exotel = exotel
         self.store = store
         self.reminders = reminders
+        self.audit = audit
+        self.quota = quota
 
-    def issue(self, requester: Requester, count: int, note: str) -> IssueResult:
+    def issue(self, requester: Requester, count: int, note: str,
+              action: str = "issue") -> IssueResult:
         """Create `count` links and track every one that Exotel made.
 
         Redis is checked first so that no Exotel link is made that could not be tracked.
         """
         self.store.ensure_available()
+        with redis_errors():
+            self.quota.take(requester.team_id, requester.user_id, count)
         outcome = self.exotel.create_links(count)
         result = IssueResult(requested=count, note=note, errors=outcome.errors)
         if outcome.links:
             try:
-                result.batch, result.links = self.store.save_batch(requester, note, outcome.links)
-                result.reminder_due = self.reminders.schedule(result.batch)
+                result.batch, result.links = self.store.save_batch(
+                    requester, note, outcome.links, self.reminders.lead)
+                self.reminders.schedule(result.batch)
             except (StoreUnavailable, RedisError):
                 # Never hand out a link the bot can't remind about or show in listings.
                 raise NotTracked(len(outcome.links)) from None
-        log.info(
-            "issued %d of %d links batch=%s user=%s channel=%s tokens=%s failures=%s",
-            len(result.links), count, result.batch.batch_id if result.batch else "-",
-            requester.user_id, requester.channel_id,
-            ",".join(mask(link.token) for link in result.links), result.reasons(),
-        )
+        masked = [mask(link.token) for link in result.links]
+        log.info("issued %d of %d links batch=%s user=%s channel=%s tokens=%s failures=%s",
+                 len(result.links), count, result.batch.batch_id if result.batch else "-",
+                 requester.user_id, requester.channel_id, ",".join(masked), result.reasons())
+        self._record(action, requester, result.batch, count=len(result.links), tokens=masked,
+                     outcome="ok" if not result.errors else f"{result.failed} failed")
         return result
 
-    def check(self, token: str) -> CheckResult:
+    def check(self, requester: Requester, token: str) -> CheckResult:
         self.store.ensure_available()
         status = self.exotel.token_status(token)
+        self._record("check", requester, None, tokens=[mask(token)], detail=status)
         return CheckResult(token=token, status=status, tracked=self.store.get_link(token))
 
     def renew(self, requester: Requester, batch_id: str) -> IssueResult | None:
@@ -100,7 +125,62 @@ class Onboarding:
         batch = self.store.get_batch(batch_id)
         if batch is None:
             raise BatchGone(batch_id)
-        return self.issue(requester, len(batch.tokens), batch.note)
+        return self.issue(requester, len(batch.tokens), batch.note, action="renew")
 
-    def stop_reminders(self, batch_id: str) -> None:
+    def stop_reminders(self, requester: Requester, batch_id: str) -> None:
         self.reminders.stop(batch_id)
+        self._record("stop_reminders", requester, None, batch_id=batch_id)
+
+    def live(self, requester: Requester, scope: Scope) -> list[Batch]:
+        return self.store.live_batches(scope, requester)
+
+    def share(self, requester: Requester, batch_id: str,
+              is_admin: bool = False) -> tuple[Batch, list[TrackedLink]]:
+        batch = self._own_batch(requester, batch_id, is_admin)
+        links = self.store.links_of(batch)
+        self._record("share", requester, batch, count=len(links),
+                     tokens=[mask(link.token) for link in links])
+        return batch, links
+
+    def forget(self, requester: Requester, *, token: str | None = None,
+               batch_id: str | None = None, is_admin: bool = False) -> Forgotten:
+        """Stop tracking a batch, or one link of it, and its reminder when nothing is left."""
+        if token is not None:
+            link = self.store.get_link(token)
+            if link is None:
+                raise BatchGone(token)
+            batch = self._own_batch(requester, link.batch_id, is_admin)
+            remaining = self.store.forget_link(link)
+            if remaining is None:
+                self.reminders.stop(batch.batch_id)
+            self._record("forget", requester, batch, tokens=[mask(token)])
+            return Forgotten(batch, token)
+        assert batch_id is not None
+        batch = self._own_batch(requester, batch_id, is_admin)
+        self.store.forget_batch(batch)
+        self.reminders.stop(batch.batch_id)
+        self._record("forget", requester, batch, count=len(batch.tokens),
+                     tokens=[mask(t) for t in batch.tokens])
+        return Forgotten(batch)
+
+    def refused(self, requester: Requester, action: str, reason: str) -> None:
+        self._record(action, requester, None, outcome="refused", detail=reason)
+
+    def _own_batch(self, requester: Requester, batch_id: str, is_admin: bool) -> Batch:
+        batch = self.store.get_batch(batch_id)
+        if batch is None:
+            raise BatchGone(batch_id)
+        if batch.requester.user_id != requester.user_id and not is_admin:
+            raise NotYours(batch_id)
+        return batch
+
+    def _record(self, action: str, requester: Requester, batch: Batch | None, *,
+                batch_id: str = "", count: int | None = None, tokens: list[str] | None = None,
+                outcome: str = "ok", detail: str = "") -> None:
+        try:
+            self.audit.record(action, team_id=requester.team_id, user_id=requester.user_id,
+                              channel_id=requester.channel_id, outcome=outcome,
+                              batch_id=batch.batch_id if batch else batch_id, count=count,
+                              tokens=tokens or [], detail=detail)
+        except StoreUnavailable:
+            log.error("could not write the audit entry for %s by %s", action, requester.user_id)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerDay, RateLimitItemPerMinute
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis import Redis
@@ -37,3 +38,30 @@ class SharedRateLimiter:
             if time.monotonic() + wait > deadline:
                 raise RateLimitExceeded(wait)
             time.sleep(min(wait, 1.0))
+
+
+class QuotaExceeded(Exception):
+    """A user asked for more links than their rolling day allows."""
+
+    def __init__(self, limit: int, remaining: int, more_at: datetime) -> None:
+        super().__init__(f"daily link quota reached ({remaining} of {limit} left)")
+        self.limit = limit
+        self.remaining = remaining
+        self.more_at = more_at
+
+
+class LinkQuota:
+    """At most `per_day` links per user in any rolling 24 hours, across every process."""
+
+    def __init__(self, redis: Redis, per_day: int) -> None:
+        storage = RedisStorage("redis://", connection_pool=redis.connection_pool)
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._item = RateLimitItemPerDay(per_day)
+        self.per_day = per_day
+
+    def take(self, team_id: str, user_id: str, count: int) -> None:
+        if self._limiter.hit(self._item, "links", team_id, user_id, cost=count):
+            return
+        stats = self._limiter.get_window_stats(self._item, "links", team_id, user_id)
+        raise QuotaExceeded(self.per_day, stats.remaining,
+                            datetime.fromtimestamp(stats.reset_time, UTC))

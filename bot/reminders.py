@@ -58,7 +58,7 @@ class Reminders:
         self.lead = lead
 
     def schedule(self, batch: Batch) -> datetime:
-        due = batch.expires_at - self.lead
+        due = batch.reminder_due or batch.expires_at - self.lead
         self.queue.enqueue_at(
             due, send_reminder, batch.batch_id, due.isoformat(),
             job_id=job_id(batch.batch_id), retry=RETRY, job_timeout=JOB_TIMEOUT,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EXOTEL_REGIONS = {
     "singapore": "https://api.exotel.com",
@@ -32,7 +32,18 @@ HINTS = {
     "REDIS_URL": "a URL such as redis://localhost:6379/0, or leave it unset for the embedded Redis",
     "PORT": "a TCP port number, 1-65535",
     "REMINDER_LEAD": "seconds (3600) or an ISO-8601 duration (PT1H), from 0 up to just under 24 h",
+    "ALLOWED_USER_IDS": "Slack user ids separated by commas (U0123,U0456), or empty for everyone",
+    "ALLOWED_USERGROUP_IDS": "Slack user group ids separated by commas (S0123), or empty",
+    "ALLOWED_CHANNEL_IDS": "Slack channel ids separated by commas (C0123), or empty",
+    "ADMIN_USER_IDS": "Slack user ids separated by commas (U0123)",
+    "CHECK_TOKEN_RESTRICTED": "true or false",
+    "AUDIT_RETENTION_DAYS": "a whole number of days, 1 or more",
+    "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
 }
+
+
+# Comma-separated in the environment ("U1,U2"), not JSON.
+IdList = Annotated[list[str], NoDecode]
 
 
 class SettingsError(Exception):
@@ -71,6 +82,24 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    # Who may do what; each a comma-separated list of Slack ids, empty meaning everyone.
+    allowed_user_ids: IdList = Field(default_factory=list, alias="ALLOWED_USER_IDS")
+    allowed_usergroup_ids: IdList = Field(default_factory=list, alias="ALLOWED_USERGROUP_IDS")
+    allowed_channel_ids: IdList = Field(default_factory=list, alias="ALLOWED_CHANNEL_IDS")
+    admin_user_ids: IdList = Field(default_factory=list, alias="ADMIN_USER_IDS")
+    check_token_restricted: bool = Field(default=False, alias="CHECK_TOKEN_RESTRICTED")
+    audit_retention_days: int = Field(default=90, ge=1, alias="AUDIT_RETENTION_DAYS")
+    max_links_per_user_per_day: int = Field(default=200, ge=1,
+                                            alias="MAX_LINKS_PER_USER_PER_DAY")
+
+    @field_validator("allowed_user_ids", "allowed_usergroup_ids", "allowed_channel_ids",
+                     "admin_user_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("exotel_region", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import redis
 from redis import Redis
@@ -16,6 +17,21 @@ from bot.settings import LINK_TTL
 
 TOKEN_KEY = "onboard:token:{}"
 BATCH_KEY = "onboard:batch:{}"
+# Batch ids by expiry time, for listings: each requester's, each channel's, everyone's.
+USER_INDEX = "onboard:batches:user:{}:{}"
+CHANNEL_INDEX = "onboard:batches:channel:{}"
+ALL_INDEX = "onboard:batches:all"
+Scope = Literal["user", "channel", "all"]
+
+
+def _indexes(requester: Requester) -> list[str]:
+    return [USER_INDEX.format(requester.team_id, requester.user_id),
+            CHANNEL_INDEX.format(requester.channel_id), ALL_INDEX]
+
+
+def _index(scope: Scope, requester: Requester) -> str:
+    return {"user": USER_INDEX.format(requester.team_id, requester.user_id),
+            "channel": CHANNEL_INDEX.format(requester.channel_id), "all": ALL_INDEX}[scope]
 
 
 class StoreUnavailable(Exception):
@@ -55,7 +71,8 @@ class TokenStore:
             self.redis.ping()
 
     def save_batch(
-        self, requester: Requester, note: str, links: Sequence[OnboardingLink]
+        self, requester: Requester, note: str, links: Sequence[OnboardingLink],
+        reminder_lead: timedelta,
     ) -> tuple[Batch, list[TrackedLink]]:
         """Record one command's links atomically: all of them are tracked, or none."""
         issued_at = now()
@@ -63,6 +80,7 @@ class TokenStore:
         batch = Batch(
             batch_id=uuid.uuid4().hex, requester=requester, note=note,
             tokens=[link.token for link in links], issued_at=issued_at, expires_at=expires_at,
+            reminder_due=expires_at - reminder_lead,
         )
         tracked = [
             TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
@@ -75,6 +93,9 @@ class TokenStore:
             pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
             for item in tracked:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
+            for index in _indexes(requester):
+                pipe.zadd(index, {batch.batch_id: expires_at.timestamp()})
+                pipe.expire(index, ttl)
             pipe.execute()
         return batch, tracked
 
@@ -92,3 +113,42 @@ class TokenStore:
         with redis_errors():
             raw = self.redis.get(BATCH_KEY.format(batch_id))
         return Batch.model_validate_json(raw) if raw else None
+
+    def live_batches(self, scope: Scope, requester: Requester) -> list[Batch]:
+        """Batches not yet expired nor forgotten, newest first."""
+        index = _index(scope, requester)
+        moment = now().timestamp()
+        with redis_errors():
+            self.redis.zremrangebyscore(index, "-inf", moment)
+            ids = self.redis.zrevrangebyscore(index, "+inf", moment)
+            raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
+        return [Batch.model_validate_json(raw) for raw in raws if raw]
+
+    def forget_batch(self, batch: Batch) -> None:
+        with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(BATCH_KEY.format(batch.batch_id),
+                        *(TOKEN_KEY.format(t) for t in batch.tokens))
+            for index in _indexes(batch.requester):
+                pipe.zrem(index, batch.batch_id)
+            pipe.execute()
+
+    def forget_link(self, link: TrackedLink) -> Batch | None:
+        """Drop one link; its batch without it, or None when that was the batch's last."""
+        batch = self.get_batch(link.batch_id)
+        if batch is None or batch.tokens == [link.token]:
+            if batch is not None:
+                self.forget_batch(batch)
+            with redis_errors():
+                self.redis.delete(TOKEN_KEY.format(link.token))
+            return None
+        batch.tokens = [t for t in batch.tokens if t != link.token]
+        with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), keepttl=True)
+            pipe.delete(TOKEN_KEY.format(link.token))
+            pipe.execute()
+        return batch
+
+    def links_of(self, batch: Batch) -> list[TrackedLink]:
+        with redis_errors():
+            raws = self.redis.mget([TOKEN_KEY.format(t) for t in batch.tokens])
+        return [TrackedLink.model_validate_json(raw) for raw in raws if raw]

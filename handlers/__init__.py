@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from slack_bolt import App
 
-from handlers import actions, check_token, errors, onboard_link
+from handlers import actions, check_token, errors, home, onboard_link
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -16,4 +16,5 @@ def register_listeners(app: App, services: Services) -> None:
     onboard_link.register(app, services)
     check_token.register(app, services)
     actions.register(app, services)
+    home.register(app, services)
     errors.register(app)

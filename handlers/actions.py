@@ -1,4 +1,4 @@
-"""Buttons: "Renew" issues a fresh batch like the reminded one; "Stop reminding" cancels."""
+"""Buttons: Renew, Stop reminding, Post to channel, Forget."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import tasks
-from bot.messages import RENEW_ACTION, STOP_ACTION
+from bot import messages, tasks
+from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
 
 if TYPE_CHECKING:
@@ -22,13 +22,35 @@ def clicker_of(body: dict[str, Any]) -> Requester:
 
 
 def register(app: App, services: Services) -> None:
+    core = services.core
+
     @app.action(RENEW_ACTION)
     def renew(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
         ack()
-        services.background.submit(body["response_url"], tasks.renew_batch, clicker_of(body),
+        clicker = clicker_of(body)
+        decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
+        if not decision.allowed:
+            core.onboarding.refused(clicker, "renew", decision.reason)
+            services.background.submit(body.get("response_url"), tasks.say,
+                                       messages.refused(decision.reason, core.access.admins))
+            return
+        services.background.submit(body.get("response_url"), tasks.renew_batch, clicker,
                                    action["value"])
 
     @app.action(STOP_ACTION)
     def stop(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
         ack()
-        services.background.submit(body["response_url"], tasks.stop_reminders, action["value"])
+        services.background.submit(body.get("response_url"), tasks.stop_reminders,
+                                   clicker_of(body), action["value"])
+
+    @app.action(SHARE_ACTION)
+    def share(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
+        ack()
+        services.background.submit(body.get("response_url"), tasks.share_batch,
+                                   clicker_of(body), action["value"])
+
+    @app.action(FORGET_ACTION)
+    def forget(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
+        ack()
+        services.background.submit(body.get("response_url"), tasks.forget, clicker_of(body),
+                                   None, action["value"])

@@ -9,12 +9,15 @@ from slack_bolt import Ack, App
 
 from bot import messages, tasks
 from bot.commands import Help, UsageError, parse_check
+from handlers.onboard_link import requester_of
 
 if TYPE_CHECKING:
     from bot.app import Services
 
 
 def register(app: App, services: Services) -> None:
+    core = services.core
+
     @app.command("/check-token")
     def check_token(ack: Ack, command: dict[str, Any], logger: Logger) -> None:
         try:
@@ -25,5 +28,12 @@ def register(app: App, services: Services) -> None:
         if isinstance(request, Help):
             ack(**messages.check_help())
             return
+        requester = requester_of(command)
+        decision = core.access.may_check(requester.user_id, requester.channel_id)
+        if not decision.allowed:
+            core.onboarding.refused(requester, "check-token", decision.reason)
+            ack(**messages.refused(decision.reason, core.access.admins))
+            return
         ack(**messages.checking())
-        services.background.submit(command["response_url"], tasks.check_token, request.token)
+        services.background.submit(command["response_url"], tasks.check_token, requester,
+                                   request.token)

@@ -1,4 +1,4 @@
-"""`/onboard-link [count] [customer note]`: issue tracked onboarding links to the requester."""
+"""`/onboard-link [count] [customer note]`, `list [channel|all]` and `forget <link>`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, App
 
 from bot import messages, tasks
-from bot.commands import Help, UsageError, parse_onboard
+from bot.access import Decision
+from bot.commands import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
 from bot.models import Requester
+from bot.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -21,6 +23,8 @@ def requester_of(command: dict[str, Any]) -> Requester:
 
 
 def register(app: App, services: Services) -> None:
+    core = services.core
+
     @app.command("/onboard-link")
     def onboard_link(ack: Ack, command: dict[str, Any], logger: Logger) -> None:
         try:
@@ -31,6 +35,28 @@ def register(app: App, services: Services) -> None:
         if isinstance(request, Help):
             ack(**messages.onboard_help())
             return
+        requester = requester_of(command)
+        decision = core.access.may_issue(requester.user_id, requester.channel_id)
+        if (decision.allowed and isinstance(request, ListRequest) and request.scope == "all"
+                and not core.access.is_admin(requester.user_id)):
+            decision = Decision(False, "Only admins can list everyone's links.")
+        if not decision.allowed:
+            core.onboarding.refused(requester, "onboard-link", decision.reason)
+            ack(**messages.refused(decision.reason, core.access.admins))
+            return
+        if isinstance(request, ListRequest):
+            try:
+                ack(**messages.batch_list(core.onboarding.live(requester, request.scope),
+                                          request.scope))
+            except StoreUnavailable as error:
+                ack(**messages.problem(error))
+            return
+        response_url = command["response_url"]
+        if isinstance(request, ForgetRequest):
+            ack()
+            services.background.submit(response_url, tasks.forget, requester, request.token,
+                                       None)
+            return
         ack(**messages.working(request.count))
-        services.background.submit(command["response_url"], tasks.issue_links,
-                                   requester_of(command), request.count, request.note)
+        services.background.submit(response_url, tasks.issue_links, requester, request.count,
+                                   request.note)

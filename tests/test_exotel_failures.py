@@ -154,7 +154,7 @@ def test_no_secret_reaches_the_logs_or_slack(
     core = bot.services.core
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
     work = {"/onboard-link": (tasks.issue_links, (requester, 1, "ACME Corp")),
-            "/check-token": (tasks.check_token, (SOME_TOKEN,))}
+            "/check-token": (tasks.check_token, (requester, SOME_TOKEN))}
     scenarios = [
         ("/onboard-link", [Fault(status=401)], "credentials"),
         ("/check-token", [Fault(status=401)], "credentials"),

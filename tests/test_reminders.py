@@ -14,7 +14,7 @@ from freezegun.api import FrozenDateTimeFactory
 
 from bot import worker
 from bot.core import Core, build_core
-from bot.messages import RENEW_ACTION, STOP_ACTION
+from bot.messages import RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
 from bot.onboarding import IssueResult
 from bot.sandbox import ExotelSandbox, Fault
@@ -209,4 +209,4 @@ def test_the_links_reply_offers_stop_reminding_and_says_when(bot: Bot) -> None:
     text = block_text(final)
     assert "Reminder in this channel" in text
     actions = [e for b in final["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert [a["action_id"] for a in actions] == [STOP_ACTION]
+    assert [a["action_id"] for a in actions] == [SHARE_ACTION, STOP_ACTION]

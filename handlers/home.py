@@ -1,0 +1,24 @@
+"""The App Home tab: each user's live links, refreshed when they open it."""
+
+from __future__ import annotations
+
+from logging import Logger
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import App
+
+from bot import tasks
+from bot.models import Requester
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+
+def register(app: App, services: Services) -> None:
+    @app.event("app_home_opened")
+    def home_opened(event: dict[str, Any], body: dict[str, Any], logger: Logger) -> None:
+        if event.get("tab") not in (None, "home"):
+            return
+        viewer = Requester(team_id=body.get("team_id", ""), user_id=event.get("user", ""),
+                           channel_id=event.get("channel", ""))
+        services.background.submit(None, tasks.publish_home, viewer)
