@@ -4,13 +4,19 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 import requests
+from freezegun import freeze_time
+from freezegun.api import FrozenDateTimeFactory
 
+from bot import worker
 from bot.app import Services, build_services, create_app
+from bot.core import Core, build_core
+from bot.models import Requester
 from bot.sandbox import ExotelSandbox
 from bot.settings import Settings, load_settings
 from bot.store import connect
@@ -27,6 +33,7 @@ from tests.support import (
     action_body,
     command_body,
     configured_redis_url,
+    event_body,
     sign,
 )
 
@@ -128,6 +135,12 @@ class Bot:
         return self._send(name, action_body(action_id, value, self.slack.response_url(name),
                                             **fields))
 
+    def event(self, event: dict[str, Any]) -> requests.Response:
+        body = event_body(event)
+        headers = {**sign(body), "Content-Type": "application/json"}
+        return self.session.post(f"{self.url}/slack/events", data=body.encode(),
+                                 headers=headers, timeout=10)
+
     def _send(self, name: str, body: str) -> Reply:
         http = self.session.post(f"{self.url}/slack/events", data=body.encode(),
                                  headers=sign(body), timeout=10)
@@ -174,3 +187,39 @@ def block_text(message: dict[str, Any]) -> str:
                 parts.append(element["text"] if isinstance(element["text"], str)
                              else element["text"]["text"])
     return "\n".join(parts)
+
+
+# In-process core, RQ worker and a frozen clock, for what depends on time.
+REP = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
+START = datetime.fromisoformat("2026-11-25T10:00:00+00:00")
+REAL_CLOCK = ["urllib3", "bot.exotel", "bot.ratelimit", "tenacity"]
+
+
+@pytest.fixture
+def make_core(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
+              slack: FakeSlack) -> Iterator[Callable[..., Core]]:
+    def make(**overrides: Any) -> Core:
+        core = build_core(settings_for(redis_url, exotel, slack, **overrides))
+        worker.use_core(core)
+        return core
+
+    yield make
+    worker.use_core(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenDateTimeFactory]:
+    # HTTP timeouts and Exotel's deadlines run on the real clock (threads mix the two).
+    with freeze_time(START, tick=True, ignore=REAL_CLOCK) as frozen:
+        yield frozen
+
+
+def close_to(moment: datetime | None, expected: datetime) -> bool:
+    return moment is not None and abs(moment - expected) < timedelta(seconds=3)
+
+
+def fire_due(core: Core) -> None:
+    """What a worker with its scheduler does: move due reminders onto the queue, run them."""
+    worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
+
+

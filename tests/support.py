@@ -274,3 +274,12 @@ def action_body(action_id: str, value: str, response_url: str, user_id: str = "U
                      "action_ts": str(time.time())}],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def event_body(event: dict[str, Any], team_id: str = "T0FAKE") -> str:
+    """An Events API callback, as Slack posts it (JSON)."""
+    import json
+
+    return json.dumps({"token": "legacy", "team_id": team_id, "api_app_id": "A0BOT",
+                       "type": "event_callback", "event_id": "Ev0", "event_time": int(time.time()),
+                       "event": event})

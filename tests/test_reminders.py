@@ -4,54 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
-from bot import worker
-from bot.core import Core, build_core
+from bot.core import Core
 from bot.messages import RENEW_ACTION, SHARE_ACTION, STOP_ACTION
-from bot.models import Requester
 from bot.onboarding import IssueResult
 from bot.sandbox import ExotelSandbox, Fault
-from tests.conftest import Bot, block_text, settings_for
+from tests.conftest import REP, START, Bot, block_text, close_to, fire_due
 from tests.fakes.slack import FakeSlack
-
-REP = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
-START = datetime.fromisoformat("2026-11-25T10:00:00+00:00")
-REAL_CLOCK = ["urllib3", "bot.exotel", "bot.ratelimit", "tenacity"]
-
-
-@pytest.fixture
-def make_core(redis_url: str, redis_client, exotel: ExotelSandbox,
-              slack: FakeSlack) -> Iterator[Callable[..., Core]]:
-    def make(**overrides: Any) -> Core:
-        core = build_core(settings_for(redis_url, exotel, slack, **overrides))
-        worker.use_core(core)
-        return core
-
-    yield make
-    worker.use_core(None)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def clock() -> Iterator[FrozenDateTimeFactory]:
-    # HTTP timeouts and Exotel's deadlines run on the real clock (threads mix the two).
-    with freeze_time(START, tick=True, ignore=REAL_CLOCK) as frozen:
-        yield frozen
-
-
-def close_to(moment: datetime | None, expected: datetime) -> bool:
-    return moment is not None and abs(moment - expected) < timedelta(seconds=3)
-
-
-def fire_due(core: Core) -> None:
-    """What a worker with its scheduler does: move due reminders onto the queue, run them."""
-    worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
 
 
 def posts(slack: FakeSlack) -> list[dict[str, Any]]:

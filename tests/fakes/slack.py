@@ -31,6 +31,7 @@ class FakeSlack:
         self.errors: dict[str, str] = {}
         self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
         self.rate_limited: dict[str, int] = {}  # method -> how many calls get HTTP 429 first
+        self.usergroups: dict[str, list[str]] = {}  # user group id -> member user ids
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
 
@@ -60,6 +61,7 @@ class FakeSlack:
             self.errors.clear()
             self.channel_errors.clear()
             self.rate_limited.clear()
+            self.usergroups.clear()
 
     def calls(self, method: str) -> list[ApiCall]:
         with self.lock:
@@ -92,6 +94,11 @@ class FakeSlack:
         if method == "chat.postMessage":
             return {"ok": True, "channel": params.get("channel"), "ts": f"{time.time():.6f}",
                     "message": {"text": params.get("text")}}
+        if method == "usergroups.users.list":
+            group = str(params.get("usergroup"))
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": self.usergroups[group]}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
         return {"ok": True}
