@@ -72,7 +72,7 @@ def _start_child(settings: Settings, threads: int) -> None:
     global _threads, _core
     # When CPU is short, the OS should serve acks (which Slack times) before this work.
     os.nice(BACKGROUND_NICENESS)
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     _core = build_core(settings)
     _threads = ThreadPoolExecutor(threads, thread_name_prefix="onboard-work")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -94,7 +95,9 @@ class Onboarding:
         self.store.ensure_available()
         with redis_errors():
             self.quota.take(requester.team_id, requester.user_id, count)
+        started = time.monotonic()
         outcome = self.exotel.create_links(count)
+        exotel_seconds = round(time.monotonic() - started, 3)
         result = IssueResult(requested=count, note=note, errors=outcome.errors)
         if outcome.links:
             try:
@@ -105,16 +108,20 @@ class Onboarding:
                 # Never hand out a link the bot can't remind about or show in listings.
                 raise NotTracked(len(outcome.links)) from None
         masked = [mask(link.token) for link in result.links]
-        log.info("issued %d of %d links batch=%s user=%s channel=%s tokens=%s failures=%s",
-                 len(result.links), count, result.batch.batch_id if result.batch else "-",
-                 requester.user_id, requester.channel_id, ",".join(masked), result.reasons())
+        status = "ok" if not result.errors else f"{result.failed} failed"
+        log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links), count,
+                 ",".join(masked), result.reasons(),
+                 extra=_fields(action, requester, status, exotel_seconds, result.batch))
         self._record(action, requester, result.batch, count=len(result.links), tokens=masked,
-                     outcome="ok" if not result.errors else f"{result.failed} failed")
+                     outcome=status)
         return result
 
     def check(self, requester: Requester, token: str) -> CheckResult:
         self.store.ensure_available()
+        started = time.monotonic()
         status = self.exotel.token_status(token)
+        log.info("check: %s is %s", mask(token), status, extra=_fields(
+            "check", requester, status, round(time.monotonic() - started, 3), None))
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
         return CheckResult(token=token, status=status, tracked=self.store.get_link(token))
 
@@ -184,3 +191,11 @@ class Onboarding:
                               tokens=tokens or [], detail=detail)
         except StoreUnavailable:
             log.error("could not write the audit entry for %s by %s", action, requester.user_id)
+
+
+def _fields(command: str, requester: Requester, outcome: str, exotel_seconds: float,
+            batch: Batch | None) -> dict[str, object]:
+    """What each use case logs, for one-line-per-event JSON logs (LOG_FORMAT=json)."""
+    return {"command": command, "team_id": requester.team_id, "user_id": requester.user_id,
+            "channel_id": requester.channel_id, "outcome": outcome,
+            "exotel_seconds": exotel_seconds, "request_id": batch.batch_id if batch else None}

@@ -37,6 +37,7 @@ HINTS = {
     "ALLOWED_CHANNEL_IDS": "Slack channel ids separated by commas (C0123), or empty",
     "ADMIN_USER_IDS": "Slack user ids separated by commas (U0123)",
     "CHECK_TOKEN_RESTRICTED": "true or false",
+    "LOG_FORMAT": "text or json",
     "AUDIT_RETENTION_DAYS": "a whole number of days, 1 or more",
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
 }
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
 
     # Who may do what; each a comma-separated list of Slack ids, empty meaning everyone.
     allowed_user_ids: IdList = Field(default_factory=list, alias="ALLOWED_USER_IDS")
