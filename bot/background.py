@@ -90,7 +90,9 @@ def perform(core: Core, response_url: str | None, task: Task, args: tuple[Any, .
     """Run one task and send its message, or a polite account of its failure, to Slack."""
     try:
         message = task(core, *args)
+        core.metrics.count("onboard_commands", command=task.__name__, outcome="ok")
     except Exception as exc:  # whatever fails after the ack must still reach the user
+        core.metrics.count("onboard_commands", command=task.__name__, outcome="failed")
         if isinstance(exc, EXPECTED_FAILURES):
             log.warning("request failed: %s", exc)
         else:

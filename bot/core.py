@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.access import AccessPolicy
 from bot.audit import Audit
 from bot.exotel import ExotelClient, ExotelError
+from bot.metrics import Metrics
 from bot.onboarding import BatchGone, NotTracked, NotYours, Onboarding
 from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
@@ -37,6 +38,7 @@ class Core:
     reminder_sender: ReminderSender
     slack: WebClient
     access: AccessPolicy
+    metrics: Metrics
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -56,6 +58,7 @@ def build_core(settings: Settings) -> Core:
         raise ValueError("REDIS_URL must be resolved before building the core")
     client = connect(settings.redis_url)
     store = TokenStore(client)
+    metrics = Metrics(client)
     limiter = SharedRateLimiter(
         client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
     )
@@ -67,6 +70,7 @@ def build_core(settings: Settings) -> Core:
         limiter=limiter,
         timeout=settings.exotel_timeout,
         deadline=settings.exotel_deadline,
+        observe=metrics.exotel_call,
     )
     # RQ stores pickled jobs: its connection must not decode replies.
     jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
@@ -76,9 +80,10 @@ def build_core(settings: Settings) -> Core:
     quota = LinkQuota(client, settings.max_links_per_user_per_day)
     return Core(
         settings=settings, store=store,
-        onboarding=Onboarding(exotel, store, reminders, audit, quota),
-        reminders=reminders, reminder_sender=ReminderSender(reminders, store, exotel, slack),
-        slack=slack, access=AccessPolicy(settings, lookup_client(settings)),
+        onboarding=Onboarding(exotel, store, reminders, audit, quota, metrics),
+        reminders=reminders,
+        reminder_sender=ReminderSender(reminders, store, exotel, slack, metrics),
+        slack=slack, access=AccessPolicy(settings, lookup_client(settings)), metrics=metrics,
     )
 
 

@@ -111,6 +111,7 @@ class ExotelClient:
         timeout: float = 8.0,
         deadline: float = 20.0,
         concurrency: int = 25,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/v2/accounts/{account_sid}/isv"
         self._session = requests.Session()
@@ -124,6 +125,7 @@ class ExotelClient:
         self._timeout = timeout
         self._deadline = deadline
         self._concurrency = concurrency
+        self._observe = observe  # (method, outcome, seconds) of every call, for metrics
 
     def create_links(self, count: int) -> CreateOutcome:
         """Create `count` links, a bounded number at a time, all within one deadline."""
@@ -206,13 +208,16 @@ class ExotelClient:
         if remaining < MIN_ATTEMPT_SECONDS:
             raise ExotelTimeout("Exotel did not answer in time. Please try again shortly.")
         started = time.monotonic()
+        outcome = "unreachable"
         try:
             response = self._session.request(
                 method, self._url, params=params, timeout=min(self._timeout, remaining)
             )
+            outcome = str(response.status_code)
         except requests.ConnectTimeout:
             raise _unreachable() from None
         except requests.Timeout:
+            outcome = "timeout"
             # The request may have reached Exotel; only a read is safe to send again.
             error = ExotelTimeout("Exotel did not answer in time. Please try again shortly.")
             error.retryable = idempotent
@@ -220,7 +225,10 @@ class ExotelClient:
         except requests.ConnectionError:
             raise _unreachable() from None
         finally:
-            log.debug("exotel %s took %.3f s", method, time.monotonic() - started)
+            seconds = time.monotonic() - started
+            log.debug("exotel %s took %.3f s: %s", method, seconds, outcome)
+            if self._observe:
+                self._observe(method, outcome, seconds)
         return _parse(response, not_found)
 
 

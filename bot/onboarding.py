@@ -18,6 +18,7 @@ from bot.tokens import mask
 
 if TYPE_CHECKING:
     from bot.audit import Audit
+    from bot.metrics import Metrics
     from bot.ratelimit import LinkQuota
     from bot.reminders import Reminders
 
@@ -79,12 +80,13 @@ class Forgotten:
 
 class Onboarding:
     def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders,
-                 audit: Audit, quota: LinkQuota) -> None:
+                 audit: Audit, quota: LinkQuota, metrics: Metrics) -> None:
         self.exotel = exotel
         self.store = store
         self.reminders = reminders
         self.audit = audit
         self.quota = quota
+        self.metrics = metrics
 
     def issue(self, requester: Requester, count: int, note: str,
               action: str = "issue") -> IssueResult:
@@ -107,6 +109,7 @@ class Onboarding:
             except (StoreUnavailable, RedisError):
                 # Never hand out a link the bot can't remind about or show in listings.
                 raise NotTracked(len(outcome.links)) from None
+        self.metrics.count("onboard_links_issued", len(result.links))
         masked = [mask(link.token) for link in result.links]
         status = "ok" if not result.errors else f"{result.failed} failed"
         log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links), count,
@@ -171,6 +174,7 @@ class Onboarding:
         return Forgotten(batch)
 
     def refused(self, requester: Requester, action: str, reason: str) -> None:
+        self.metrics.count("onboard_commands", command=action, outcome="refused")
         self._record(action, requester, None, outcome="refused", detail=reason)
 
     def _own_batch(self, requester: Requester, batch_id: str, is_admin: bool) -> Batch:

@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.exotel import ExotelClient
+from bot.metrics import Metrics
 from bot.models import Batch, Requester
 from bot.store import TokenStore, now, redis_errors
 from bot.tokens import mask
@@ -38,6 +39,7 @@ CLAIM_SECONDS = 45
 JOB_TIMEOUT = 40
 RETRY = Retry(max=5, interval=[60, 120, 300, 600, 1200])
 # Slack errors that mean "this channel won't take it": the requester gets a DM instead.
+LATE = timedelta(minutes=1)
 DM_INSTEAD = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 
 
@@ -102,6 +104,7 @@ class ReminderSender:
     store: TokenStore
     exotel: ExotelClient
     slack: WebClient
+    metrics: Metrics
 
     def send(self, batch_id: str, due: datetime) -> str:
         if self.reminders.is_stopped(batch_id):
@@ -111,12 +114,18 @@ class ReminderSender:
             return "batch no longer tracked"
         if not self.reminders.claim(batch_id):
             return "already sent"
+        late_by = now() - due
         try:
-            outcome = self._send(batch, late_by=now() - due)
+            outcome = self._send(batch, late_by)
         except BaseException:
             self.reminders.release(batch_id)
+            self.metrics.count("onboard_reminders", outcome="failed")
             raise
         self.reminders.mark_sent(batch_id)
+        posted = outcome.startswith("posted")
+        self.metrics.count("onboard_reminders", outcome="sent" if posted else "skipped")
+        if posted and late_by > LATE:
+            self.metrics.count("onboard_reminders", outcome="late")
         log.info("reminder batch=%s: %s", batch_id, outcome)
         return outcome
 

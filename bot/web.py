@@ -5,22 +5,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
+from bot import metrics
+from bot.core import Core
 from bot.store import StoreUnavailable, TokenStore
 
 EVENTS_PATH = "/slack/events"
 StartResponse = Callable[..., Any]
 
 
-def create_wsgi(app: App, store: TokenStore) -> Callable[[dict, StartResponse], Iterable[bytes]]:
+def create_wsgi(app: App, core: Core) -> Callable[[dict, StartResponse], Iterable[bytes]]:
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
+    store = core.store
 
     def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
             return _healthz(store, start_response)
+        if path == "/metrics":
+            return _metrics(core, start_response)
         if path == EVENTS_PATH:
             return slack(environ, start_response)
         return _plain(start_response, "404 Not Found", "not found\n")
@@ -34,6 +41,16 @@ def _healthz(store: TokenStore, start_response: StartResponse) -> Iterable[bytes
     except StoreUnavailable:
         return _plain(start_response, "503 Service Unavailable", "redis: down\n")
     return _plain(start_response, "200 OK", "ok\n")
+
+
+def _metrics(core: Core, start_response: StartResponse) -> Iterable[bytes]:
+    try:
+        body = metrics.render(core.metrics.redis, core.reminders.queue)
+    except redis.RedisError:
+        return _plain(start_response, "503 Service Unavailable", "redis: down\n")
+    start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
+                              ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _plain(start_response: StartResponse, status: str, text: str) -> Iterable[bytes]:
