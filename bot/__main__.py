@@ -3,6 +3,9 @@
     python -m bot           the whole bot in one process: web (or Socket Mode) and a worker
     python -m bot web       the HTTP process only (the Procfile's `web`)
     python -m bot worker    the reminder worker only (the Procfile's `worker`)
+    python -m bot doctor    check Slack, Exotel, Redis and the worker; exit 1 if any fails
+    python -m bot sandbox   a stand-in Exotel on 127.0.0.1 (--port, default 4010)
+    python -m bot audit [--since DATE] [--format csv|jsonl]   print the audit trail
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 from bot import embedded_redis, logs
 from bot.settings import Settings, SettingsError, load_settings
@@ -25,16 +29,34 @@ WORKER_STOP_SECONDS = 20
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("process", nargs="?", default="all", choices=["all", "web", "worker"])
-    args = parser.parse_args(argv)
+    parser.add_argument("process", nargs="?", default="all",
+                        choices=["all", "web", "worker", "doctor", "sandbox", "audit"])
+    parser.add_argument("--since", type=_date, help="audit: entries from this date (2026-11-01)")
+    parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
+                        help="audit: output format (default csv)")
+    args, rest = parser.parse_known_args(argv)
+    if args.process == "sandbox":
+        # Before the settings: the sandbox needs no Slack settings, and takes its own options.
+        from bot import sandbox
+
+        return sandbox.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = load_settings()
     except SettingsError as problem:
         print(problem, file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
+    if args.process == "doctor":
+        # Before _with_redis: the doctor looks at what is configured, it starts nothing.
+        from bot import doctor
+
+        return doctor.run_doctor(settings)
     settings = _with_redis(settings)
 
+    if args.process == "audit":
+        return _print_audit(settings, args.since, args.format)
     if args.process == "worker":
         from bot import worker
 
@@ -51,6 +73,29 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_socket_mode(settings)
     else:
         server.serve_http(settings)
+    return 0
+
+
+def _date(text: str) -> datetime:
+    from bot.audit import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use 2026-11-01)") from None
+
+
+def _print_audit(settings: Settings, since: datetime | None, fmt: str) -> int:
+    from bot.audit import Audit, export
+    from bot.store import StoreUnavailable, connect
+
+    assert settings.redis_url is not None
+    audit = Audit(connect(settings.redis_url), timedelta(days=settings.audit_retention_days))
+    try:
+        sys.stdout.write(export(audit.entries(since), fmt))
+    except StoreUnavailable:
+        print("Redis is not answering: check REDIS_URL.", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -100,6 +100,8 @@ def perform(core: Core, response_url: str | None, task: Task, args: tuple[Any, .
         message = messages.problem(exc)
     if response_url is None or message is None:
         return
+    if core.onboarding.exotel.sandbox:
+        message = messages.sandboxed(message)
     try:
         WebhookClient(response_url, retry_handlers=[ConnectionErrorRetryHandler()]).send_dict(
             message)

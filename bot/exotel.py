@@ -28,6 +28,7 @@ R = TypeVar("R")
 
 # Keys under which the POST response may carry the link: the docs use both spellings.
 LINK_KEYS = ("onboarding_url", "url", "Url")
+SANDBOX_HEADER = "X-Exotel-Sandbox"  # sent by bot.sandbox, never by Exotel
 MAX_ATTEMPTS = 5  # Exotel's FAQ: exponential backoff from 1 s, at most 5 retries
 MIN_ATTEMPT_SECONDS = 0.5  # no point starting a request with less time than this left
 DETAIL_LIMIT = 200
@@ -126,6 +127,7 @@ class ExotelClient:
         self._deadline = deadline
         self._concurrency = concurrency
         self._observe = observe  # (method, outcome, seconds) of every call, for metrics
+        self.sandbox = False  # set once the API answers as `python -m bot sandbox` does
 
     def create_links(self, count: int) -> CreateOutcome:
         """Create `count` links, a bounded number at a time, all within one deadline."""
@@ -214,6 +216,7 @@ class ExotelClient:
                 method, self._url, params=params, timeout=min(self._timeout, remaining)
             )
             outcome = str(response.status_code)
+            self.sandbox = self.sandbox or SANDBOX_HEADER in response.headers
         except requests.ConnectTimeout:
             raise _unreachable() from None
         except requests.Timeout:

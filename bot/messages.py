@@ -366,3 +366,12 @@ def cannot_post_here(error: str) -> Message:
     return text_message(f":warning: Slack would not let the bot post in this channel "
                         f"(`{escape(error)}`). Invite the bot with `/invite @onboard-bot`, or "
                         "copy the links yourself.")
+
+
+def sandboxed(message: Message) -> Message:
+    """Mark a reply as coming from the sandbox, so nobody sends its links to a customer."""
+    note = ContextBlock(elements=[MarkdownTextObject(
+        text=":test_tube: *Sandbox*: Exotel here is `python -m bot sandbox`; these links are "
+             "not real.")]).to_dict()
+    blocks = [*message.get("blocks", []), note][:MAX_BLOCKS]
+    return {**message, "text": f"[sandbox] {message.get('text', '')}", "blocks": blocks}

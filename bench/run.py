@@ -1,0 +1,651 @@
+"""The bot's performance beside the project's targets: `uv run python -m bench.run`.
+
+Four measurements, each on this machine, with the test suite's fakes (`bot.sandbox` for
+Exotel, `tests.fakes.slack` for Slack) and throwaway `redis-server`s:
+
+1. Ack latency under load: 200 signed `/onboard-link 1` commands, 20 at a time, against the
+   Procfile's `web` process while the fake Exotel takes 1 s per call, beside a Bolt app that
+   only acks (`bench/bare_app.py`) served the same way (gunicorn gthread, 2 x 32).
+2. Command to links delivered (the response-URL reply reaching the fake Slack) for 1, 10 and
+   50 links while the fake Exotel takes 0.3 s per call, in Exotel round trips.
+3. Redis memory per tracked token: `used_memory` before and after 1,000 links issued
+   in-process through `build_core(...).onboarding.issue`, 50 per batch.
+4. Reminder lateness: 10,000 RQ jobs due over 10 s run by two `rq worker --with-scheduler`
+   processes; each job (`bench.jobs.record_lateness`) records how late it ran.
+
+Prints each figure beside its target, then writes `bench/RESULTS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+from rq import Queue, Worker
+
+from bench.jobs import LATENESS_KEY, record_lateness
+from bot.core import build_core
+from bot.models import Requester
+from bot.reminders import JOB_TIMEOUT, KEEP, QUEUE_NAME, RETRY
+from bot.sandbox import ExotelSandbox, Fault
+from bot.settings import Settings, load_settings
+from tests.fakes.slack import FakeSlack
+from tests.support import (
+    BOT_TOKEN,
+    EXOTEL_KEY,
+    EXOTEL_SID,
+    EXOTEL_TOKEN,
+    ROOT,
+    SIGNING_SECRET,
+    BotProcess,
+    RedisProcess,
+    command_body,
+    free_port,
+    percentile,
+    sign,
+)
+from tests.test_process import bot_env
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+COMMAND = "uv run python -m bench.run"
+
+# 1. Ack latency
+COMMANDS = 200
+CONCURRENCY = 20
+WARM_UP = 100
+WEB_WORKERS = 2
+WEB_THREADS = 32
+SLOW_EXOTEL = 1.0
+ACK_P99_TARGET = 0.100
+ACK_RATIO_TARGET = 1.2
+# 2. Links delivered
+FAST_EXOTEL = 0.3
+LINK_COUNTS = (1, 10, 50)
+DELIVERY_REPEATS = 5
+ROUND_TRIPS_TARGET = 3.0
+# 3. Memory
+MEMORY_TOKENS = 1000
+MEMORY_BATCH = 50
+BYTES_PER_TOKEN_TARGET = 1024
+# 4. Reminders
+REMINDERS = 10_000
+REMINDER_WORKERS = 2
+REMINDERS_START_IN = 5.0  # seconds from the end of scheduling to the first due time, at least
+CALIBRATION_JOBS = 200
+REMINDERS_SPREAD = 10.0  # due times spread evenly over this many seconds
+REMINDERS_WAIT = 120.0  # after the last due time, how long the workers get to run them all
+LATENESS_P99_TARGET = 2.0
+
+REQUESTER = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
+
+
+@dataclass
+class Figure:
+    """One measured figure beside its target; `passed` is None for context-only figures."""
+
+    label: str
+    measured: str
+    target: str = ""
+    passed: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.passed is None else ("PASS" if self.passed else "MISS")
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[Figure]
+    notes: list[str] = field(default_factory=list)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# --- processes and fakes -------------------------------------------------------------------
+
+@contextmanager
+def fresh_redis() -> Iterator[str]:
+    server = RedisProcess().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def bench_settings(redis_url: str, exotel: ExotelSandbox, slack: FakeSlack) -> Settings:
+    """The bot's settings for in-process use, as the test suite's `settings_for` makes them."""
+    return load_settings(
+        _env_file=None, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url, EXOTEL_API_KEY=EXOTEL_KEY, EXOTEL_API_TOKEN=EXOTEL_TOKEN,
+        EXOTEL_ACCOUNT_SID=EXOTEL_SID, EXOTEL_BASE_URL=exotel.url, REDIS_URL=redis_url,
+        EXOTEL_RATE_PER_MINUTE=100_000, MAX_LINKS_PER_USER_PER_DAY=1_000_000,
+    )
+
+
+@contextmanager
+def bot_web(exotel: ExotelSandbox, slack: FakeSlack, redis_url: str) -> Iterator[BotProcess]:
+    """The Procfile's `web` process (`python -m bot web`): gunicorn, 2 workers x 32 threads."""
+    env = bot_env(exotel, slack, REDIS_URL=redis_url, WEB_CONCURRENCY=str(WEB_WORKERS),
+                  WEB_THREADS=str(WEB_THREADS), EXOTEL_RATE_PER_MINUTE="100000",
+                  MAX_LINKS_PER_USER_PER_DAY="1000000")
+    bot = BotProcess(env, "web").start()
+    try:
+        yield bot
+    finally:
+        bot.stop()
+        Path(bot.log.name).unlink(missing_ok=True)
+
+
+@contextmanager
+def bare_app(slack: FakeSlack) -> Iterator[str]:
+    """`bench/bare_app.py` under gunicorn with the bot's worker class, workers and threads.
+
+    The same as `uv run gunicorn ...`: this interpreter is the project's environment."""
+    port = free_port()
+    env = {**os.environ, "SLACK_API_URL": slack.api_url, "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+             "--workers", str(WEB_WORKERS), "--threads", str(WEB_THREADS),
+             "--bind", f"127.0.0.1:{port}", "bench.bare_app:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_acking(url, proc, log)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(20)
+
+
+def wait_until_acking(url: str, proc: subprocess.Popen, log: Any, timeout: float = 30) -> None:
+    body = command_body("/onboard-link", "help", "http://127.0.0.1:9/unused")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"gunicorn exited {proc.returncode}:\n{log.read().decode()}")
+        try:
+            if requests.post(f"{url}/slack/events", data=body.encode(), headers=sign(body),
+                             timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the bare Bolt app did not answer within {timeout} s")
+
+
+# --- 1. ack latency ------------------------------------------------------------------------
+
+# tests.support.timed_commands_elsewhere, plus the wall time of the run measured inside the
+# client process (for commands/s, without the client's start-up).
+_CLIENT = ("import json, sys, time; from tests.support import timed_commands; "
+           "started = time.perf_counter(); latencies = timed_commands(*json.loads(sys.argv[1])); "
+           "print(json.dumps([time.perf_counter() - started, latencies]))")
+
+
+def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrency: int,
+                             text: str) -> tuple[float, list[float]]:
+    """(wall seconds, sorted ack latencies) of `count` signed commands from another process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLIENT, json.dumps([url, response_url, count, concurrency, text])],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    wall, latencies = json.loads(done.stdout)
+    return wall, latencies
+
+
+@dataclass
+class Load:
+    latencies: list[float]
+    wall: float
+    delivered: int | None = None  # commands whose links reached the response URL
+    delivered_in: float | None = None  # seconds from the run's end until the last did
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies, 0.5)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 0.99)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.wall
+
+
+def load(url: str, slack: FakeSlack, name: str, replies: bool) -> Load:
+    """A warm-up of WARM_UP commands, then COMMANDS timed ones, CONCURRENCY at a time.
+
+    With `replies`, waits for the warm-up's links before timing (so the warm-up's Exotel
+    work does not overlap the measurement) and for every timed command's links after."""
+    text = "1 load test"
+    timed_commands_elsewhere(url, slack.response_url(f"{name}-warm"), WARM_UP, CONCURRENCY,
+                             text)
+    if replies:
+        slack.wait_for_replies(f"{name}-warm", WARM_UP, timeout=60)
+    wall, latencies = timed_commands_elsewhere(url, slack.response_url(name), COMMANDS,
+                                               CONCURRENCY, text)
+    result = Load(latencies, wall)
+    if replies:
+        finished = time.monotonic()
+        answers = slack.wait_for_replies(name, COMMANDS, timeout=90)
+        result.delivered_in = time.monotonic() - finished
+        result.delivered = sum("1 WhatsApp onboarding link" in str(a.get("text")) for a in answers)
+    return result
+
+
+def ack_section(bot: Load, bare: Load) -> Section:
+    p50_ratio, p99_ratio = bot.p50 / bare.p50, bot.p99 / bare.p99
+    figures = [
+        Figure("ack p50, bot (web process)", ms(bot.p50)),
+        Figure("ack p99, bot (web process)", ms(bot.p99), f"< {ms(ACK_P99_TARGET)}",
+               bot.p99 < ACK_P99_TARGET),
+        Figure("ack p50 / p99, bare Bolt app", f"{ms(bare.p50)} / {ms(bare.p99)}"),
+        Figure("bot/bare ratio, p50", f"{p50_ratio:.2f}x"),
+        Figure("bot/bare ratio, p99", f"{p99_ratio:.2f}x", f"<= {ACK_RATIO_TARGET}x",
+               p99_ratio <= ACK_RATIO_TARGET),
+        Figure("commands/s, bot / bare", f"{bot.rate:.0f} / {bare.rate:.0f}"),
+    ]
+    notes = [
+        f"{COMMANDS} signed `/onboard-link 1 load test` commands, {CONCURRENCY} at a time over "
+        f"keep-alive connections from a client process of its own, after a warm-up of "
+        f"{WARM_UP}; fake Exotel answering in {SLOW_EXOTEL:.0f} s; gunicorn gthread, "
+        f"{WEB_WORKERS} workers x {WEB_THREADS} threads for both.",
+        f"Bot: max ack {ms(bot.latencies[-1])}; links delivered for {bot.delivered} of "
+        f"{COMMANDS} commands, the last {bot.delivered_in:.1f} s after the final ack.",
+        f"Bare: max ack {ms(bare.latencies[-1])}.",
+    ]
+    return Section("1. Ack latency under load", figures, notes)
+
+
+# --- 2. command to links delivered ---------------------------------------------------------
+
+def wait_for_reply(slack: FakeSlack, name: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = slack.replies(name)
+        if replies:
+            return replies[0]
+        time.sleep(0.002)
+    raise RuntimeError(f"no reply to {name} within {timeout} s")
+
+
+def delivery_times(url: str, slack: FakeSlack) -> dict[int, list[float]]:
+    """Seconds from sending `/onboard-link N` to its links reaching the response URL."""
+    session = requests.Session()
+
+    def deliver(count: int, name: str) -> float:
+        body = command_body("/onboard-link", f"{count} delivery test", slack.response_url(name))
+        started = time.perf_counter()
+        ack = session.post(f"{url}/slack/events", data=body.encode(), headers=sign(body),
+                           timeout=10)
+        ack.raise_for_status()
+        reply = wait_for_reply(slack, name)
+        elapsed = time.perf_counter() - started
+        noun = "link" if count == 1 else "links"
+        if f"{count} WhatsApp onboarding {noun}" not in str(reply.get("text")):
+            raise RuntimeError(f"/onboard-link {count} answered: {reply.get('text')!r}")
+        return elapsed
+
+    deliver(max(LINK_COUNTS), "deliver-warm")  # fill the Exotel connection pool
+    times: dict[int, list[float]] = {}
+    for count in LINK_COUNTS:
+        times[count] = [deliver(count, f"deliver-{count}-{i}") for i in range(DELIVERY_REPEATS)]
+    return times
+
+
+def delivery_section(times: dict[int, list[float]]) -> Section:
+    figures = []
+    for count, samples in times.items():
+        median = statistics.median(samples)
+        trips = median / FAST_EXOTEL
+        target = f"<= {ROUND_TRIPS_TARGET:.0f} round trips" if count == 50 else ""
+        passed = trips <= ROUND_TRIPS_TARGET if count == 50 else None
+        figures.append(Figure(f"{count} link{'s' if count > 1 else ''} delivered",
+                              f"{ms(median)} = {trips:.2f} round trips", target, passed))
+    notes = [
+        f"Fake Exotel answering in {FAST_EXOTEL} s; median of {DELIVERY_REPEATS} commands "
+        "each, sent one at a time to the web process of part 1, timed from sending the "
+        "command to the reply with the links reaching the fake Slack's response URL; round "
+        f"trips = time / {FAST_EXOTEL} s.",
+        "All samples: " + "; ".join(
+            f"{count}: " + ", ".join(f"{s * 1000:.0f}" for s in samples) + " ms"
+            for count, samples in times.items()),
+    ]
+    return Section("2. Command to links delivered", figures, notes)
+
+
+# --- 3. Redis memory per tracked token -----------------------------------------------------
+
+def key_group(key: str) -> str:
+    if key.startswith("onboard:token:"):
+        return "token records (onboard:token:*)"
+    if key.startswith("onboard:batch:"):
+        return "batch records (onboard:batch:*)"
+    if key.startswith("onboard:batches:"):
+        return "listing indexes (onboard:batches:*)"
+    if key.startswith("rq:job:"):
+        return "reminder jobs (rq:job:*)"
+    if key.startswith("rq:"):
+        return "RQ queue and registries (rq:*)"
+    if key == "onboard:audit":
+        return "audit stream (onboard:audit)"
+    if "LIMITER/links/" in key:
+        return "daily link quota window (24 h)"
+    if "LIMITER/" in key:
+        return "Exotel rate window (expires in 1 min)"
+    return f"other ({key.split(':')[0]})"
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def drop_other_connections(client: redis.Redis) -> None:
+    """Close every connection but `client`'s, and wait until Redis has freed them."""
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    deadline = time.monotonic() + 5
+    while int(client.info("clients")["connected_clients"]) > 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("Redis did not close the bench's other connections")
+        time.sleep(0.05)
+
+
+def memory_section(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
+    """used_memory before and after MEMORY_TOKENS links, with and without what is not data.
+
+    The issuing core opens a Redis connection per Exotel thread (its rate limiter and
+    quota are Redis calls) and loads `limits`' Lua scripts; both cost Redis memory once,
+    however many tokens are tracked. So `used_memory` is read twice after issuing: as it is,
+    and once those connections are closed and the script cache flushed, which leaves what
+    the tokens' data (records, batches, indexes, reminder jobs, audit, quota) takes."""
+    exotel.reset()  # answer at once
+    with fresh_redis() as url:
+        raw = redis.Redis.from_url(url, decode_responses=True)
+        before = used_memory(raw)  # only this connection open: the core connects lazily
+        core = build_core(bench_settings(url, exotel, slack))
+        for batch in range(MEMORY_TOKENS // MEMORY_BATCH):
+            result = core.onboarding.issue(REQUESTER, MEMORY_BATCH, f"Acme Traders #{batch}")
+            if len(result.links) != MEMORY_BATCH:
+                raise RuntimeError(f"batch {batch}: {result.failed} links failed")
+        after = used_memory(raw)
+        connections = int(raw.info("clients")["connected_clients"]) - 1
+        groups: dict[str, int] = defaultdict(int)
+        for key in raw.scan_iter(count=1000):
+            groups[key_group(key)] += int(raw.memory_usage(key, samples=0) or 0)
+        drop_other_connections(raw)
+        raw.script_flush()
+        data = used_memory(raw)
+    stored, raw_delta = (data - before) / MEMORY_TOKENS, (after - before) / MEMORY_TOKENS
+    figures = [
+        Figure("Redis per tracked token (data)", f"{stored:.0f} B", "< 1 KB (1024 B)",
+               stored < BYTES_PER_TOKEN_TARGET),
+        Figure("used_memory growth / token, as issued", f"{raw_delta:.0f} B"),
+    ]
+    notes = [
+        f"{MEMORY_TOKENS:,} links issued through `build_core(settings).onboarding.issue` in "
+        f"batches of {MEMORY_BATCH} on a fresh redis-server. `used_memory`: {before:,} B "
+        f"before; {after:,} B after ({raw_delta:.0f} B per token); {data:,} B once the "
+        f"issuing core's {connections} connections were closed and the Lua script cache "
+        f"flushed ({stored:.0f} B per token: the figure held against the target).",
+        f"So {after - data:,} B ({(after - data) / MEMORY_TOKENS:.0f} B per token at this "
+        f"count) were connection buffers and scripts, a fixed cost: the Exotel client's "
+        f"threads each take a Redis connection for the shared rate limiter.",
+        "Per token, by `MEMORY USAGE` of each key (the rest is Redis' own tables): " + "; ".join(
+            f"{name} {size / MEMORY_TOKENS:.0f} B"
+            for name, size in sorted(groups.items(), key=lambda item: -item[1])) + ".",
+    ]
+    return Section("3. Redis memory per tracked token", figures, notes)
+
+
+# --- 4. reminder lateness ------------------------------------------------------------------
+
+@contextmanager
+def rq_workers(redis_url: str, count: int, log_dir: str) -> Iterator[list[subprocess.Popen]]:
+    """`rq worker -w rq.SimpleWorker --with-scheduler` processes on the reminder queue."""
+    rq = str(Path(sys.executable).parent / "rq")
+    jobs = redis.Redis.from_url(redis_url)
+    procs: list[subprocess.Popen] = []
+    try:
+        for n in range(count):
+            with open(Path(log_dir) / f"worker-{n}.log", "wb") as log:
+                procs.append(subprocess.Popen(
+                    [rq, "worker", "-w", "rq.SimpleWorker", "--with-scheduler",
+                     "--url", redis_url, QUEUE_NAME],
+                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 30
+        while len(Worker.all(connection=jobs)) < count:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"rq workers did not start; see {log_dir}")
+            time.sleep(0.1)
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@dataclass
+class Lateness:
+    scheduled: int
+    schedule_seconds: float
+    idle_before_due: float  # seconds between the end of scheduling and the first due time
+    lateness: list[float]  # seconds, sorted; negative: ran before its due time
+    ran_at: list[float]
+    first_due: float
+    last_due: float
+
+
+def schedule(queue: Queue, count: int, first_due: float, name: str = "bench-reminder") -> None:
+    """`count` jobs due evenly over REMINDERS_SPREAD seconds from `first_due`, each enqueued
+    as `Reminders.schedule` enqueues a reminder (same options), with the bench's job."""
+    for i in range(count):
+        due = first_due + REMINDERS_SPREAD * i / count
+        queue.enqueue_at(
+            datetime.fromtimestamp(due, UTC), record_lateness, due,
+            job_id=f"{name}-{i}", retry=RETRY, job_timeout=JOB_TIMEOUT,
+            result_ttl=int(KEEP.total_seconds()), failure_ttl=int(KEEP.total_seconds()),
+            description=f"{name} {i}")
+
+
+def schedule_and_run(exotel: ExotelSandbox, slack: FakeSlack, count: int) -> Lateness:
+    log_dir = tempfile.mkdtemp(prefix="onboard-bench-rq-")
+    with fresh_redis() as url, rq_workers(url, REMINDER_WORKERS, log_dir):
+        queue = build_core(bench_settings(url, exotel, slack)).reminders.queue
+        results = redis.Redis.from_url(url, decode_responses=True)
+        # Scheduling takes a while itself: time a sample on a queue no worker serves, to
+        # place the due window after scheduling ends.
+        calibration = Queue("bench-calibration", connection=queue.connection)
+        started = time.time()
+        schedule(calibration, CALIBRATION_JOBS, started + 3600, "bench-calibration")
+        per_job = (time.time() - started) / CALIBRATION_JOBS
+        calibration.connection.delete(*calibration.connection.keys("rq:*bench-calibration*"))
+        started = time.time()
+        first_due = started + per_job * count * 1.5 + REMINDERS_START_IN
+        schedule(queue, count, first_due)
+        schedule_seconds = time.time() - started
+        if time.time() > first_due - 1:
+            raise RuntimeError("scheduling ran into the due window; raise REMINDERS_START_IN")
+        last_due = first_due + REMINDERS_SPREAD * (count - 1) / count
+        deadline = last_due + REMINDERS_WAIT
+        while results.llen(LATENESS_KEY) < count and time.time() < deadline:
+            time.sleep(0.5)
+        pairs = [line.split() for line in results.lrange(LATENESS_KEY, 0, -1)]
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return Lateness(count, schedule_seconds, first_due - started - schedule_seconds,
+                    sorted(float(late) for late, _ in pairs),
+                    sorted(float(ran) for _, ran in pairs), first_due, last_due)
+
+
+def reminder_section(result: Lateness) -> Section:
+    done = len(result.lateness)
+    if not done:
+        return Section("4. Reminder lateness", [Figure("reminders run", "0", "", False)])
+    p50, p99 = percentile(result.lateness, 0.5), percentile(result.lateness, 0.99)
+    all_ran = done == result.scheduled
+    figures = [
+        Figure(f"reminder lateness p99 ({result.scheduled:,} scheduled)", f"{p99:.2f} s",
+               f"< {LATENESS_P99_TARGET:.0f} s, all run", all_ran and p99 < LATENESS_P99_TARGET),
+        Figure("reminder lateness p50 / max", f"{p50:.2f} s / {result.lateness[-1]:.2f} s"),
+    ]
+    busy = result.ran_at[-1] - result.ran_at[0]
+    notes = [
+        f"{result.scheduled:,} jobs scheduled with `Queue.enqueue_at` as `Reminders.schedule` "
+        f"does (same retry, timeouts and TTLs; {result.schedule_seconds:.1f} s to schedule), "
+        f"due evenly over {REMINDERS_SPREAD:.0f} s ({result.scheduled / REMINDERS_SPREAD:,.0f}"
+        f" per second), starting {result.idle_before_due:.1f} s after scheduling ended; "
+        f"{REMINDER_WORKERS} `rq worker -w rq.SimpleWorker --with-scheduler` processes.",
+        f"{done:,} of {result.scheduled:,} ran within {REMINDERS_WAIT:.0f} s of the last due "
+        f"time; earliest {result.lateness[0]:+.2f} s (negative: before its due time); they "
+        f"ran over {busy:.1f} s, {done / max(busy, 1e-9):,.0f} jobs/s; the last ran "
+        f"{result.ran_at[-1] - result.last_due:.1f} s after the last due time.",
+    ]
+    return Section("4. Reminder lateness", figures, notes)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+PARTS = ("ack", "delivery", "memory", "reminders")
+
+
+def run(parts: tuple[str, ...], reminders: int) -> list[Section]:
+    exotel = ExotelSandbox(EXOTEL_KEY, EXOTEL_TOKEN, EXOTEL_SID).start()
+    slack = FakeSlack().start()
+    sections: list[Section] = []
+    try:
+        if "ack" in parts or "delivery" in parts:
+            sections += web_sections(exotel, slack, parts)
+        if "memory" in parts:
+            announce("3. Redis memory per tracked token")
+            sections.append(memory_section(exotel, slack))
+        if "reminders" in parts:
+            announce(f"4. Reminder lateness, {reminders:,} scheduled")
+            sections.append(reminder_section(schedule_and_run(exotel, slack, reminders)))
+    finally:
+        slack.stop()
+        exotel.stop()
+    return sections
+
+
+def web_sections(exotel: ExotelSandbox, slack: FakeSlack,
+                 parts: tuple[str, ...]) -> list[Section]:
+    sections = []
+    bare: Load | None = None
+    if "ack" in parts:
+        announce("1. Ack latency: the bare Bolt app")
+        with bare_app(slack) as url:
+            bare = load(url, slack, "bare", replies=False)
+    with fresh_redis() as redis_url, bot_web(exotel, slack, redis_url) as bot:
+        if bare is not None:
+            announce("1. Ack latency: the bot's web process")
+            exotel.always = Fault(passthrough=True, delay=SLOW_EXOTEL)
+            sections.append(ack_section(load(bot.url, slack, "bot", replies=True), bare))
+        if "delivery" in parts:
+            announce("2. Command to links delivered")
+            exotel.always = Fault(passthrough=True, delay=FAST_EXOTEL)
+            sections.append(delivery_section(delivery_times(bot.url, slack)))
+        exotel.always = None
+        if "Traceback" in bot.output():
+            sections[-1].notes.append("The bot's log has tracebacks: look at it.")
+    return sections
+
+
+def announce(what: str) -> None:
+    print(f"... {what}", file=sys.stderr, flush=True)
+
+
+def machine() -> str:
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()}-core machine ({model or platform.machine()}), "
+            f"Python {platform.python_version()}, {platform.system()}")
+
+
+def report(sections: list[Section], started: datetime, seconds: float) -> str:
+    lines = [
+        "# Benchmark results", "",
+        f"`{COMMAND}` on {started:%Y-%m-%d %H:%M} UTC, {machine()}; the run took "
+        f"{seconds:.0f} s.", "",
+        "| figure | measured | target | |", "|---|---|---|---|",
+    ]
+    for section in sections:
+        for figure in section.figures:
+            lines.append(f"| {figure.label} | {figure.measured} | {figure.target} | "
+                         f"{figure.verdict} |")
+    for section in sections:
+        lines += ["", f"## {section.title}", ""]
+        lines += [f"- {note}" for note in section.notes]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(sections: list[Section]) -> None:
+    rows = [(f.label, f.measured, f.target, f.verdict) for s in sections for f in s.figures]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for section in sections:
+        print(f"\n{section.title}")
+        for f in section.figures:
+            cells = (f.label, f.measured, f.target, f.verdict)
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+        for note in section.notes:
+            print(f"    - {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)} (default: all; "
+                        "RESULTS.md is written only when all run)")
+    parser.add_argument("--reminders", type=int, default=REMINDERS,
+                        help=f"reminders to schedule (default {REMINDERS:,})")
+    args = parser.parse_args(argv)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    started_at = datetime.now(UTC)
+    clock = time.monotonic()
+    sections = run(parts, args.reminders)
+    seconds = time.monotonic() - clock
+    print_table(sections)
+    print(f"\nThe run took {seconds:.0f} s.")
+    if set(parts) == set(PARTS):
+        RESULTS.write_text(report(sections, started_at, seconds))
+        print(f"Written to {RESULTS.relative_to(ROOT)}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

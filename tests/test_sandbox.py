@@ -1,0 +1,234 @@
+"""The Exotel sandbox: Exotel's documented semantics, its mark-used endpoint, and
+`python -m bot sandbox` as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+from freezegun import freeze_time
+
+from bot.exotel import ExotelClient
+from bot.sandbox import CONTROL_PREFIX, LINK_BASE, ExotelSandbox, Fault
+from tests.conftest import START
+from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, ROOT, free_port
+
+AUTH = (EXOTEL_KEY, EXOTEL_TOKEN)
+# HTTP calls under a frozen clock: urllib3's timeouts need the real one.
+REAL_CLOCK = ["urllib3"]
+
+
+def api(exotel: ExotelSandbox) -> str:
+    return f"{exotel.url}/v2/accounts/{exotel.account_sid}/isv"
+
+
+def isv(response: requests.Response) -> dict[str, Any]:
+    return response.json()["response"]["whatsapp"]["isv"]
+
+
+def issue(exotel: ExotelSandbox) -> str:
+    created = requests.post(api(exotel), auth=AUTH, timeout=5)
+    assert created.status_code == 200
+    url = isv(created)["data"]["onboarding_url"]
+    assert url.startswith(LINK_BASE)
+    return url.removeprefix(LINK_BASE)
+
+
+def status(exotel: ExotelSandbox, token: str) -> str:
+    answer = requests.get(api(exotel), params={"access_token": token}, auth=AUTH, timeout=5)
+    assert answer.status_code == 200, answer.text
+    return isv(answer)["data"]["onboarding_token_status"]
+
+
+def mark(exotel_url: str, token: str, customers: object = None) -> requests.Response:
+    params = {} if customers is None else {"customers": customers}
+    return requests.post(f"{exotel_url}{CONTROL_PREFIX}{token}/onboard", params=params,
+                         timeout=5)
+
+
+class _NoLimit:
+    def acquire(self, deadline: float) -> None:
+        return None
+
+
+# Exotel's semantics --------------------------------------------------------------------
+
+
+def test_a_token_is_valid_when_issued_and_used_after_five_onboardings(
+    exotel: ExotelSandbox,
+) -> None:
+    with freeze_time(START, ignore=REAL_CLOCK):
+        token = issue(exotel)
+        assert status(exotel, token) == "VALID"
+        exotel.onboard(token, customers=4)
+        assert status(exotel, token) == "VALID"
+        exotel.onboard(token)
+        assert status(exotel, token) == "USED"
+
+
+def test_a_token_expires_24_hours_after_it_was_issued(exotel: ExotelSandbox) -> None:
+    with freeze_time(START, ignore=REAL_CLOCK) as clock:
+        token = issue(exotel)
+        clock.tick(timedelta(hours=23, minutes=59, seconds=59))
+        assert status(exotel, token) == "VALID"
+        clock.tick(timedelta(seconds=1))
+        assert status(exotel, token) == "EXPIRED"
+
+
+def test_a_wrong_key_gets_a_v2_error(exotel: ExotelSandbox) -> None:
+    answer = requests.post(api(exotel), auth=("wrong-key", EXOTEL_TOKEN), timeout=5)
+    assert answer.status_code == 401
+    body = answer.json()
+    assert body["http_code"] == 401 and body["method"] == "POST"
+    assert isv(answer) == {
+        "code": 401, "status": "failure", "data": None,
+        "error_data": {"code": 4010, "message": "Authentication failed",
+                       "description": "Necessary credentials were either missing or invalid."},
+    }
+    assert exotel.tokens == {}
+
+
+def test_an_unknown_token_gets_a_v2_not_found(exotel: ExotelSandbox) -> None:
+    answer = requests.get(api(exotel), params={"access_token": "never-issued"}, auth=AUTH,
+                          timeout=5)
+    assert answer.status_code == 404
+    error = isv(answer)
+    assert error["status"] == "failure" and error["code"] == 404
+    assert error["error_data"]["description"] == "Invalid access token"
+
+
+# The mark-used endpoint ----------------------------------------------------------------
+
+
+def test_marking_onboardings_over_http_answers_the_new_status(exotel: ExotelSandbox) -> None:
+    token = issue(exotel)
+    once = mark(exotel.url, token)
+    assert once.status_code == 200
+    assert once.json() == {"token": token, "onboardings": 1, "status": "VALID"}
+    four_more = mark(exotel.url, token, 4)
+    assert four_more.json() == {"token": token, "onboardings": 5, "status": "USED"}
+    assert status(exotel, token) == "USED"
+
+
+def test_the_mark_used_endpoint_is_not_exotels_api(exotel: ExotelSandbox) -> None:
+    token = issue(exotel)
+    calls_before = len(exotel.calls)
+    exotel.always = Fault(status=500)  # Exotel's API failing does not touch the endpoint
+    assert mark(exotel.url, token, 5).json()["status"] == "USED"
+    assert len(exotel.calls) == calls_before
+
+
+def test_the_mark_used_endpoint_refuses_what_it_cannot_do(exotel: ExotelSandbox) -> None:
+    token = issue(exotel)
+    assert mark(exotel.url, "never-issued").status_code == 404
+    assert mark(exotel.url, token, 0).status_code == 400
+    assert mark(exotel.url, token, "five").status_code == 400
+    wrong_verb = requests.get(f"{exotel.url}{CONTROL_PREFIX}{token}/onboard", timeout=5)
+    assert wrong_verb.status_code == 404
+    assert "POST" in wrong_verb.json()["error"]
+    # No authentication, so nobody but this machine may use it.
+    refused = exotel._control("POST", f"{CONTROL_PREFIX}{token}/onboard", {}, "10.1.2.3")
+    assert refused[0] == 403
+    assert exotel.tokens[token].onboardings == 0
+
+
+# `python -m bot sandbox` ---------------------------------------------------------------
+
+
+class SandboxProcess:
+    def __init__(self, port: int, **env: str) -> None:
+        self.port = port
+        self.out = Path(tempfile.mkdtemp(prefix="onboard-sandbox-")) / "out.log"
+        full = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.out.parent),
+                "PYTHONUNBUFFERED": "1", **env}
+        with self.out.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bot", "sandbox", "--port", str(port)], cwd=ROOT,
+                env=full, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.out.read_text()
+
+    def wait_listening(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"sandbox exited:\n{self.output()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"sandbox not listening after {timeout} s:\n{self.output()}")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(10)
+
+
+def test_python_m_bot_sandbox_serves_with_defaults_and_says_how_to_use_it() -> None:
+    sandbox = SandboxProcess(free_port())  # no Slack or Exotel settings at all
+    try:
+        sandbox.wait_listening()
+        created = requests.post(f"{sandbox.url}/v2/accounts/sandbox/isv",
+                                auth=("sandbox-key", "sandbox-token"), timeout=5)
+        assert created.status_code == 200
+        token = isv(created)["data"]["onboarding_url"].removeprefix(LINK_BASE)
+        assert mark(sandbox.url, token, 5).json()["status"] == "USED"
+    finally:
+        assert sandbox.stop() == 0  # SIGTERM stops it cleanly
+    output = sandbox.output()
+    for line in (f"EXOTEL_BASE_URL={sandbox.url}", "EXOTEL_API_KEY=sandbox-key",
+                 "EXOTEL_API_TOKEN=sandbox-token", "EXOTEL_ACCOUNT_SID=sandbox",
+                 f"curl -X POST '{sandbox.url}{CONTROL_PREFIX}<token>/onboard?customers=5'"):
+        assert line in output
+
+
+def test_python_m_bot_sandbox_takes_credentials_from_the_environment() -> None:
+    sandbox = SandboxProcess(free_port(), EXOTEL_API_KEY=EXOTEL_KEY,
+                             EXOTEL_API_TOKEN=EXOTEL_TOKEN, EXOTEL_ACCOUNT_SID=EXOTEL_SID)
+    try:
+        sandbox.wait_listening()
+        # The bot's own client, pointed at it as the printed instructions say.
+        client = ExotelClient(base_url=sandbox.url, account_sid=EXOTEL_SID,
+                              api_key=EXOTEL_KEY, api_token=EXOTEL_TOKEN, limiter=_NoLimit())
+        link = client.create_link()
+        assert client.token_status(link.token) == "VALID"
+        assert mark(sandbox.url, link.token, 5).status_code == 200
+        assert client.token_status(link.token) == "USED"
+        defaults = requests.post(f"{sandbox.url}/v2/accounts/{EXOTEL_SID}/isv",
+                                 auth=("sandbox-key", "sandbox-token"), timeout=5)
+        assert defaults.status_code == 401
+        # A second sandbox on the same port says what to do instead of a traceback.
+        clash = subprocess.run([sys.executable, "-m", "bot", "sandbox", "--port",
+                                str(sandbox.port)], cwd=ROOT, capture_output=True, text=True,
+                               timeout=30)
+        assert clash.returncode == 1
+        assert "pick another port with --port" in clash.stderr
+        assert "Traceback" not in clash.stderr
+    finally:
+        sandbox.stop()
+    output = sandbox.output()
+    assert "EXOTEL_API_TOKEN=(as set in this environment)" in output
+    assert EXOTEL_TOKEN not in output
+    assert f"EXOTEL_API_KEY={EXOTEL_KEY}" in output
+
+
+def test_replies_through_the_sandbox_say_so(bot) -> None:
+    """The suite's fake Exotel is the sandbox, so the bot's replies are marked as such."""
+    from tests.conftest import block_text
+
+    final = bot.command("/onboard-link", "1 ACME").final()
+    assert final["text"].startswith("[sandbox]")
+    assert "*Sandbox*" in block_text(final) and "not real" in block_text(final)
