@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from freezegun.api import FrozenDateTimeFactory
 from bot import worker
 from bot.app import Services, build_services, create_app
 from bot.core import Core, build_core
+from bot.logs import RedactSecrets
 from bot.models import Requester
 from bot.sandbox import ExotelSandbox
 from bot.settings import Settings, load_settings
@@ -223,3 +226,30 @@ def fire_due(core: Core) -> None:
     worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
 
 
+
+
+# No log line of the whole run may hold a secret or a full onboarding token. The bot's own
+# logging (bot.logs.configure) scrubs each record before any handler sees it; the same filter
+# sits first on the root logger here, and every line the run produced is checked at the end.
+FULL_TOKEN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log_line() -> Iterator[None]:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect(level=logging.DEBUG)
+    handler.addFilter(RedactSecrets([EXOTEL_TOKEN, BOT_TOKEN, SIGNING_SECRET]))
+    root = logging.getLogger()
+    root.handlers.insert(0, handler)
+    yield
+    root.removeHandler(handler)
+    secrets = (EXOTEL_TOKEN, BOT_TOKEN, SIGNING_SECRET)
+    leaks = [line for line in lines
+             if any(s in line for s in secrets) or FULL_TOKEN.search(line)]
+    assert lines, "no log line was seen: the check would prove nothing"
+    assert not leaks, f"{len(leaks)} log lines leak a secret or token, e.g. {leaks[0][:300]}"
