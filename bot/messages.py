@@ -6,8 +6,9 @@ User text never reaches mrkdwn unescaped: it goes in plain_text objects, or thro
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import cache, wraps
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -125,16 +126,29 @@ def _chunks(lines: Iterable[str], limit: int = SECTION_LIMIT) -> Iterator[str]:
         yield "\n".join(chunk)
 
 
+def _fixed(build: Callable[..., Message]) -> Callable[..., Message]:
+    """Build a fixed reply once: acks are on Slack's clock, and Block Kit checks take time."""
+    cached = cache(build)
+
+    @wraps(build)
+    def fresh_copy(*args: Any) -> Message:
+        return {**cached(*args)}  # callers may add keys; the cached one stays as it was
+
+    return fresh_copy
+
+
 def text_message(text: str) -> Message:
     """A short ephemeral reply; `text` is mrkdwn the bot wrote (escape user parts first)."""
     return _message(text, [_section(text)])
 
 
+@_fixed
 def working(count: int) -> Message:
     noun = "link" if count == 1 else "links"
     return text_message(f":hourglass_flowing_sand: Creating {count} onboarding {noun}…")
 
 
+@_fixed
 def checking() -> Message:
     return text_message(":hourglass_flowing_sand: Asking Exotel about that token…")
 
@@ -147,6 +161,7 @@ def check_usage_problem(problem: str) -> Message:
     return text_message(f":warning: {escape(problem)}")
 
 
+@_fixed
 def onboard_help() -> Message:
     return text_message(
         "*`/onboard-link [count] [customer note]`* creates WhatsApp onboarding links "
@@ -162,6 +177,7 @@ def onboard_help() -> Message:
     )
 
 
+@_fixed
 def check_help() -> Message:
     return text_message(
         "*`/check-token &lt;link or token&gt;`* asks Exotel whether an onboarding link "
