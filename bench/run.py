@@ -60,12 +60,12 @@ from tests.support import (
     SIGNING_SECRET,
     BotProcess,
     RedisProcess,
+    bot_env,
     command_body,
     free_port,
     percentile,
     sign,
 )
-from tests.test_process import bot_env
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 COMMAND = "uv run python -m bench.run"

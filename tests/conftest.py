@@ -34,6 +34,7 @@ from tests.support import (
     HttpServer,
     RedisProcess,
     action_body,
+    bot_env,
     command_body,
     configured_redis_url,
     event_body,
@@ -88,13 +89,9 @@ def slack(_slack_server: FakeSlack) -> FakeSlack:
 def settings_for(redis_url: str, exotel: ExotelSandbox, slack: FakeSlack,
                   **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url, "EXOTEL_API_KEY": EXOTEL_KEY,
-        "EXOTEL_API_TOKEN": EXOTEL_TOKEN, "EXOTEL_ACCOUNT_SID": EXOTEL_SID,
-        "EXOTEL_BASE_URL": exotel.url, "REDIS_URL": redis_url, "EXOTEL_TIMEOUT": 2,
-        "EXOTEL_DEADLINE": 8, "EXOTEL_RATE_PER_MINUTE": 100_000,
+        **bot_env(exotel, slack), "REDIS_URL": redis_url, "EXOTEL_TIMEOUT": 2,
+        "EXOTEL_DEADLINE": 8, "EXOTEL_RATE_PER_MINUTE": 100_000, **overrides,
     }
-    values.update(overrides)
     return load_settings(_env_file=None, **values)
 
 

@@ -13,18 +13,32 @@ import threading
 import time
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 import requests
 
+if TYPE_CHECKING:
+    from bot.sandbox import ExotelSandbox
+    from tests.fakes.slack import FakeSlack
+
 SIGNING_SECRET = "test-signing-secret-5b1f"
 BOT_TOKEN = "xoxb-test-bot-token-91c2"
 EXOTEL_KEY = "exotel-key"
 EXOTEL_TOKEN = "exotel-secret-token-7d3e9a"
 EXOTEL_SID = "acme1"
+
+
+def bot_env(exotel: ExotelSandbox, slack: FakeSlack, **extra: str) -> dict[str, str]:
+    """The bot's settings, as environment, pointed at the fakes."""
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url, "EXOTEL_API_KEY": EXOTEL_KEY,
+        "EXOTEL_API_TOKEN": EXOTEL_TOKEN, "EXOTEL_ACCOUNT_SID": EXOTEL_SID,
+        "EXOTEL_BASE_URL": exotel.url, "WEB_CONCURRENCY": "1", **extra,
+    }
 
 
 def free_port() -> int:

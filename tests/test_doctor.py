@@ -29,10 +29,10 @@ from tests.support import (
     ROOT,
     SIGNING_SECRET,
     BotProcess,
+    bot_env,
     free_port,
     redis_server_binary,
 )
-from tests.test_process import bot_env
 
 MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read"]
 CHECK_NAMES = ["settings", "slack", "slack scopes", "exotel", "redis", "reminder worker"]

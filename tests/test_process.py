@@ -12,27 +12,16 @@ from bot.sandbox import ExotelSandbox, Fault
 from tests.fakes.slack import FakeSlack
 from tests.support import (
     BOT_TOKEN,
-    EXOTEL_KEY,
-    EXOTEL_SID,
     EXOTEL_TOKEN,
     ROOT,
-    SIGNING_SECRET,
     BotProcess,
+    bot_env,
     command_body,
     percentile,
     sign,
     timed_commands,
     timed_commands_elsewhere,
 )
-
-
-def bot_env(exotel: ExotelSandbox, slack: FakeSlack, **extra: str) -> dict[str, str]:
-    return {
-        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url, "EXOTEL_API_KEY": EXOTEL_KEY,
-        "EXOTEL_API_TOKEN": EXOTEL_TOKEN, "EXOTEL_ACCOUNT_SID": EXOTEL_SID,
-        "EXOTEL_BASE_URL": exotel.url, "WEB_CONCURRENCY": "1", **extra,
-    }
 
 
 def test_without_slack_settings_the_bot_stops_and_names_them(tmp_path) -> None:

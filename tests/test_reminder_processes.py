@@ -16,8 +16,7 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from bot.reminders import QUEUE_NAME
 from bot.sandbox import ExotelSandbox
 from tests.fakes.slack import FakeSlack
-from tests.support import BotProcess, command_body, sign
-from tests.test_process import bot_env
+from tests.support import BotProcess, bot_env, command_body, sign
 
 DUE = re.compile(r"Reminder in this channel <!date\^(\d+)\^")
 

@@ -190,8 +190,7 @@ def test_python_m_bot_audit_prints_the_trail(
     import subprocess
     import sys
 
-    from tests.support import ROOT
-    from tests.test_process import bot_env
+    from tests.support import ROOT, bot_env
 
     tokens = LINK.findall(block_text(bot.command("/onboard-link", "2 ACME").final()))
     bot.command("/check-token", tokens[0]).final()
