@@ -70,7 +70,8 @@ def test_acks_stay_fast_while_exotel_takes_a_second(
 ) -> None:
     """200 commands, 20 at a time, against the web process: p99 ack under 100 ms."""
     bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url, WEB_CONCURRENCY="2",
-                             EXOTEL_RATE_PER_MINUTE="100000")).start()
+                             EXOTEL_RATE_PER_MINUTE="100000",
+                             MAX_LINKS_PER_USER_PER_DAY="1000000")).start()
     exotel.always = Fault(passthrough=True, delay=1)
     try:
         timed_commands(bot.url, slack.response_url("warm"), 100, 20, "help")  # connections, caches
