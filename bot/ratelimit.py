@@ -11,6 +11,11 @@ from limits.strategies import MovingWindowRateLimiter
 from redis import Redis
 
 
+def _moving_window(redis: Redis) -> MovingWindowRateLimiter:
+    """A `limits` moving-window limiter on the bot's own Redis connections."""
+    return MovingWindowRateLimiter(RedisStorage("redis://", connection_pool=redis.connection_pool))
+
+
 class RateLimitExceeded(Exception):
     def __init__(self, retry_in: float) -> None:
         super().__init__(f"rate limit reached; retry in {retry_in:.0f} s")
@@ -25,8 +30,7 @@ class SharedRateLimiter:
     """
 
     def __init__(self, redis: Redis, per_minute: int, key: str) -> None:
-        storage = RedisStorage("redis://", connection_pool=redis.connection_pool)
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = _moving_window(redis)
         self._item = RateLimitItemPerMinute(per_minute)
         self._key = key
 
@@ -54,8 +58,7 @@ class LinkQuota:
     """At most `per_day` links per user in any rolling 24 hours, across every process."""
 
     def __init__(self, redis: Redis, per_day: int) -> None:
-        storage = RedisStorage("redis://", connection_pool=redis.connection_pool)
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = _moving_window(redis)
         self._item = RateLimitItemPerDay(per_day)
         self.per_day = per_day
 

@@ -24,14 +24,10 @@ ALL_INDEX = "onboard:batches:all"
 Scope = Literal["user", "channel", "all"]
 
 
-def _indexes(requester: Requester) -> list[str]:
-    return [USER_INDEX.format(requester.team_id, requester.user_id),
-            CHANNEL_INDEX.format(requester.channel_id), ALL_INDEX]
-
-
-def _index(scope: Scope, requester: Requester) -> str:
+def _indexes(requester: Requester) -> dict[Scope, str]:
+    """The listing indexes a requester's batch belongs to, by scope."""
     return {"user": USER_INDEX.format(requester.team_id, requester.user_id),
-            "channel": CHANNEL_INDEX.format(requester.channel_id), "all": ALL_INDEX}[scope]
+            "channel": CHANNEL_INDEX.format(requester.channel_id), "all": ALL_INDEX}
 
 
 class StoreUnavailable(Exception):
@@ -93,7 +89,7 @@ class TokenStore:
             pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
             for item in tracked:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
-            for index in _indexes(requester):
+            for index in _indexes(requester).values():
                 pipe.zadd(index, {batch.batch_id: expires_at.timestamp()})
                 pipe.expire(index, ttl)
             pipe.execute()
@@ -116,7 +112,7 @@ class TokenStore:
 
     def live_batches(self, scope: Scope, requester: Requester) -> list[Batch]:
         """Batches not yet expired nor forgotten, newest first."""
-        index = _index(scope, requester)
+        index = _indexes(requester)[scope]
         moment = now().timestamp()
         with redis_errors():
             self.redis.zremrangebyscore(index, "-inf", moment)
@@ -128,7 +124,7 @@ class TokenStore:
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(BATCH_KEY.format(batch.batch_id),
                         *(TOKEN_KEY.format(t) for t in batch.tokens))
-            for index in _indexes(batch.requester):
+            for index in _indexes(batch.requester).values():
                 pipe.zrem(index, batch.batch_id)
             pipe.execute()
 
