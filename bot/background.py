@@ -3,17 +3,26 @@
 Bolt answers Slack from the request's thread; if Exotel work shared that process, its CPU
 bursts would hold the GIL while acks wait. So each serving process hands its commands to
 one child process, which runs them concurrently and replies through Slack's response URL.
+
+The hand-over is one pickled message written to a pipe by the request's own thread. A
+`ProcessPoolExecutor` did the same job with two helper threads per submit (its manager and
+its queue feeder) waking in the web process, and their GIL turns showed in the ack's tail.
+The pipe is also how the child learns that its parent is gone: when the web process exits,
+however it exits, the child reads end-of-file, finishes the work in hand, and leaves.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import pickle
+import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any
 
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
@@ -28,7 +37,11 @@ log = logging.getLogger(__name__)
 # fn(core, *args) -> a Slack message or None; a module-level function (pickled by name).
 Task = Callable[..., messages.Message | None]
 
-BACKGROUND_NICENESS = 10
+# When CPU is short, the OS should serve acks (which Slack times) before this work; the
+# work itself waits on Exotel and Slack far longer than it computes, so it loses little.
+BACKGROUND_NICENESS = 19
+# Room for a few thousand waiting tasks, so a burst never blocks an ack on a full pipe.
+PIPE_BYTES = 1 << 20
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(["bot.background", "bot.core", "bot.tasks"])
 
@@ -40,50 +53,65 @@ class Background:
         self._settings = settings
         self._threads = threads
         self._lock = threading.Lock()
-        self._pool = self._new_pool()
+        self._writer, self._process = self._start_child()
+        atexit.register(self.shutdown)  # let the child finish what it was given
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(max_workers=1, mp_context=_context, initializer=_start_child,
-                                   initargs=(self._settings, self._threads))
-        pool.submit(_ready).result()  # start the child now, not inside the first ack
-        return pool
+    def _start_child(self) -> tuple[Connection, multiprocessing.process.BaseProcess]:
+        reader, writer = _context.Pipe(duplex=False)
+        process = _context.Process(target=_child_main, name="onboard-work",
+                                   args=(reader, self._settings, self._threads))
+        process.start()
+        reader.close()  # the child's copy is the only reader: end-of-file there means "no more"
+        _widen(writer)
+        return writer, process
 
     def submit(self, response_url: str | None, task: Task, *args: Any) -> None:
         """Hand `task` to the child; its message (or a polite error) goes to `response_url`."""
-        try:
-            self._pool.submit(_dispatch, response_url, task, args)
-        except BrokenProcessPool:
-            log.error("the work process died; starting a new one")
-            with self._lock:
-                self._pool = self._new_pool()
-            self._pool.submit(_dispatch, response_url, task, args)
+        payload = pickle.dumps((response_url, task, args), pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            try:
+                self._writer.send_bytes(payload)
+            except OSError:  # the child died (broken pipe); a new one takes this task on
+                log.error("the work process died; starting a new one")
+                self._writer.close()
+                self._writer, self._process = self._start_child()
+                self._writer.send_bytes(payload)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking work; with `wait`, until every task handed over has replied."""
-        self._pool.shutdown(wait=wait)
+        with self._lock:
+            if not self._writer.closed:
+                self._writer.close()
+        if wait:
+            self._process.join()
+
+
+def _widen(writer: Connection) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(writer.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (ImportError, AttributeError, OSError):  # not Linux, or over the system's cap
+        log.debug("pipe left at its default size")
 
 
 # What follows runs in the child process.
-_threads: ThreadPoolExecutor | None = None
-_core: Core | None = None
 
-
-def _start_child(settings: Settings, threads: int) -> None:
-    global _threads, _core
-    # When CPU is short, the OS should serve acks (which Slack times) before this work.
+def _child_main(reader: Connection, settings: Settings, threads: int) -> None:
+    # Stopping is the parent's call, made by closing the pipe: a signal sent to the whole
+    # process group (Ctrl-C, a platform's SIGTERM) must not cut replies off half-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(BACKGROUND_NICENESS)
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
-    _core = build_core(settings)
-    _threads = ThreadPoolExecutor(threads, thread_name_prefix="onboard-work")
-
-
-def _ready() -> None:
-    pass
-
-
-def _dispatch(response_url: str | None, task: Task, args: tuple[Any, ...]) -> None:
-    assert _threads is not None
-    _threads.submit(perform, _core, response_url, task, args)
+    core = build_core(settings)
+    with ThreadPoolExecutor(threads, thread_name_prefix="onboard-work") as pool:
+        while True:
+            try:
+                response_url, task, args = pickle.loads(reader.recv_bytes())
+            except EOFError:  # the web process has stopped or died; finish what is in hand
+                break
+            pool.submit(perform, core, response_url, task, args)
 
 
 def perform(core: Core, response_url: str | None, task: Task, args: tuple[Any, ...]) -> None:

@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.access import AccessPolicy
 from bot.audit import Audit
 from bot.exotel import ExotelClient, ExotelError
+from bot.home import HomeTabs
 from bot.metrics import Metrics
 from bot.onboarding import BatchGone, NotTracked, NotYours, Onboarding
 from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
@@ -39,6 +40,7 @@ class Core:
     slack: WebClient
     access: AccessPolicy
     metrics: Metrics
+    home: HomeTabs
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -78,12 +80,12 @@ def build_core(settings: Settings) -> Core:
     slack = slack_client(settings)
     audit = Audit(client, timedelta(days=settings.audit_retention_days))
     quota = LinkQuota(client, settings.max_links_per_user_per_day)
+    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics)
     return Core(
-        settings=settings, store=store,
-        onboarding=Onboarding(exotel, store, reminders, audit, quota, metrics),
-        reminders=reminders,
+        settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, slack, metrics),
         slack=slack, access=AccessPolicy(settings, lookup_client(settings)), metrics=metrics,
+        home=HomeTabs(onboarding, slack),
     )
 
 

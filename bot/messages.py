@@ -23,7 +23,7 @@ from slack_sdk.models.blocks import (
 
 from bot.commands import MAX_LINKS, MAX_NOTE
 from bot.exotel import ExotelError
-from bot.models import Batch, Requester, TrackedLink
+from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.onboarding import BatchGone, CheckResult, Forgotten, IssueResult, NotTracked, NotYours
 from bot.ratelimit import QuotaExceeded
 from bot.store import StoreUnavailable, now
@@ -44,7 +44,10 @@ SHARE_ACTION = "share_batch"
 FORGET_ACTION = "forget_batch"
 NO_REVOKE = ("Exotel's API cannot revoke a link: it keeps working for whoever has it until it "
              "expires")
-MAX_LISTED = 40  # batches in one listing, within Slack's 50 blocks
+# Batches in one listing, and how much of each note: with a button and a reminder date
+# each, 20 lines of the longest notes stay inside Slack's ~13k characters of blocks.
+MAX_LISTED = 20
+LISTED_NOTE = 60
 REMINDER_STATUS = {
     "VALID": "still usable",
     "USED": ":white_check_mark: done (used by five customers)",
@@ -317,7 +320,7 @@ def refused(reason: str, admins: list[str]) -> Message:
 
 
 def _batch_line(batch: Batch, at: datetime) -> str:
-    note = escape(batch.note) if batch.note else "_no customer note_"
+    note = escape(_shorten(batch.note, LISTED_NOTE)) if batch.note else "_no customer note_"
     count = len(batch.tokens)
     reminder = (f"; reminder {slack_date(batch.reminder_due)}"
                 if batch.reminder_due and batch.reminder_due > at else "")
@@ -325,33 +328,42 @@ def _batch_line(batch: Batch, at: datetime) -> str:
             f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
 
 
-def batch_list(batches: list[Batch], scope: str) -> Message:
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def batch_list(listing: Listing, scope: str) -> Message:
     title = {"user": "Your live onboarding links", "channel": "Live onboarding links in this "
              "channel", "all": "Everyone's live onboarding links"}[scope]
-    if not batches:
+    if not listing.batches:
         return text_message(f"*{title}*: none. Create some with `/onboard-link`.")
     at = now()
     blocks: list[Block] = [_section(f"*{title}* (newest first)")]
-    for batch in batches[:MAX_LISTED]:
+    for batch in listing.batches[:MAX_LISTED]:
         blocks.append(SectionBlock(
             text=MarkdownTextObject(text=_batch_line(batch, at)),
             accessory=ButtonElement(text="Forget", action_id=FORGET_ACTION,
                                     value=batch.batch_id)))
-    if len(batches) > MAX_LISTED:
-        blocks.append(_context(f"…and {len(batches) - MAX_LISTED} older ones."))
+    blocks.extend(_older(listing))
     return _message(title, blocks)
 
 
-def home_view(batches: list[Batch]) -> dict[str, Any]:
+def home_view(listing: Listing) -> dict[str, Any]:
     """The App Home tab: the viewer's live links."""
     at = now()
     blocks: list[Block] = [_section("*Your live onboarding links*")]
-    blocks.extend(_section(_batch_line(b, at)) for b in batches[:MAX_LISTED])
-    if not batches:
+    blocks.extend(_section(_batch_line(b, at)) for b in listing.batches[:MAX_LISTED])
+    blocks.extend(_older(listing))
+    if not listing.batches:
         blocks.append(_context("None right now. Create some with `/onboard-link` in any "
                                "channel."))
     blocks.append(_context(RULES))
     return {"type": "home", "blocks": _blocks(blocks)}
+
+
+def _older(listing: Listing) -> list[Block]:
+    hidden = listing.total - min(len(listing.batches), MAX_LISTED)
+    return [_context(f"…and {hidden} older ones.")] if hidden > 0 else []
 
 
 def forgotten(result: Forgotten) -> Message:

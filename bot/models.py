@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -39,3 +40,11 @@ class Batch(BaseModel):
     issued_at: datetime
     expires_at: datetime
     reminder_due: datetime | None = None
+
+
+@dataclass
+class Listing:
+    """The newest live batches of a scope, and how many are live in all."""
+
+    batches: list[Batch]
+    total: int

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from redis import RedisError
 
 from bot.exotel import ExotelClient, ExotelError
-from bot.models import Batch, Requester, TrackedLink
+from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.store import Scope, StoreUnavailable, TokenStore, redis_errors
 from bot.tokens import mask
 
@@ -141,8 +141,8 @@ class Onboarding:
         self.reminders.stop(batch_id)
         self._record("stop_reminders", requester, None, batch_id=batch_id)
 
-    def live(self, requester: Requester, scope: Scope) -> list[Batch]:
-        return self.store.live_batches(scope, requester)
+    def live(self, requester: Requester, scope: Scope, limit: int) -> Listing:
+        return self.store.live_batches(scope, requester, limit)
 
     def share(self, requester: Requester, batch_id: str,
               is_admin: bool = False) -> tuple[Batch, list[TrackedLink]]:

@@ -12,7 +12,7 @@ import redis
 from redis import Redis
 
 from bot.exotel import OnboardingLink
-from bot.models import Batch, Requester, TrackedLink
+from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.settings import LINK_TTL
 
 TOKEN_KEY = "onboard:token:{}"
@@ -110,15 +110,18 @@ class TokenStore:
             raw = self.redis.get(BATCH_KEY.format(batch_id))
         return Batch.model_validate_json(raw) if raw else None
 
-    def live_batches(self, scope: Scope, requester: Requester) -> list[Batch]:
-        """Batches not yet expired nor forgotten, newest first."""
+    def live_batches(self, scope: Scope, requester: Requester, limit: int) -> Listing:
+        """The `limit` newest batches not yet expired nor forgotten, and the count of all."""
         index = _indexes(requester)[scope]
         moment = now().timestamp()
         with redis_errors():
-            self.redis.zremrangebyscore(index, "-inf", moment)
-            ids = self.redis.zrevrangebyscore(index, "+inf", moment)
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(index, "-inf", moment)
+                pipe.zrevrangebyscore(index, "+inf", moment, start=0, num=limit)
+                pipe.zcard(index)
+                _, ids, total = pipe.execute()
             raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
-        return [Batch.model_validate_json(raw) for raw in raws if raw]
+        return Listing([Batch.model_validate_json(raw) for raw in raws if raw], total)
 
     def forget_batch(self, batch: Batch) -> None:
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:

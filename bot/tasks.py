@@ -65,9 +65,5 @@ def say(core: Core, message: messages.Message) -> messages.Message:
 
 
 def publish_home(core: Core, requester: Requester) -> None:
-    """Refresh the requester's App Home tab; a failure here must not spoil the reply."""
-    try:
-        view = messages.home_view(core.onboarding.live(requester, "user"))
-        core.slack.views_publish(user_id=requester.user_id, view=view)
-    except Exception:
-        log.warning("could not publish the App Home of %s", requester.user_id, exc_info=True)
+    """Refresh the requester's App Home tab (see `bot.home`)."""
+    core.home.refresh(requester)

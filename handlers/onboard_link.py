@@ -46,8 +46,8 @@ def register(app: App, services: Services) -> None:
             return
         if isinstance(request, ListRequest):
             try:
-                ack(**messages.batch_list(core.onboarding.live(requester, request.scope),
-                                          request.scope))
+                listing = core.onboarding.live(requester, request.scope, messages.MAX_LISTED)
+                ack(**messages.batch_list(listing, request.scope))
             except StoreUnavailable as error:
                 ack(**messages.problem(error))
             return

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import requests
 
@@ -51,6 +54,78 @@ def test_python_m_bot_serves_commands_and_stops_on_sigterm(
         assert bot.stop() < 10
     output = bot.output()
     assert EXOTEL_TOKEN not in output and BOT_TOKEN not in output
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def descendants_of(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_sigterm_lets_work_in_hand_reach_slack(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    exotel.always = Fault(passthrough=True, delay=2.0)
+    bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url), "web").start()
+    try:
+        body = command_body("/onboard-link", "1 ACME", slack.response_url("late"))
+        ack = requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=sign(body),
+                            timeout=5)
+        assert ack.status_code == 200
+        wait_until(lambda: exotel.calls_of("POST"), 5, "the command reached Exotel")
+    finally:
+        bot.stop()  # while Exotel is still answering
+    assert "1 WhatsApp onboarding link" in slack.replies("late")[0]["text"]
+
+
+def test_a_killed_web_worker_leaves_no_stray_processes(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url), "web").start()
+    try:
+        assert bot.proc is not None
+        [worker] = children_of(bot.proc.pid)  # gunicorn's one worker (WEB_CONCURRENCY=1)
+        helpers = descendants_of(worker)  # its background process, and the forkserver
+        assert helpers
+
+        os.kill(worker, signal.SIGKILL)
+
+        wait_until(lambda: not any(alive(pid) for pid in helpers), 15,
+                   "the dead worker's helper processes exit")
+        wait_until(lambda: children_of(bot.proc.pid) not in ([], [worker]), 15,
+                   "gunicorn starts a new worker")
+        body = command_body("/onboard-link", "1 ACME", slack.response_url("after"))
+        wait_until(lambda: requests.post(f"{bot.url}/slack/events", data=body.encode(),
+                                         headers=sign(body), timeout=5).ok, 15,
+                   "the new worker acks")
+        assert "1 WhatsApp onboarding link" in slack.wait_for_replies("after")[0]["text"]
+    finally:
+        bot.stop()
 
 
 def test_without_redis_url_the_bot_runs_an_embedded_redis(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -11,9 +13,11 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 
 from bot.audit import STREAM
+from bot.commands import MAX_NOTE
 from bot.core import Core
-from bot.messages import FORGET_ACTION, SHARE_ACTION
+from bot.messages import FORGET_ACTION, MAX_LISTED, SHARE_ACTION
 from bot.sandbox import ExotelSandbox
+from tests.blockkit import assert_within_slack_limits
 from tests.conftest import REP, START, Bot, block_text, fire_due
 from tests.fakes.slack import FakeSlack
 
@@ -98,6 +102,47 @@ def test_list_shows_live_batches_with_time_left_and_forget_removes_one(
     fire_due(core)
     posted = json.dumps([c.params for c in slack.calls("chat.postMessage")])
     assert "ACME Corp" not in posted and second.batch_id not in posted
+
+
+def test_long_listings_show_the_newest_and_count_the_rest(
+    make_core: Callable[..., Core], make_bot: Callable[..., Bot], slack: FakeSlack
+) -> None:
+    core = make_core()
+    padding = "<&> " * (MAX_NOTE // 4)  # the longest note, each character one to escape
+    for n in range(MAX_LISTED + 5):
+        core.onboarding.issue(REP, 1, f"customer {n}* {padding}"[:MAX_NOTE])
+    bot = make_bot()
+
+    listing = bot.command("/onboard-link", "list").ack
+    core.home.refresh(REP)
+    [home] = slack.calls("views.publish")
+
+    for message in (listing, home.params["view"]):
+        assert_within_slack_limits(message)
+        text = block_text(message)
+        assert f"customer {MAX_LISTED + 4}" in text  # the newest is shown
+        assert "customer 4*" not in text and "customer 0*" not in text
+        assert "…and 5 older ones" in text
+
+
+def test_a_burst_of_commands_republishes_the_home_tab_once_more_not_once_each(
+    make_core: Callable[..., Core], slack: FakeSlack
+) -> None:
+    core = make_core()
+    core.onboarding.issue(REP, 1, "first")
+    slack.delays["views.publish"] = 0.3
+    threads = [threading.Thread(target=core.home.refresh, args=(REP,)) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)  # all ten ask while the first publish is still under way
+    core.onboarding.issue(REP, 1, "latest")
+    core.home.refresh(REP)
+    for thread in threads:
+        thread.join()
+
+    views = slack.calls("views.publish")
+    assert 2 <= len(views) <= 3
+    assert "latest" in block_text(views[-1].params["view"])
 
 
 def test_forget_one_link_by_command(bot: Bot, redis_client) -> None:

@@ -32,6 +32,7 @@ class FakeSlack:
         self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
         self.rate_limited: dict[str, int] = {}  # method -> how many calls get HTTP 429 first
         self.usergroups: dict[str, list[str]] = {}  # user group id -> member user ids
+        self.delays: dict[str, float] = {}  # method -> seconds to take over answering
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
 
@@ -62,6 +63,7 @@ class FakeSlack:
             self.channel_errors.clear()
             self.rate_limited.clear()
             self.usergroups.clear()
+            self.delays.clear()
 
     def calls(self, method: str) -> list[ApiCall]:
         with self.lock:
@@ -137,6 +139,7 @@ class FakeSlack:
                     self._send(body, "application/json", status=429,
                                headers={"Retry-After": "1"})
                     return
+                time.sleep(fake.delays.get(method, 0.0))
                 self._send(json.dumps(fake._answer(method, params)).encode(), "application/json")
 
             def _send(self, body: bytes, content_type: str, status: int = 200,
