@@ -39,7 +39,7 @@ Task = Callable[..., messages.Message | None]
 
 # When CPU is short, the OS should serve acks (which Slack times) before this work; the
 # work itself waits on Exotel and Slack far longer than it computes, so it loses little.
-BACKGROUND_NICENESS = 19
+BACKGROUND_NICENESS = 19  # where SCHED_IDLE is not to be had
 # Room for a few thousand waiting tasks, so a burst never blocks an ack on a full pipe.
 PIPE_BYTES = 1 << 20
 _context = multiprocessing.get_context("forkserver")
@@ -53,6 +53,7 @@ class Background:
         self._settings = settings
         self._threads = threads
         self._lock = threading.Lock()
+        self._held = threading.local()
         self._writer, self._process = self._start_child()
         atexit.register(self.shutdown)  # let the child finish what it was given
 
@@ -68,6 +69,25 @@ class Background:
     def submit(self, response_url: str | None, task: Task, *args: Any) -> None:
         """Hand `task` to the child; its message (or a polite error) goes to `response_url`."""
         payload = pickle.dumps((response_url, task, args), pickle.HIGHEST_PROTOCOL)
+        held = getattr(self._held, "tasks", None)
+        if held is not None:
+            held.append(payload)
+        else:
+            self._send(payload)
+
+    def hold(self) -> None:
+        """Keep this thread's tasks back until `release`: until its HTTP response is out.
+
+        Writing to the pipe lets go of the GIL, and getting it back in a busy process can
+        take a switch interval (5 ms): that wait belongs after the ack, not inside it."""
+        self._held.tasks = []
+
+    def release(self) -> None:
+        held, self._held.tasks = getattr(self._held, "tasks", None), None
+        for payload in held or ():
+            self._send(payload)
+
+    def _send(self, payload: bytes) -> None:
         with self._lock:
             try:
                 self._writer.send_bytes(payload)
@@ -102,7 +122,7 @@ def _child_main(reader: Connection, settings: Settings, threads: int) -> None:
     # process group (Ctrl-C, a platform's SIGTERM) must not cut replies off half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.nice(BACKGROUND_NICENESS)
+    _yield_cpu_to_acks()
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     core = build_core(settings)
     with ThreadPoolExecutor(threads, thread_name_prefix="onboard-work") as pool:
@@ -112,6 +132,18 @@ def _child_main(reader: Connection, settings: Settings, threads: int) -> None:
             except EOFError:  # the web process has stopped or died; finish what is in hand
                 break
             pool.submit(perform, core, response_url, task, args)
+
+
+def _yield_cpu_to_acks() -> None:
+    """Run this process, and the threads it starts, only on CPU that acks don't want.
+
+    Under Linux's SCHED_IDLE a waking normal thread (a request's) takes the CPU from this
+    work at once; mere niceness lets a running low-priority thread finish its slice first,
+    which showed as milliseconds in the ack's tail. Where that policy is missing, nice 19."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(BACKGROUND_NICENESS)
 
 
 def perform(core: Core, response_url: str | None, task: Task, args: tuple[Any, ...]) -> None:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def wsgi_application() -> Callable[..., Any]:
     """Build the whole bot from the environment; gunicorn calls this in each worker."""
     services = build_services(load_settings())
-    return create_wsgi(create_app(services), services.core)
+    return create_wsgi(create_app(services), services)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:

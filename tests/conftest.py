@@ -159,7 +159,7 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
     def make(**overrides: Any) -> Bot:
         services = build_services(settings_for(redis_url, exotel, slack, **overrides))
         app = create_app(services)
-        bot = Bot(services, HttpServer(create_wsgi(app, services.core)), slack)
+        bot = Bot(services, HttpServer(create_wsgi(app, services)), slack)
         bots.append(bot)
         return bot
 
