@@ -17,7 +17,7 @@ Exotel, `tests.fakes.slack` for Slack) and throwaway `redis-server`s:
    the same 10,000 due within 10 s.
 
 Prints each figure beside its target (PASS/MISS), then writes `bench/RESULTS.md`. Takes
-about four minutes on a 2-core machine.
+about three minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -324,8 +324,8 @@ def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load) -> Sect
         f"Bot: max ack {ms(bot.latencies[-1])}; links delivered for {bot.delivered} of "
         f"{len(bot.latencies)} commands, at most {bot.delivered_in:.1f} s after a round's "
         f"final ack. Bare: max ack {ms(bare.latencies[-1])}.",
-        f"The fake Exotel and Slack serve from the benchmark's process, on the same 2 cores: "
-        f"while the client ran (about {bot.wall / ROUNDS:.2f} s a round) they used "
+        f"The fake Exotel and Slack serve from the benchmark's process, on the same 2 cores, "
+        f"at nice {FAKES_NICENESS} as they stand in for other machines: while the client ran (about {bot.wall / ROUNDS:.2f} s a round) they used "
         f"{bot.fakes_cpu * 1000 / ROUNDS:.0f} ms of CPU a round beside the bot, "
         f"{bare.fakes_cpu * 1000 / ROUNDS:.0f} ms beside the bare app.",
         f"Bot, `/onboard-link help` ({COMMANDS} more, before the rounds): the bot's own ack "
