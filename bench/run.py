@@ -325,7 +325,8 @@ def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load) -> Sect
         f"{len(bot.latencies)} commands, at most {bot.delivered_in:.1f} s after a round's "
         f"final ack. Bare: max ack {ms(bare.latencies[-1])}.",
         f"The fake Exotel and Slack serve from the benchmark's process, on the same 2 cores, "
-        f"at nice {FAKES_NICENESS} as they stand in for other machines: while the client ran (about {bot.wall / ROUNDS:.2f} s a round) they used "
+        f"at nice {FAKES_NICENESS} as they stand in for other machines: while the client ran "
+        f"(about {bot.wall / ROUNDS:.2f} s a round) they used "
         f"{bot.fakes_cpu * 1000 / ROUNDS:.0f} ms of CPU a round beside the bot, "
         f"{bare.fakes_cpu * 1000 / ROUNDS:.0f} ms beside the bare app.",
         f"Bot, `/onboard-link help` ({COMMANDS} more, before the rounds): the bot's own ack "
