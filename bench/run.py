@@ -7,7 +7,7 @@ Exotel, `tests.fakes.slack` for Slack) and throwaway `redis-server`s:
    Procfile's `web` process while the fake Exotel takes 1 s per call, beside a Bolt app that
    only acks (`bench/bare_app.py`) served the same way (gunicorn gthread, 2 x 32); eight
    rounds of 300 of each in turn, every ack pooled. For context, the bot's ack for
-   `/onboard-link help`, which hands no work on.
+   `/onboard-link help`, which hands no work on, and both apps at a steady 500 commands/s.
 2. Command to links delivered (the response-URL reply reaching the fake Slack) for 1, 10 and
    50 links while the fake Exotel takes 0.3 s per call, in Exotel round trips.
 3. Redis memory per tracked token: `used_memory` before and after 1,000 links issued
@@ -17,7 +17,7 @@ Exotel, `tests.fakes.slack` for Slack) and throwaway `redis-server`s:
    the same 10,000 due within 10 s.
 
 Prints each figure beside its target (PASS/MISS), then writes `bench/RESULTS.md`. Takes
-about three minutes on a 2-core machine.
+about three and a half minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -79,6 +79,10 @@ WARM_UP = 100
 # Rounds of COMMANDS each, bare app and bot in turn; the figures pool every round's acks, so
 # p99 rests on the ROUNDS * COMMANDS / 100 slowest, not on one round's third slowest.
 ROUNDS = 8
+# For context: the same, sent at a steady rate well below what either app can take, so that
+# the ratio shows what the bot adds to an ack rather than how soon it saturates 2 cores.
+STEADY_RATE = 500
+STEADY_ROUNDS = 4
 WEB_WORKERS = 2
 WEB_THREADS = 32
 SLOW_EXOTEL = 1.0
@@ -221,10 +225,11 @@ _CLIENT = ("import json, sys, time; from tests.support import timed_commands; "
 
 
 def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrency: int,
-                             text: str) -> tuple[float, list[float]]:
+                             text: str, rate: float | None = None) -> tuple[float, list[float]]:
     """(wall seconds, sorted ack latencies) of `count` signed commands from another process."""
     done = subprocess.run(
-        [sys.executable, "-c", _CLIENT, json.dumps([url, response_url, count, concurrency, text])],
+        [sys.executable, "-c", _CLIENT,
+         json.dumps([url, response_url, count, concurrency, text, rate])],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     wall, latencies = json.loads(done.stdout)
     return wall, latencies
@@ -263,12 +268,12 @@ def warm_up(url: str, slack: FakeSlack, name: str, replies: bool) -> None:
 
 
 def load(url: str, slack: FakeSlack, name: str, text: str = LOAD_TEXT,
-         replies: bool = False) -> Load:
-    """COMMANDS timed commands, CONCURRENCY at a time; with `replies`, then waits for every
-    command's links and counts those delivered."""
+         replies: bool = False, rate: float | None = None) -> Load:
+    """COMMANDS timed commands, CONCURRENCY at a time (at `rate` a second, if given); with
+    `replies`, then waits for every command's links and counts those delivered."""
     cpu = time.process_time()
     wall, latencies = timed_commands_elsewhere(url, slack.response_url(name), COMMANDS,
-                                               CONCURRENCY, text)
+                                               CONCURRENCY, text, rate)
     result = Load(latencies, wall, fakes_cpu=time.process_time() - cpu)
     if replies:
         finished = time.monotonic()
@@ -289,8 +294,10 @@ def pooled(loads: list[Load]) -> Load:
                 fakes_cpu=sum(load.fakes_cpu for load in loads))
 
 
-def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load) -> Section:
+def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load,
+                steady: tuple[Load, Load]) -> Section:
     bot, bare = pooled(bots), pooled(bares)
+    steady_bot, steady_bare = steady
     p50_ratio, p99_ratio = bot.p50 / bare.p50, bot.p99 / bare.p99
     figures = [
         Figure("ack p50, bot (web process)", ms(bot.p50)),
@@ -303,6 +310,13 @@ def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load) -> Sect
         Figure("commands/s, bot / bare", f"{bot.rate:.0f} / {bare.rate:.0f}"),
         Figure("ack p50 / p99, bot, `help` (no work handed on)",
                f"{ms(bot_ack_only.p50)} / {ms(bot_ack_only.p99)}"),
+        Figure(f"ack p50 / p99 at a steady {STEADY_RATE}/s, bot",
+               f"{ms(steady_bot.p50)} / {ms(steady_bot.p99)}"),
+        Figure(f"ack p50 / p99 at a steady {STEADY_RATE}/s, bare Bolt app",
+               f"{ms(steady_bare.p50)} / {ms(steady_bare.p99)}"),
+        Figure(f"bot/bare ratio at a steady {STEADY_RATE}/s, p50 / p99",
+               f"{steady_bot.p50 / steady_bare.p50:.2f}x / "
+               f"{steady_bot.p99 / steady_bare.p99:.2f}x"),
     ]
 
     def rounds(loads: list[Load]) -> str:
@@ -329,6 +343,11 @@ def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load) -> Sect
         f"(about {bot.wall / ROUNDS:.2f} s a round) they used "
         f"{bot.fakes_cpu * 1000 / ROUNDS:.0f} ms of CPU a round beside the bot, "
         f"{bare.fakes_cpu * 1000 / ROUNDS:.0f} ms beside the bare app.",
+        f"At a steady {STEADY_RATE}/s: {STEADY_ROUNDS} more rounds of {COMMANDS} each side, "
+        f"the n-th command of a round sent n / {STEADY_RATE} s after the first (or when one of "
+        f"the {CONCURRENCY} connections is free), pooled; links delivered for "
+        f"{steady_bot.delivered} of {len(steady_bot.latencies)}. Slack's traffic to one bot "
+        "is far below this; the figures show the ack without a saturated machine.",
         f"Bot, `/onboard-link help` ({COMMANDS} more, before the rounds): the bot's own ack "
         "path with no Exotel work handed to its background process; its p99 is "
         f"{bot_ack_only.p99 / bare.p99:.2f}x the bare app's.",
@@ -674,7 +693,13 @@ def web_sections(exotel: ExotelSandbox, slack: FakeSlack,
             for n in range(ROUNDS):
                 bares.append(load(bare_url, slack, f"bare-{n}"))
                 bots.append(load(bot.url, slack, f"bot-{n}", replies=True))
-            sections.append(ack_section(bots, bares, ack_only))
+            steady_bares, steady_bots = [], []
+            for n in range(STEADY_ROUNDS):
+                steady_bares.append(load(bare_url, slack, f"bare-steady-{n}", rate=STEADY_RATE))
+                steady_bots.append(load(bot.url, slack, f"bot-steady-{n}", replies=True,
+                                        rate=STEADY_RATE))
+            sections.append(ack_section(bots, bares, ack_only,
+                                        (pooled(steady_bots), pooled(steady_bares))))
         if "delivery" in parts:
             announce("2. Command to links delivered")
             exotel.always = Fault(passthrough=True, delay=FAST_EXOTEL)

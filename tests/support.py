@@ -217,9 +217,11 @@ class BotProcess:
 
 
 def timed_commands(url: str, response_url: str, count: int, concurrency: int,
-                   text: str = "1 load test") -> list[float]:
+                   text: str = "1 load test", rate: float | None = None) -> list[float]:
     """Send `count` signed /onboard-link commands, `concurrency` at a time over keep-alive
-    connections, and return each one's acknowledgement time in seconds, sorted.
+    connections, and return each one's acknowledgement time in seconds, sorted. With
+    `rate`, the n-th command waits until n / rate seconds after the first (if a connection
+    is free by then): a steady load instead of as fast as the server answers.
 
     One asyncio loop drives every connection, so the client's own threads don't compete
     for the GIL and inflate what is measured."""
@@ -229,10 +231,13 @@ def timed_commands(url: str, response_url: str, count: int, concurrency: int,
     parts = urlsplit(url)
     todo = iter(range(count))
     latencies: list[float] = []
+    begun = time.perf_counter()
 
     async def connection() -> None:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        for _ in todo:
+        for n in todo:
+            if rate:
+                await asyncio.sleep(max(0.0, begun + n / rate - time.perf_counter()))
             body = command_body("/onboard-link", text, response_url).encode()
             headers = "".join(f"{k}: {v}\r\n" for k, v in sign(body.decode()).items())
             request = (f"POST /slack/events HTTP/1.1\r\nHost: {parts.netloc}\r\n{headers}"
