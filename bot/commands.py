@@ -62,12 +62,16 @@ def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetReque
     if first.lower() == "list":
         scope = LIST_SCOPES.get(text[len(first):].strip().lower())
         if scope is None:
-            raise UsageError("Use `/onboard-link list`, `list channel` or `list all`.")
+            raise UsageError("Use `/onboard-link list`, `list channel` or `list all`. For one "
+                             "link with a note that starts with “list”, put the count first: "
+                             f"`/onboard-link 1 {_quote(text)}`.")
         return ListRequest(scope)
     if first.lower() == "forget":
         token = parse_token_argument(text[len(first):])
         if token is None:
-            raise UsageError("Say which link to forget: `/onboard-link forget <link or token>`.")
+            raise UsageError("Say which link to forget: `/onboard-link forget <link or token>`. "
+                             "For one link with a note that starts with “forget”, put the "
+                             f"count first: `/onboard-link 1 {_quote(text)}`.")
         return ForgetRequest(token)
     count = 1
     if _NUMBERISH.fullmatch(first):
@@ -82,6 +86,12 @@ def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetReque
             f"Please keep the customer note to {MAX_NOTE} characters (it has {len(text)})."
         )
     return OnboardRequest(count=count, note=" ".join(text.split()))
+
+
+def _quote(text: str) -> str:
+    """The user's text, short and with no backticks, for a code span in a reply."""
+    text = " ".join(text.replace("`", "'").split())
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def parse_check(raw: str | None) -> CheckRequest | Help:

@@ -47,6 +47,14 @@ def test_onboard_help(text: str) -> None:
     assert parse_onboard(text) == Help()
 
 
+@pytest.mark.parametrize("text", ["list of clients", "forget me not `x`"])
+def test_a_note_that_starts_like_a_subcommand_gets_a_way_round(text: str) -> None:
+    with pytest.raises(UsageError) as refusal:
+        parse_onboard(text)
+    assert f"/onboard-link 1 {text.replace('`', chr(39))}`" in str(refusal.value)
+    assert parse_onboard(f"1 {text}") == OnboardRequest(count=1, note=text)
+
+
 def test_onboard_note_html_entities_are_unescaped() -> None:
     request = parse_onboard("2 &lt;!channel&gt; Tom &amp; Jerry")
     assert request == OnboardRequest(count=2, note="<!channel> Tom & Jerry")
