@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 SIGNING_SECRET = "test-signing-secret-5b1f"
 BOT_TOKEN = "xoxb-test-bot-token-91c2"
+APP_TOKEN = "xapp-test-app-token-4e8d"
 EXOTEL_KEY = "exotel-key"
 EXOTEL_TOKEN = "exotel-secret-token-7d3e9a"
 EXOTEL_SID = "acme1"
@@ -164,7 +166,9 @@ class BotProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> BotProcess:
+    def start(self, timeout: float = 30,
+              ready: Callable[[], bool] | None = None) -> BotProcess:
+        """Start it and wait until `ready()`, by default until /healthz answers 200."""
         import sys
 
         self.proc = subprocess.Popen([sys.executable, "-m", "bot", *self.args], cwd=ROOT,
@@ -175,13 +179,16 @@ class BotProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"bot exited {self.proc.returncode}:\n{self.output()}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass  # not listening yet, or still booting
+            if (ready or self._healthy)():
+                return self
             time.sleep(0.1)
-        raise AssertionError(f"bot not healthy after {timeout} s:\n{self.output()}")
+        raise AssertionError(f"bot not ready after {timeout} s:\n{self.output()}")
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False  # not listening yet, or still booting
 
     def _wait_for_worker(self, timeout: float) -> BotProcess:
         from rq import Worker

@@ -33,6 +33,7 @@ class FakeSlack:
         self.rate_limited: dict[str, int] = {}  # method -> how many calls get HTTP 429 first
         self.usergroups: dict[str, list[str]] = {}  # user group id -> member user ids
         self.delays: dict[str, float] = {}  # method -> seconds to take over answering
+        self.socket_url: str | None = None  # what apps.connections.open hands out
         self.lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
 
@@ -101,6 +102,8 @@ class FakeSlack:
             if group not in self.usergroups:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": self.usergroups[group]}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
         return {"ok": True}
