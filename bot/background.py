@@ -89,6 +89,9 @@ class Background:
 
     def _send(self, payload: bytes) -> None:
         with self._lock:
+            if self._writer.closed:  # shut down: a new child now would outlive the process
+                log.error("the bot is stopping; a task handed over too late was dropped")
+                return
             try:
                 self._writer.send_bytes(payload)
             except OSError:  # the child died (broken pipe); a new one takes this task on

@@ -158,3 +158,20 @@ def test_acks_stay_fast_while_exotel_takes_a_second(
         print(f"ack p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     finally:
         bot.stop()
+
+
+def test_work_handed_over_after_shutdown_starts_no_new_process(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack, caplog
+) -> None:
+    from bot import tasks
+    from bot.app import build_services
+    from tests.conftest import REP, settings_for
+
+    background = build_services(settings_for(redis_url, exotel, slack)).background
+    background.shutdown(wait=True)
+    before = children_of(os.getpid())
+
+    background.submit(slack.response_url("late"), tasks.issue_links, REP, 1, "too late")
+
+    assert children_of(os.getpid()) == before
+    assert "handed over too late was dropped" in caplog.text
