@@ -31,6 +31,7 @@ from bot.exotel import (
     ExotelError,
     ExotelNotFound,
 )
+from bot.logs import scrub
 from bot.reminders import QUEUE_NAME
 from bot.settings import HINTS, Settings
 
@@ -65,6 +66,7 @@ def run_doctor(settings: Settings, out: TextIO | None = None) -> int:
     failed = False
     with _quiet(NOISY_LOGGERS):
         for check in _checks(settings):  # each line as soon as known: some checks wait
+            # A last line of defence: no check means to print a secret; none does.
             print(scrub(check.line(), settings.secrets()), file=out, flush=True)
             failed = failed or not check.ok
     return 1 if failed else 0
@@ -90,14 +92,6 @@ def _quiet(names: Iterable[str]) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """A last line of defence: no check means to print a secret; this makes sure none does."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 def check_settings(settings: Settings) -> Check:

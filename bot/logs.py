@@ -15,27 +15,30 @@ TOKEN_IN_TEXT = re.compile(r"(isv-onboard/|access_token=)[A-Za-z0-9_-]*([A-Za-z0
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret (of 4 characters or more) redacted and full tokens masked."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, REDACTED)
+    return TOKEN_IN_TEXT.sub(r"\1…\2", text)
+
+
 class RedactSecrets(logging.Filter):
     """Replaces secrets and full tokens in a record's final text (a last line of defence)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if len(s) >= 4]
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return TOKEN_IN_TEXT.sub(r"\1…\2", text)
+        self._secrets = list(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        scrubbed = self._scrub(message)
+        scrubbed = scrub(message, self._secrets)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
         if record.exc_info and record.exc_text is None:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self._scrub(record.exc_text)
+            record.exc_text = scrub(record.exc_text, self._secrets)
         return True
 
 
