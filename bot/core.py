@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.access import AccessPolicy
 from bot.audit import Audit
-from bot.exotel import ExotelClient, ExotelError
+from bot.exotel import ExotelClient, ExotelError, Limiter
 from bot.home import HomeTabs
 from bot.metrics import Metrics
 from bot.onboarding import BatchGone, NotTracked, NotYours, Onboarding
@@ -55,6 +56,20 @@ def slack_client(settings: Settings) -> WebClient:
     )
 
 
+def exotel_client(settings: Settings, limiter: Limiter,
+                  observe: Callable[[str, str, float], None] | None = None) -> ExotelClient:
+    return ExotelClient(
+        base_url=settings.exotel_url,
+        account_sid=settings.exotel_account_sid,
+        api_key=settings.exotel_api_key,
+        api_token=settings.exotel_api_token.get_secret_value(),
+        limiter=limiter,
+        timeout=settings.exotel_timeout,
+        deadline=settings.exotel_deadline,
+        observe=observe,
+    )
+
+
 def build_core(settings: Settings) -> Core:
     if settings.redis_url is None:
         raise ValueError("REDIS_URL must be resolved before building the core")
@@ -64,16 +79,7 @@ def build_core(settings: Settings) -> Core:
     limiter = SharedRateLimiter(
         client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
     )
-    exotel = ExotelClient(
-        base_url=settings.exotel_url,
-        account_sid=settings.exotel_account_sid,
-        api_key=settings.exotel_api_key,
-        api_token=settings.exotel_api_token.get_secret_value(),
-        limiter=limiter,
-        timeout=settings.exotel_timeout,
-        deadline=settings.exotel_deadline,
-        observe=metrics.exotel_call,
-    )
+    exotel = exotel_client(settings, limiter, observe=metrics.exotel_call)
     # RQ stores pickled jobs: its connection must not decode replies.
     jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
     reminders = Reminders(client, Queue(QUEUE_NAME, connection=jobs), settings.reminder_lead)

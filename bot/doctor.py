@@ -23,11 +23,10 @@ import redis
 from rq import Queue, Worker
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.core import slack_client
+from bot.core import exotel_client, slack_client
 from bot.exotel import (
     ExotelAuthError,
     ExotelBadRequest,
-    ExotelClient,
     ExotelError,
     ExotelNotFound,
 )
@@ -236,11 +235,7 @@ class _NoLimit:
 
 def check_exotel(settings: Settings) -> Check:
     """One validate call with a made-up token: only the credentials decide the answer."""
-    client = ExotelClient(
-        base_url=settings.exotel_url, account_sid=settings.exotel_account_sid,
-        api_key=settings.exotel_api_key, api_token=settings.exotel_api_token.get_secret_value(),
-        limiter=_NoLimit(), timeout=settings.exotel_timeout, deadline=settings.exotel_deadline,
-    )
+    client = exotel_client(settings, _NoLimit())
     where = settings.exotel_url
     try:
         status = client.token_status(PROBE_TOKEN)
