@@ -48,7 +48,7 @@ from rq import Queue, Worker
 from bench.jobs import LATENESS_KEY, record_lateness
 from bot.core import build_core
 from bot.models import Requester
-from bot.reminders import JOB_TIMEOUT, KEEP, QUEUE_NAME, RETRY
+from bot.reminders import QUEUE_NAME, enqueue_at
 from bot.sandbox import ExotelSandbox, Fault
 from bot.settings import Settings, load_settings
 from tests.fakes.slack import FakeSlack
@@ -549,14 +549,11 @@ class Lateness:
 
 def schedule(queue: Queue, count: int, first_due: float, spread: float, name: str) -> None:
     """`count` jobs due evenly over `spread` seconds from `first_due`, each enqueued as
-    `Reminders.schedule` enqueues a reminder (same options), with the bench's job."""
+    `Reminders.schedule` enqueues a reminder (`bot.reminders.enqueue_at`), with the bench's job."""
     for i in range(count):
         due = first_due + spread * i / count
-        queue.enqueue_at(
-            datetime.fromtimestamp(due, UTC), record_lateness, due,
-            job_id=f"{name}-{i}", retry=RETRY, job_timeout=JOB_TIMEOUT,
-            result_ttl=int(KEEP.total_seconds()), failure_ttl=int(KEEP.total_seconds()),
-            description=f"{name} {i}")
+        enqueue_at(queue, datetime.fromtimestamp(due, UTC), f"{name}-{i}", f"{name} {i}",
+                   record_lateness, due)
 
 
 def schedule_and_run(exotel: ExotelSandbox, slack: FakeSlack, scenario: Scenario) -> Lateness:

@@ -8,9 +8,11 @@ job claims the reminder in Redis before posting and records it as sent afterward
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis import Redis
 from rq import Queue, Retry
@@ -38,8 +40,8 @@ KEEP = timedelta(days=2)  # longer than any batch lives
 CLAIM_SECONDS = 45
 JOB_TIMEOUT = 40
 RETRY = Retry(max=5, interval=[60, 120, 300, 600, 1200])
+LATE = timedelta(minutes=1)  # a reminder posted later than this counts as late in /metrics
 # Slack errors that mean "this channel won't take it": the requester gets a DM instead.
-LATE = timedelta(minutes=1)
 DM_INSTEAD = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
 
 
@@ -49,6 +51,14 @@ class ReminderBusy(Exception):
 
 def job_id(batch_id: str) -> str:
     return f"reminder-{batch_id}"
+
+
+def enqueue_at(queue: Queue, due: datetime, job_id: str, description: str,
+               job: Callable[..., Any], *args: Any) -> None:
+    """`job(*args)` at `due`, with the retries, timeout and TTLs every reminder job has."""
+    queue.enqueue_at(due, job, *args, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
+                     result_ttl=int(KEEP.total_seconds()),
+                     failure_ttl=int(KEEP.total_seconds()), description=description)
 
 
 class Reminders:
@@ -61,12 +71,8 @@ class Reminders:
 
     def schedule(self, batch: Batch) -> datetime:
         due = batch.reminder_due or batch.expires_at - self.lead
-        self.queue.enqueue_at(
-            due, send_reminder, batch.batch_id, due.isoformat(),
-            job_id=job_id(batch.batch_id), retry=RETRY, job_timeout=JOB_TIMEOUT,
-            result_ttl=int(KEEP.total_seconds()), failure_ttl=int(KEEP.total_seconds()),
-            description=f"reminder for batch {batch.batch_id}",
-        )
+        enqueue_at(self.queue, due, job_id(batch.batch_id), f"reminder for batch {batch.batch_id}",
+                   send_reminder, batch.batch_id, due.isoformat())
         return due
 
     def stop(self, batch_id: str) -> None:
