@@ -43,7 +43,9 @@ DEFAULTS = {"EXOTEL_API_KEY": "sandbox-key", "EXOTEL_API_TOKEN": "sandbox-token"
 CONTROL_PREFIX = "/sandbox/tokens/"  # the sandbox's own endpoints, not Exotel's API
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server for stand-ins (this sandbox, the tests' fake Slack)."""
+
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops bursts of connections: SYN retried after 1 s
 
@@ -85,7 +87,7 @@ class ExotelSandbox:
         self.faults: deque[Fault] = deque()  # consumed one per request, oldest first
         self.always: Fault | None = None  # applied to every request once `faults` is empty
         self._lock = threading.Lock()
-        self._server = _Server((host, port), self._handler())
+        self._server = LoopbackServer((host, port), self._handler())
         self._thread: threading.Thread | None = None
 
     @property
@@ -111,8 +113,8 @@ class ExotelSandbox:
 
     def onboard(self, token: str, customers: int = 1) -> None:
         """Record customers onboarded with a token (what a real customer's signup does)."""
-        with self._lock:
-            self.tokens[token].onboardings += customers
+        if self._mark_onboarded(token, customers) is None:
+            raise KeyError(token)
 
     def status(self, token: str) -> str | None:
         entry = self.tokens.get(token)

@@ -6,15 +6,12 @@ functions whose arguments pickle. A task returning None sends no reply.
 
 from __future__ import annotations
 
-import logging
-
 from slack_sdk.errors import SlackApiError
 
 from bot import messages
 from bot.core import Core
 from bot.models import Requester
 
-log = logging.getLogger(__name__)
 KEEP_ORIGINAL = {"replace_original": False}  # button replies leave the clicked message alone
 
 

@@ -6,9 +6,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from bot.sandbox import LoopbackServer
 
 
 @dataclass
@@ -16,11 +18,6 @@ class ApiCall:
     method: str
     params: dict[str, Any]
     authorization: str | None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 drops bursts of connections: SYN retried after 1 s
 
 
 class FakeSlack:
@@ -35,7 +32,7 @@ class FakeSlack:
         self.delays: dict[str, float] = {}  # method -> seconds to take over answering
         self.socket_url: str | None = None  # what apps.connections.open hands out
         self.lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server = LoopbackServer(("127.0.0.1", 0), self._handler())
 
     @property
     def url(self) -> str:
