@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import messages, tasks
+from bot import tasks
 from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
+from handlers.refusal import refusal
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -30,9 +31,8 @@ def register(app: App, services: Services) -> None:
         clicker = clicker_of(body)
         decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
         if not decision.allowed:
-            core.onboarding.refused(clicker, "renew", decision.reason)
             services.background.submit(body.get("response_url"), tasks.say,
-                                       messages.refused(decision.reason, core.access.admins))
+                                       refusal(core, clicker, "renew", decision.reason))
             return
         services.background.submit(body.get("response_url"), tasks.renew_batch, clicker,
                                    action["value"])

@@ -10,6 +10,7 @@ from slack_bolt import Ack, App
 from bot import messages, tasks
 from bot.commands import Help, UsageError, parse_check
 from handlers.onboard_link import requester_of
+from handlers.refusal import refusal
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -31,8 +32,7 @@ def register(app: App, services: Services) -> None:
         requester = requester_of(command)
         decision = core.access.may_check(requester.user_id, requester.channel_id)
         if not decision.allowed:
-            core.onboarding.refused(requester, "check-token", decision.reason)
-            ack(**messages.refused(decision.reason, core.access.admins))
+            ack(**refusal(core, requester, "check-token", decision.reason))
             return
         ack(**messages.checking())
         services.background.submit(command["response_url"], tasks.check_token, requester,

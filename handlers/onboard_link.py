@@ -12,6 +12,7 @@ from bot.access import Decision
 from bot.commands import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
 from bot.models import Requester
 from bot.store import StoreUnavailable
+from handlers.refusal import refusal
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -41,8 +42,7 @@ def register(app: App, services: Services) -> None:
                 and not core.access.is_admin(requester.user_id)):
             decision = Decision(False, "Only admins can list everyone's links.")
         if not decision.allowed:
-            core.onboarding.refused(requester, "onboard-link", decision.reason)
-            ack(**messages.refused(decision.reason, core.access.admins))
+            ack(**refusal(core, requester, "onboard-link", decision.reason))
             return
         if isinstance(request, ListRequest):
             try:

@@ -1,0 +1,13 @@
+"""Turning away a user the access policy refused: the refusal is audited, the user told
+whom to ask. Every listener that authorises refuses this one way."""
+
+from __future__ import annotations
+
+from bot import messages
+from bot.core import Core
+from bot.models import Requester
+
+
+def refusal(core: Core, requester: Requester, action: str, reason: str) -> messages.Message:
+    core.onboarding.refused(requester, action, reason)
+    return messages.refused(reason, core.access.admins)
