@@ -182,6 +182,22 @@ def test_post_to_channel_shares_the_links_attributed_to_the_requester(
     assert "ACME Corp" in text
 
 
+def test_an_outsider_clicking_renew_is_refused_and_audited(
+    make_bot: Callable[..., Bot], exotel: ExotelSandbox, redis_client
+) -> None:
+    bot = make_bot(ALLOWED_USER_IDS="U0REP", ADMIN_USER_IDS="U0ADMIN")
+    final = bot.command("/onboard-link", "1 ACME").final()
+    batch_id = next(e["value"] for b in final["blocks"] if b["type"] == "actions"
+                    for e in b["elements"])
+
+    reply = bot.click("renew_batch", batch_id, user_id="U0OUT").final()
+
+    assert "not on the list" in block_text(reply) and "<@U0ADMIN>" in block_text(reply)
+    assert len(exotel.calls_of("POST")) == 1  # only the first command's
+    last = audit_entries(redis_client)[-1]
+    assert (last["action"], last["outcome"], last["user_id"]) == ("renew", "refused", "U0OUT")
+
+
 def test_every_action_is_audited_without_full_tokens(
     make_bot: Callable[..., Bot], redis_client, slack: FakeSlack
 ) -> None:
