@@ -28,6 +28,11 @@ def build_services(settings: Settings) -> Services:
 
 def create_app(services: Services) -> App:
     settings = services.core.settings
+    bolt_logger = logging.getLogger("slack_bolt")
+    if bolt_logger.level == logging.NOTSET:
+        # Bolt tests `logger.level <= DEBUG`, not the effective level: left at NOTSET, it
+        # would format a debug line for every middleware of every request, then drop it.
+        bolt_logger.setLevel(bolt_logger.getEffectiveLevel())
     app = App(
         client=services.core.slack,
         signing_secret=(
@@ -38,7 +43,7 @@ def create_app(services: Services) -> App:
         # Listeners only parse, ack and hand slow work to `Background`, so running them on
         # the request's own thread answers Slack at once, with no polling for the ack.
         process_before_response=True,
-        logger=logging.getLogger("slack_bolt"),
+        logger=bolt_logger,
     )
     register_listeners(app, services)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -112,14 +113,22 @@ class ExotelClient:
         timeout: float = 8.0,
         deadline: float = 20.0,
         concurrency: int = 25,
+        connections: int = 64,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/v2/accounts/{account_sid}/isv"
         self._session = requests.Session()
         self._session.auth = (api_key, api_token)  # basic auth header, never in the URL
         self._session.headers["Accept"] = "application/json"
-        # Exotel calls from many threads: size the pool so they don't queue for a socket.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=concurrency)
+        # requests reads proxy and CA settings from the environment again on every call, a
+        # scan costing more CPU than the rest of the call: read them once, here.
+        self._session.proxies = requests.utils.get_environ_proxies(self._url)
+        self._session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                                or os.environ.get("CURL_CA_BUNDLE") or True)
+        self._session.trust_env = False
+        # Exotel calls come from many threads (each command's, and a batch's own pool): keep
+        # a socket for each, or the surplus would be opened and closed on every call.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=connections)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._limiter = limiter

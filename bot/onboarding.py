@@ -92,9 +92,9 @@ class Onboarding:
               action: str = "issue") -> IssueResult:
         """Create `count` links and track every one that Exotel made.
 
-        Redis is checked first so that no Exotel link is made that could not be tracked.
+        Redis is asked first (for the quota, so it is known to answer) so that no Exotel
+        link is made that could not be tracked.
         """
-        self.store.ensure_available()
         with redis_errors():
             self.quota.take(requester.team_id, requester.user_id, count)
         started = time.monotonic()
