@@ -4,9 +4,12 @@ Bolt answers Slack from the request's thread; if Exotel work shared that process
 bursts would hold the GIL while acks wait. So each serving process hands its commands to
 one child process, which runs them concurrently and replies through Slack's response URL.
 
-The hand-over is one pickled message written to a pipe by the request's own thread. A
-`ProcessPoolExecutor` did the same job with two helper threads per submit (its manager and
-its queue feeder) waking in the web process, and their GIL turns showed in the ack's tail.
+A request's thread only pickles its task and appends it to a list. One hand-over thread
+writes what has gathered to a pipe every `HANDOVER_INTERVAL`, a burst's tasks in one write.
+Writing from the request's thread cost it more than the rest of its ack under load: the
+write lets go of the GIL and must win it back from the busy threads, and waking the child
+on a virtual machine is a cross-CPU interrupt. (A `ProcessPoolExecutor` was worse still:
+two helper threads woke in the web process for every task.)
 The pipe is also how the child learns that its parent is gone: when the web process exits,
 however it exits, the child reads end-of-file, finishes the work in hand, and leaves.
 """
@@ -21,7 +24,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -41,12 +44,10 @@ Task = Callable[..., messages.Message | None]
 # When CPU is short, the OS should serve acks (which Slack times) before this work; the
 # work itself waits on Exotel and Slack far longer than it computes, so it loses little.
 BACKGROUND_NICENESS = 19  # where SCHED_IDLE is not to be had
-# Room for a few thousand waiting tasks, so a burst never blocks an ack on a full pipe.
+# How long a task may wait for the next hand-over: nothing beside Exotel's round trip.
+HANDOVER_INTERVAL = 0.005
+# Room for a few thousand waiting tasks, so a burst never blocks the hand-over for long.
 PIPE_BYTES = 1 << 20
-# Under load the child reads the pipe this often rather than being woken for each task
-# (see `_tasks`): a few milliseconds against Exotel's hundreds.
-READ_INTERVAL = 0.005
-QUIET_AFTER = 1.0
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(["bot.background", "bot.core", "bot.tasks"])
 
@@ -57,9 +58,14 @@ class Background:
     def __init__(self, settings: Settings, threads: int = 32) -> None:
         self._settings = settings
         self._threads = threads
-        self._lock = threading.Lock()
-        self._held = threading.local()
+        self._lock = threading.Lock()  # guards _pending and _stopping
+        self._pending: list[bytes] = []
+        self._stopping = False
+        self._gathered = threading.Event()  # set when a task arrives with none pending
         self._writer, self._process = self._start_child()
+        self._handover = threading.Thread(target=self._hand_over, name="onboard-handover",
+                                          daemon=True)
+        self._handover.start()
         atexit.register(self.shutdown)  # let the child finish what it was given
 
     def _start_child(self) -> tuple[Connection, multiprocessing.process.BaseProcess]:
@@ -74,42 +80,49 @@ class Background:
     def submit(self, response_url: str | None, task: Task, *args: Any) -> None:
         """Hand `task` to the child; its message (or a polite error) goes to `response_url`."""
         payload = pickle.dumps((response_url, task, args), pickle.HIGHEST_PROTOCOL)
-        held = getattr(self._held, "tasks", None)
-        if held is not None:
-            held.append(payload)
-        else:
-            self._send(payload)
-
-    def hold(self) -> None:
-        """Keep this thread's tasks back until `release`: until its HTTP response is out.
-
-        Writing to the pipe lets go of the GIL, and getting it back in a busy process can
-        take a switch interval (5 ms): that wait belongs after the ack, not inside it."""
-        self._held.tasks = []
-
-    def release(self) -> None:
-        held, self._held.tasks = getattr(self._held, "tasks", None), None
-        for payload in held or ():
-            self._send(payload)
-
-    def _send(self, payload: bytes) -> None:
         with self._lock:
-            if self._writer.closed:  # shut down: a new child now would outlive the process
+            if self._stopping:  # a new child now would outlive the process
                 log.error("the bot is stopping; a task handed over too late was dropped")
                 return
+            self._pending.append(payload)
+            first = len(self._pending) == 1
+        if first:
+            self._gathered.set()
+
+    def _hand_over(self) -> None:
+        """The hand-over thread: every HANDOVER_INTERVAL, what has gathered goes to the child."""
+        while True:
+            self._gathered.wait()
+            time.sleep(HANDOVER_INTERVAL)  # let the rest of a burst gather
+            with self._lock:
+                batch, self._pending = self._pending, []
+                self._gathered.clear()
+                stopping = self._stopping
             try:
-                self._writer.send_bytes(payload)
-            except OSError:  # the child died (broken pipe); a new one takes this task on
-                log.error("the work process died; starting a new one")
-                self._writer.close()
-                self._writer, self._process = self._start_child()
-                self._writer.send_bytes(payload)
+                if batch:
+                    self._write(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
+            except Exception:  # keep handing over later tasks, whatever became of these
+                log.exception("%d tasks could not be handed to the work process", len(batch))
+            if stopping:
+                return
+
+    def _write(self, message: bytes) -> None:
+        try:
+            self._writer.send_bytes(message)
+        except OSError:  # the child died (broken pipe); a new one takes these tasks on
+            log.error("the work process died; starting a new one")
+            self._writer.close()
+            self._writer, self._process = self._start_child()
+            self._writer.send_bytes(message)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking work; with `wait`, until every task handed over has replied."""
         with self._lock:
-            if not self._writer.closed:
-                self._writer.close()
+            self._stopping = True
+        self._gathered.set()
+        self._handover.join()  # it hands over what is pending, then ends
+        if not self._writer.closed:
+            self._writer.close()
         if wait:
             self._process.join()
 
@@ -134,31 +147,14 @@ def _child_main(reader: Connection, settings: Settings, threads: int) -> None:
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     core = build_core(settings)
     with ThreadPoolExecutor(threads, thread_name_prefix="onboard-work") as pool:
-        for response_url, task, args in _tasks(reader):
-            pool.submit(perform, core, response_url, task, args)
-    # Leaving the `with` waits for the work in hand: the web process has stopped or died.
-
-
-def _tasks(reader: Connection) -> Iterator[tuple[str | None, Task, tuple[Any, ...]]]:
-    """The tasks the web process writes, until it closes the pipe.
-
-    While work keeps coming, this reads what has arrived every `READ_INTERVAL` instead of
-    waiting in the pipe: a write that finds a reader waiting must wake it, and on a virtual
-    machine that wake-up costs the writing request's thread some 30 µs of CPU, a third of a
-    whole ack. Once quiet for `QUIET_AFTER`, it waits in the pipe again, so an idle bot
-    does not wake up at all."""
-    last_task = time.monotonic()
-    while True:
-        try:
-            while reader.poll(0):
-                yield pickle.loads(reader.recv_bytes())
-                last_task = time.monotonic()
-        except EOFError:
-            return
-        if time.monotonic() - last_task > QUIET_AFTER:
-            reader.poll(None)  # until a task or the end of the pipe
-        else:
-            time.sleep(READ_INTERVAL)
+        while True:
+            try:
+                batch = pickle.loads(reader.recv_bytes())
+            except EOFError:  # the web process has stopped or died; finish what is in hand
+                break
+            for payload in batch:
+                response_url, task, args = pickle.loads(payload)
+                pool.submit(perform, core, response_url, task, args)
 
 
 def _yield_cpu_to_acks() -> None:

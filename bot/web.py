@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -21,7 +21,7 @@ StartResponse = Callable[..., Any]
 
 def create_wsgi(app: App, services: Services) -> Callable[[dict, StartResponse], Iterable[bytes]]:
     slack = SlackRequestHandler(app, path=EVENTS_PATH)
-    core, background = services.core, services.background
+    core = services.core
     store = core.store
 
     def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
@@ -31,30 +31,10 @@ def create_wsgi(app: App, services: Services) -> Callable[[dict, StartResponse],
         if path == "/metrics":
             return _metrics(core, start_response)
         if path == EVENTS_PATH:
-            background.hold()  # the work a listener hands on leaves once Slack has the ack
-            try:
-                return _Then(slack(environ, start_response), background.release)
-            except BaseException:
-                background.release()
-                raise
+            return slack(environ, start_response)
         return _plain(start_response, "404 Not Found", "not found\n")
 
     return application
-
-
-class _Then:
-    """A response body that calls `after` once the server is done sending it (PEP 3333:
-    servers call `close()` on every body that has one, even when the client went away)."""
-
-    def __init__(self, body: Iterable[bytes], after: Callable[[], None]) -> None:
-        self._body = body
-        self._after = after
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
-
-    def close(self) -> None:
-        self._after()
 
 
 def _healthz(store: TokenStore, start_response: StartResponse) -> Iterable[bytes]:

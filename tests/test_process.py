@@ -175,3 +175,26 @@ def test_work_handed_over_after_shutdown_starts_no_new_process(
 
     assert children_of(os.getpid()) == before
     assert "handed over too late was dropped" in caplog.text
+
+
+def test_a_task_handed_over_after_the_work_process_died_still_runs(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack, caplog
+) -> None:
+    from bot import tasks
+    from bot.app import build_services
+    from tests.conftest import REP, settings_for
+
+    background = build_services(settings_for(redis_url, exotel, slack)).background
+    try:
+        dead = background._process
+        dead.kill()
+        dead.join(10)
+
+        background.submit(slack.response_url("revived"), tasks.issue_links, REP, 1, "after")
+
+        [reply] = slack.wait_for_replies("revived", 1, timeout=30)
+        assert "1 WhatsApp onboarding link" in reply["text"]
+        assert background._process.pid != dead.pid
+        assert "the work process died; starting a new one" in caplog.text
+    finally:
+        background.shutdown(wait=True)
