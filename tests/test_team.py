@@ -84,7 +84,7 @@ def test_list_shows_live_batches_with_time_left_and_forget_removes_one(
     listing = bot.command("/onboard-link", "list").ack
     text = block_text(listing)
     assert text.index("Globex") < text.index("ACME Corp")  # newest first
-    # 24 h from issue at 10:00 and 11:00, seen at 15:00 (the clock ticks on a little)
+    # 24 h from issue at START and an hour later, seen 5 h after START (the clock ticks on)
     assert re.search(r"ACME Corp\*: 2 links .*(18 h 59|19 h 0) min left", text)
     assert re.search(r"Globex\*: 1 link .*(19 h 59|20 h 0) min left", text)
     assert "Someone else" not in text
