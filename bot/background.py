@@ -4,12 +4,14 @@ Bolt answers Slack from the request's thread; if Exotel work shared that process
 bursts would hold the GIL while acks wait. So each serving process hands its commands to
 one child process, which runs them concurrently and replies through Slack's response URL.
 
-A request's thread only pickles its task and appends it to a list. One hand-over thread
-writes what has gathered to a pipe every `HANDOVER_INTERVAL`, a burst's tasks in one write.
-Writing from the request's thread cost it more than the rest of its ack under load: the
-write lets go of the GIL and must win it back from the busy threads, and waking the child
-on a virtual machine is a cross-CPU interrupt. (A `ProcessPoolExecutor` was worse still:
-two helper threads woke in the web process for every task.)
+A request's thread only appends its task to a deque. One hand-over thread pickles what has
+gathered and writes it to a pipe once commands pause (`HANDOVER_LULL`), a burst's tasks in
+one write. Writing from the request's thread cost it more than the rest of its ack under
+load: the write lets go of the GIL and must win it back from the busy threads, and waking
+the child on a virtual machine is a cross-CPU interrupt. (A `ProcessPoolExecutor` was worse
+still: two helper threads woke in the web process for every task.) Waiting for the pause
+keeps the child's work, and the Redis, Exotel and Slack traffic it makes, off the CPU while
+a burst's acks are still going out: even at SCHED_IDLE it slowed them by a quarter.
 The pipe is also how the child learns that its parent is gone: when the web process exits,
 however it exits, the child reads end-of-file, finishes the work in hand, and leaves.
 """
@@ -24,6 +26,7 @@ import pickle
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -44,8 +47,11 @@ Task = Callable[..., messages.Message | None]
 # When CPU is short, the OS should serve acks (which Slack times) before this work; the
 # work itself waits on Exotel and Slack far longer than it computes, so it loses little.
 BACKGROUND_NICENESS = 19  # where SCHED_IDLE is not to be had
-# How long a task may wait for the next hand-over: nothing beside Exotel's round trip.
-HANDOVER_INTERVAL = 0.005
+# Tasks are handed over once no command has come for HANDOVER_LULL: a burst's work starts
+# when its acks are out. Under a flood with no pause, every HANDOVER_MAX (about one Exotel
+# round trip), so no task waits longer than that for its turn.
+HANDOVER_LULL = 0.010
+HANDOVER_MAX = 0.5
 # Room for a few thousand waiting tasks, so a burst never blocks the hand-over for long.
 PIPE_BYTES = 1 << 20
 _context = multiprocessing.get_context("forkserver")
@@ -55,13 +61,17 @@ _context.set_forkserver_preload(["bot.background", "bot.core", "bot.tasks"])
 class Background:
     """Runs tasks in the child process and sends each task's message to its response URL."""
 
-    def __init__(self, settings: Settings, threads: int = 32) -> None:
+    def __init__(self, settings: Settings, threads: int = 32, lull: float = HANDOVER_LULL,
+                 max_wait: float = HANDOVER_MAX) -> None:
         self._settings = settings
         self._threads = threads
-        self._lock = threading.Lock()  # guards _pending and _stopping
-        self._pending: list[bytes] = []
+        self._lull, self._max_wait = lull, max_wait
+        # Request threads append here and the hand-over thread takes from here, each with a
+        # deque's thread-safe append and popleft: no lock for request threads to queue on.
+        self._pending: deque[tuple[str | None, Task, tuple[Any, ...]]] = deque()
+        self._last_arrival = 0.0  # time.monotonic() of the newest pending task
         self._stopping = False
-        self._gathered = threading.Event()  # set when a task arrives with none pending
+        self._gathered = threading.Event()  # set when a task arrives with the deque drained
         self._writer, self._process = self._start_child()
         self._handover = threading.Thread(target=self._hand_over, name="onboard-handover",
                                           daemon=True)
@@ -78,33 +88,44 @@ class Background:
         return writer, process
 
     def submit(self, response_url: str | None, task: Task, *args: Any) -> None:
-        """Hand `task` to the child; its message (or a polite error) goes to `response_url`."""
-        payload = pickle.dumps((response_url, task, args), pickle.HIGHEST_PROTOCOL)
-        with self._lock:
-            if self._stopping:  # a new child now would outlive the process
-                log.error("the bot is stopping; a task handed over too late was dropped")
-                return
-            self._pending.append(payload)
-            first = len(self._pending) == 1
-        if first:
+        """Hand `task` to the child; its message (or a polite error) goes to `response_url`.
+
+        `task` and `args` are pickled later, by the hand-over thread, not on the ack's time."""
+        if self._stopping:  # a new child now would outlive the process
+            log.error("the bot is stopping; a task handed over too late was dropped")
+            return
+        self._pending.append((response_url, task, args))
+        self._last_arrival = time.monotonic()
+        if not self._gathered.is_set():  # after the append: see _hand_over
             self._gathered.set()
 
     def _hand_over(self) -> None:
-        """The hand-over thread: every HANDOVER_INTERVAL, what has gathered goes to the child."""
+        """The hand-over thread: once commands pause, what has gathered goes to the child."""
         while True:
             self._gathered.wait()
-            time.sleep(HANDOVER_INTERVAL)  # let the rest of a burst gather
-            with self._lock:
-                batch, self._pending = self._pending, []
-                self._gathered.clear()
-                stopping = self._stopping
+            self._await_lull()
+            stopping = self._stopping
+            # Cleared before draining: a task appended after the drain finds it clear and
+            # sets it again, so none is left behind.
+            self._gathered.clear()
+            batch = [self._pending.popleft() for _ in range(len(self._pending))]
+            payloads = [payload for task in batch if (payload := _pickled(task))]
             try:
-                if batch:
-                    self._write(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
+                if payloads:
+                    self._write(pickle.dumps(payloads, pickle.HIGHEST_PROTOCOL))
             except Exception:  # keep handing over later tasks, whatever became of these
                 log.exception("%d tasks could not be handed to the work process", len(batch))
             if stopping:
                 return
+
+    def _await_lull(self) -> None:
+        """Sleep until no task has come for `lull`, or `max_wait` has passed, or we stop."""
+        latest = time.monotonic() + self._max_wait
+        while not self._stopping:
+            wait = min(self._last_arrival + self._lull, latest) - time.monotonic()
+            if wait <= 0:
+                return
+            time.sleep(wait)
 
     def _write(self, message: bytes) -> None:
         try:
@@ -117,14 +138,22 @@ class Background:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking work; with `wait`, until every task handed over has replied."""
-        with self._lock:
-            self._stopping = True
+        self._stopping = True  # at exit, when no request is in hand (gunicorn's, atexit's)
         self._gathered.set()
         self._handover.join()  # it hands over what is pending, then ends
         if not self._writer.closed:
             self._writer.close()
         if wait:
             self._process.join()
+
+
+def _pickled(task: tuple[str | None, Task, tuple[Any, ...]]) -> bytes | None:
+    """One task's payload, alone, so that one that won't pickle spoils no other."""
+    try:
+        return pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        log.exception("a task could not be handed to the work process: %s", task[1])
+        return None
 
 
 def _widen(writer: Connection) -> None:
