@@ -214,28 +214,31 @@ def wait_until_acking(url: str, proc: subprocess.Popen, log: Any, timeout: float
 
 # --- 1. ack latency ------------------------------------------------------------------------
 
-# tests.support.timed_commands_elsewhere, plus the wall time of the run measured inside the
-# client process (for commands/s, without the client's start-up).
+# tests.support.timed_commands_elsewhere, plus when the run began and ended inside the client
+# process (for commands/s, without the client's start-up). time.monotonic() is the machine's
+# clock, the one the fake Exotel stamps its calls with.
 _CLIENT = ("import json, sys, time; from tests.support import timed_commands; "
-           "started = time.perf_counter(); latencies = timed_commands(*json.loads(sys.argv[1])); "
-           "print(json.dumps([time.perf_counter() - started, latencies]))")
+           "began = time.monotonic(); latencies = timed_commands(*json.loads(sys.argv[1])); "
+           "print(json.dumps([began, time.monotonic(), latencies]))")
 
 
 def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrency: int,
-                             text: str, rate: float | None = None) -> tuple[float, list[float]]:
-    """(wall seconds, sorted ack latencies) of `count` signed commands from another process."""
+                             text: str, rate: float | None = None,
+                             ) -> tuple[tuple[float, float], list[float]]:
+    """((began, ended), sorted ack latencies) of `count` signed commands from another process."""
     done = subprocess.run(
         [sys.executable, "-c", _CLIENT,
          json.dumps([url, response_url, count, concurrency, text, rate])],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    wall, latencies = json.loads(done.stdout)
-    return wall, latencies
+    began, ended, latencies = json.loads(done.stdout)
+    return (began, ended), latencies
 
 
 @dataclass
 class Load:
     latencies: list[float]
     wall: float
+    windows: list[tuple[float, float]] = field(default_factory=list)  # while acks were timed
     delivered: int | None = None  # commands whose links reached the response URL
     delivered_in: float | None = None  # seconds from the run's end until the last did
     fakes_cpu: float = 0.0  # CPU seconds this process (the fakes' threads) used meanwhile
@@ -269,9 +272,10 @@ def load(url: str, slack: FakeSlack, name: str, text: str = LOAD_TEXT,
     """COMMANDS timed commands, CONCURRENCY at a time (at `rate` a second, if given); with
     `replies`, then waits for every command's links and counts those delivered."""
     cpu = time.process_time()
-    wall, latencies = timed_commands_elsewhere(url, slack.response_url(name), COMMANDS,
-                                               CONCURRENCY, text, rate)
-    result = Load(latencies, wall, fakes_cpu=time.process_time() - cpu)
+    (began, ended), latencies = timed_commands_elsewhere(url, slack.response_url(name), COMMANDS,
+                                                         CONCURRENCY, text, rate)
+    result = Load(latencies, ended - began, [(began, ended)],
+                  fakes_cpu=time.process_time() - cpu)
     if replies:
         finished = time.monotonic()
         answers = slack.wait_for_replies(name, COMMANDS, timeout=90)
@@ -286,13 +290,19 @@ def pooled(loads: list[Load]) -> Load:
     waits = [load.delivered_in for load in loads if load.delivered_in is not None]
     return Load(sorted(t for load in loads for t in load.latencies),
                 sum(load.wall for load in loads),
+                [window for load in loads for window in load.windows],
                 delivered=sum(delivered) if delivered else None,
                 delivered_in=max(waits) if waits else None,
                 fakes_cpu=sum(load.fakes_cpu for load in loads))
 
 
+def begun_during(load: Load, calls: list[float]) -> int:
+    """How many of the Exotel calls begun at `calls` fell while `load`'s acks were timed."""
+    return sum(1 for at in calls if any(began <= at <= ended for began, ended in load.windows))
+
+
 def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load,
-                steady: tuple[Load, Load]) -> Section:
+                steady: tuple[Load, Load], exotel_calls: list[float]) -> Section:
     bot, bare = pooled(bots), pooled(bares)
     steady_bot, steady_bare = steady
     p50_ratio, p99_ratio = bot.p50 / bare.p50, bot.p99 / bare.p99
@@ -335,6 +345,13 @@ def ack_section(bots: list[Load], bares: list[Load], bot_ack_only: Load,
         f"Bot: max ack {ms(bot.latencies[-1])}; links delivered for {bot.delivered} of "
         f"{len(bot.latencies)} commands, at most {bot.delivered_in:.1f} s after a round's "
         f"final ack. Bare: max ack {ms(bare.latencies[-1])}.",
+        "Exotel calls begun while a round's acks were being timed: "
+        f"{begun_during(bot, exotel_calls)} of the rounds' {len(bot.latencies)} (each web "
+        "process hands a burst's work to its background process once commands pause, "
+        "`bot.background.HANDOVER_LULL`); at the "
+        f"steady rate, {begun_during(steady_bot, exotel_calls)} of "
+        f"{len(steady_bot.latencies)}, as a round of {COMMANDS / STEADY_RATE:.1f} s outlasts "
+        "`HANDOVER_MAX`, the longest a task waits for a pause.",
         f"The fake Exotel and Slack serve from the benchmark's process, on the same 2 cores, "
         f"at nice {FAKES_NICENESS} as they stand in for other machines: while the client ran "
         f"(about {bot.wall / ROUNDS:.2f} s a round) they used "
@@ -693,7 +710,8 @@ def web_sections(exotel: ExotelSandbox, slack: FakeSlack,
                 steady_bots.append(load(bot.url, slack, f"bot-steady-{n}", replies=True,
                                         rate=STEADY_RATE))
             sections.append(ack_section(bots, bares, ack_only,
-                                        (pooled(steady_bots), pooled(steady_bares))))
+                                        (pooled(steady_bots), pooled(steady_bares)),
+                                        [call.at for call in exotel.calls_of("POST")]))
         if "delivery" in parts:
             announce("2. Command to links delivered")
             exotel.always = Fault(passthrough=True, delay=FAST_EXOTEL)
