@@ -19,6 +19,7 @@ however it exits, the child reads end-of-file, finishes the work in hand, and le
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -71,6 +72,7 @@ class Background:
         self._pending: deque[tuple[str | None, Task, tuple[Any, ...]]] = deque()
         self._last_arrival = 0.0  # time.monotonic() of the newest pending task
         self._stopping = False
+        self._closed = False  # set by the hand-over thread just before its last drain
         self._gathered = threading.Event()  # set when a task arrives with the deque drained
         self._writer, self._process = self._start_child()
         self._handover = threading.Thread(target=self._hand_over, name="onboard-handover",
@@ -92,10 +94,16 @@ class Background:
 
         `task` and `args` are pickled later, by the hand-over thread, not on the ack's time."""
         if self._stopping:  # a new child now would outlive the process
-            log.error("the bot is stopping; a task handed over too late was dropped")
+            _dropped()
             return
-        self._pending.append((response_url, task, args))
+        item = (response_url, task, args)
+        self._pending.append(item)
         self._last_arrival = time.monotonic()
+        if self._closed:  # the last hand-over may have been and gone without this task
+            with contextlib.suppress(ValueError):  # ValueError: it went with the rest
+                self._pending.remove(item)
+                _dropped()
+            return
         if not self._gathered.is_set():  # after the append: see _hand_over
             self._gathered.set()
 
@@ -106,9 +114,12 @@ class Background:
             self._await_lull()
             stopping = self._stopping
             # Cleared before draining: a task appended after the drain finds it clear and
-            # sets it again, so none is left behind.
+            # sets it again, so none is left behind. On the way out, `_closed` is set before
+            # the last drain for the same reason: a later task finds it set and is dropped,
+            # with a log line, not left unsaid in the deque.
             self._gathered.clear()
-            batch = [self._pending.popleft() for _ in range(len(self._pending))]
+            self._closed = stopping
+            batch = self._drain()
             payloads = [payload for task in batch if (payload := _pickled(task))]
             try:
                 if payloads:
@@ -117,6 +128,13 @@ class Background:
                 log.exception("%d tasks could not be handed to the work process", len(batch))
             if stopping:
                 return
+
+    def _drain(self) -> list[tuple[str | None, Task, tuple[Any, ...]]]:
+        batch = []
+        with contextlib.suppress(IndexError):  # empty (a late task may take itself back)
+            while True:
+                batch.append(self._pending.popleft())
+        return batch
 
     def _await_lull(self) -> None:
         """Sleep until no task has come for `lull`, or `max_wait` has passed, or we stop."""
@@ -145,6 +163,10 @@ class Background:
             self._writer.close()
         if wait:
             self._process.join()
+
+
+def _dropped() -> None:
+    log.error("the bot is stopping; a task handed over too late was dropped")
 
 
 def _pickled(task: tuple[str | None, Task, tuple[Any, ...]]) -> bytes | None:

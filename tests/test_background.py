@@ -64,3 +64,17 @@ def test_under_a_flood_with_no_pause_work_waits_at_most_max_wait(background: Bac
     began = starts(slack, "flood", 60)
 
     assert first + 0.4 * 0.9 <= began[0] < last  # the first of it ran during the flood
+
+
+@pytest.mark.parametrize("background", [{"max_wait": 30.0}], indirect=True)
+def test_a_task_that_comes_after_the_last_hand_over_is_dropped_and_said_so(
+    background: Background, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    background.shutdown(wait=True)
+    # A request thread that read "not stopping" just before shutdown, and appends only now.
+    background._stopping = False
+
+    background.submit(slack.response_url("late"), started_at, 1)
+
+    assert not background._pending
+    assert "a task handed over too late was dropped" in caplog.text
