@@ -49,9 +49,11 @@ Task = Callable[..., messages.Message | None]
 # work itself waits on Exotel and Slack far longer than it computes, so it loses little.
 BACKGROUND_NICENESS = 19  # where SCHED_IDLE is not to be had
 # Tasks are handed over once no command has come for HANDOVER_LULL: a burst's work starts
-# when its acks are out. Under a flood with no pause, every HANDOVER_MAX (about one Exotel
-# round trip), so no task waits longer than that for its turn.
-HANDOVER_LULL = 0.010
+# when its acks are out. The pause must outlast the stalls of a busy web process (a few of
+# the GIL's 5 ms switch intervals): at 10 ms, one stall in a benchmark round let the work in
+# early and that round's ack p99 rose from about 20 ms to 74 ms. Under a flood with no
+# pause, every HANDOVER_MAX (about one Exotel round trip), so no task waits longer.
+HANDOVER_LULL = 0.025
 HANDOVER_MAX = 0.5
 # Room for a few thousand waiting tasks, so a burst never blocks the hand-over for long.
 PIPE_BYTES = 1 << 20
