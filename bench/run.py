@@ -241,11 +241,15 @@ def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrenc
 @dataclass
 class Load:
     latencies: list[float]
-    wall: float
-    windows: list[tuple[float, float]] = field(default_factory=list)  # while acks were timed
+    windows: list[tuple[float, float]]  # (began, ended) of each run, while acks were timed
     delivered: int | None = None  # commands whose links reached the response URL
     delivered_in: float | None = None  # seconds from the run's end until the last did
     fakes_cpu: float = 0.0  # CPU seconds this process (the fakes' threads) used meanwhile
+
+    @property
+    def wall(self) -> float:
+        """Seconds the client spent sending, summed over the runs."""
+        return sum(ended - began for began, ended in self.windows)
 
     @property
     def p50(self) -> float:
@@ -278,8 +282,7 @@ def load(url: str, slack: FakeSlack, name: str, text: str = LOAD_TEXT,
     cpu = time.process_time()
     (began, ended), latencies = timed_commands_elsewhere(url, slack.response_url(name), count,
                                                          CONCURRENCY, text, rate)
-    result = Load(latencies, ended - began, [(began, ended)],
-                  fakes_cpu=time.process_time() - cpu)
+    result = Load(latencies, [(began, ended)], fakes_cpu=time.process_time() - cpu)
     if replies:
         finished = time.monotonic()
         answers = slack.wait_for_replies(name, count, timeout=90)
@@ -293,7 +296,6 @@ def pooled(loads: list[Load]) -> Load:
     delivered = [load.delivered for load in loads if load.delivered is not None]
     waits = [load.delivered_in for load in loads if load.delivered_in is not None]
     return Load(sorted(t for load in loads for t in load.latencies),
-                sum(load.wall for load in loads),
                 [window for load in loads for window in load.windows],
                 delivered=sum(delivered) if delivered else None,
                 delivered_in=max(waits) if waits else None,
@@ -302,7 +304,7 @@ def pooled(loads: list[Load]) -> Load:
 
 def nth_slowest(count: int) -> str:
     """Which of `count` sorted samples `percentile(..., 0.99)` picks, from the slow end."""
-    nth = count - round(0.99 * count) + 1
+    nth = count - percentile(list(range(count)), 0.99)
     return {1: "slowest", 2: "second slowest", 3: "third slowest"}.get(nth, f"{nth}th slowest")
 
 

@@ -95,16 +95,14 @@ class Background:
         """Hand `task` to the child; its message (or a polite error) goes to `response_url`.
 
         `task` and `args` are pickled later, by the hand-over thread, not on the ack's time."""
-        if self._stopping:  # a new child now would outlive the process
-            _dropped()
-            return
         item = (response_url, task, args)
         self._pending.append(item)
         self._last_arrival = time.monotonic()
         if self._closed:  # the last hand-over may have been and gone without this task
             with contextlib.suppress(ValueError):  # ValueError: it went with the rest
                 self._pending.remove(item)
-                _dropped()
+                # Not handed over: a new child now would outlive the process.
+                log.error("the bot is stopping; a task handed over too late was dropped")
             return
         if not self._gathered.is_set():  # after the append: see _hand_over
             self._gathered.set()
@@ -165,10 +163,6 @@ class Background:
             self._writer.close()
         if wait:
             self._process.join()
-
-
-def _dropped() -> None:
-    log.error("the bot is stopping; a task handed over too late was dropped")
 
 
 def _pickled(task: tuple[str | None, Task, tuple[Any, ...]]) -> bytes | None:
