@@ -1,8 +1,8 @@
 """Entry points.
 
-    python -m bot           the whole bot in one process: web (or Socket Mode) and a worker
+    python -m bot           the whole bot from one command: web (or Socket Mode) and the workers
     python -m bot web       the HTTP process only (the Procfile's `web`)
-    python -m bot worker    the reminder worker only (the Procfile's `worker`)
+    python -m bot worker    the workers only (the Procfile's `worker`): commands and reminders
     python -m bot doctor    check Slack, Exotel, Redis and the worker; exit 1 if any fails
     python -m bot sandbox   a stand-in Exotel on 127.0.0.1 (--port, default 4010)
     python -m bot audit [--since DATE] [--format csv|jsonl]   print the audit trail
@@ -109,8 +109,11 @@ def _with_redis(settings: Settings) -> Settings:
 
 
 def _start_worker_beside() -> None:
-    """The reminder worker as a child process, stopped when this one exits."""
-    child = subprocess.Popen([sys.executable, "-m", "bot", "worker"])
+    """The workers as a child process, stopped when this one exits, however it exits."""
+    from bot.lifetime import die_with_parent
+
+    child = subprocess.Popen([sys.executable, "-m", "bot", "worker"],
+                             preexec_fn=die_with_parent)
     parent = os.getpid()
 
     def stop() -> None:

@@ -7,23 +7,18 @@ from dataclasses import dataclass
 
 from slack_bolt import App
 
-from bot.background import Background
 from bot.core import Core, build_core
 from bot.settings import Settings
 from handlers import register_listeners
-
-# Commands whose Exotel work may run at once in one background process; more wait their turn.
-WORK_THREADS = 32
 
 
 @dataclass
 class Services:
     core: Core
-    background: Background
 
 
 def build_services(settings: Settings) -> Services:
-    return Services(core=build_core(settings), background=Background(settings, WORK_THREADS))
+    return Services(core=build_core(settings))
 
 
 def create_app(services: Services) -> App:
@@ -40,8 +35,8 @@ def create_app(services: Services) -> App:
             if settings.slack_signing_secret else None
         ),
         request_verification_enabled=not settings.socket_mode,
-        # Listeners only parse, ack and hand slow work to `Background`, so running them on
-        # the request's own thread answers Slack at once, with no polling for the ack.
+        # Listeners only parse, authorise and enqueue, so running them on the request's own
+        # thread answers Slack as soon as the work is safely in Redis.
         process_before_response=True,
         logger=bolt_logger,
     )

@@ -19,14 +19,15 @@ from bot.audit import Audit
 from bot.exotel import ExotelClient, ExotelError, Limiter
 from bot.home import HomeTabs
 from bot.metrics import Metrics
-from bot.onboarding import BatchGone, NotTracked, NotYours, Onboarding
+from bot.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
+from bot.queue import COMMANDS_QUEUE, CommandQueue
 from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
 from bot.store import StoreUnavailable, TokenStore, connect
 
 # Failures that are news for the user, not bugs: logged without a traceback.
-EXPECTED_FAILURES = (ExotelError, StoreUnavailable, NotTracked, BatchGone, NotYours,
+EXPECTED_FAILURES = (ExotelError, StoreUnavailable, BatchGone, NotYours, BudgetWait,
                      QuotaExceeded, ReminderBusy)
 SLACK_RATE_LIMIT_RETRIES = 10  # Slack's 429s are waited out (Retry-After), not dropped
 
@@ -42,6 +43,7 @@ class Core:
     access: AccessPolicy
     metrics: Metrics
     home: HomeTabs
+    commands: CommandQueue
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -80,18 +82,20 @@ def build_core(settings: Settings) -> Core:
         client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
     )
     exotel = exotel_client(settings, limiter, observe=metrics.exotel_call)
-    # RQ stores pickled jobs: its connection must not decode replies.
-    jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    # RQ stores pickled jobs: its connection must not decode replies. Listeners enqueue on
+    # it before they ack, so it gives up well inside Slack's 3 s.
+    jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
     reminders = Reminders(client, Queue(QUEUE_NAME, connection=jobs), settings.reminder_lead)
     slack = slack_client(settings)
     audit = Audit(client, timedelta(days=settings.audit_retention_days))
     quota = LinkQuota(client, settings.max_links_per_user_per_day)
-    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics)
+    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter)
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, slack, metrics),
         slack=slack, access=AccessPolicy(settings, lookup_client(settings)), metrics=metrics,
         home=HomeTabs(onboarding, slack),
+        commands=CommandQueue(Queue(COMMANDS_QUEUE, connection=jobs), settings.exotel_deadline),
     )
 
 

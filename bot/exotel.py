@@ -83,6 +83,14 @@ class ExotelBadResponse(ExotelError):
     pass
 
 
+class NotRecorded(ExotelError):
+    """Exotel made the link but the caller could not record it, so it is withheld."""
+
+    def __init__(self) -> None:
+        super().__init__("Exotel made a link, but the bot could not record it (its database "
+                         "did not answer), so it is withheld: an untracked link gets no reminder.")
+
+
 @dataclass(frozen=True)
 class OnboardingLink:
     url: str
@@ -138,11 +146,26 @@ class ExotelClient:
         self._observe = observe  # (method, outcome, seconds) of every call, for metrics
         self.sandbox = False  # set once the API answers as `python -m bot sandbox` does
 
-    def create_links(self, count: int) -> CreateOutcome:
-        """Create `count` links, a bounded number at a time, all within one deadline."""
+    def create_links(self, count: int,
+                     on_link: Callable[[OnboardingLink], object] | None = None) -> CreateOutcome:
+        """Create `count` links, a bounded number at a time, all within one deadline.
+
+        `on_link` is called with each link the moment Exotel returns it (to record it); a
+        link it fails on counts as not made, with `NotRecorded` as its error."""
         deadline = time.monotonic() + self._deadline
+
+        def one(_: int) -> OnboardingLink | ExotelError:
+            result = self._create_one(deadline)
+            if on_link is not None and isinstance(result, OnboardingLink):
+                try:
+                    on_link(result)
+                except Exception:
+                    log.warning("a link Exotel made could not be recorded", exc_info=True)
+                    return NotRecorded()
+            return result
+
         outcome = CreateOutcome()
-        for result in self._concurrently(lambda _: self._create_one(deadline), range(count)):
+        for result in self._concurrently(one, range(count)):
             if isinstance(result, OnboardingLink):
                 outcome.links.append(result)
             else:

@@ -24,7 +24,14 @@ from slack_sdk.models.blocks import (
 from bot.commands import MAX_LINKS, MAX_NOTE
 from bot.exotel import ExotelError
 from bot.models import Batch, Listing, Requester, TrackedLink
-from bot.onboarding import BatchGone, CheckResult, Forgotten, IssueResult, NotTracked, NotYours
+from bot.onboarding import (
+    BatchGone,
+    BudgetWait,
+    CheckResult,
+    Forgotten,
+    IssueResult,
+    NotYours,
+)
 from bot.ratelimit import QuotaExceeded
 from bot.store import StoreUnavailable, now
 from bot.tokens import mask
@@ -151,6 +158,14 @@ def working(count: int) -> Message:
     return text_message(f":hourglass_flowing_sand: Creating {count} onboarding {noun}…")
 
 
+def budget_wait(count: int, per_minute: int, seconds: float) -> Message:
+    noun = "link" if count == 1 else "links"
+    return text_message(
+        f":hourglass_flowing_sand: Exotel allows {per_minute} requests a minute for this "
+        f"account, and the bot has used them all: your {count} {noun} in about "
+        f"{max(1, round(seconds))} s.")
+
+
 @_fixed
 def checking() -> Message:
     return text_message(":hourglass_flowing_sand: Asking Exotel about that token…")
@@ -252,12 +267,12 @@ def problem(error: BaseException) -> Message:
             "was not called. Please try again in a minute; if it persists, tell the bot's "
             "operator."
         )
-    if isinstance(error, NotTracked):
+    if isinstance(error, BudgetWait):
+        minutes = max(1, round(error.seconds / 60))
         return text_message(
-            f":x: Exotel created {error.created} links, but the bot could not record them "
-            "(Redis failed), so they are withheld: an untracked link gets no reminder. They "
-            "expire unused in 24 h. Please try again in a minute."
-        )
+            f":hourglass: Exotel's request budget is booked for the next {minutes} min, longer "
+            "than Slack lets the bot answer this command. Nothing was issued; please try again "
+            f"in {minutes} min.")
     if isinstance(error, BatchGone):
         return text_message(
             ":information_source: Those links have expired and the bot no longer tracks "

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from redis import RedisError
-
-from bot.exotel import ExotelClient, ExotelError
+from bot.exotel import ExotelClient, ExotelError, OnboardingLink
 from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.store import Scope, StoreUnavailable, TokenStore, redis_errors
 from bot.tokens import mask
@@ -19,11 +18,13 @@ from bot.tokens import mask
 if TYPE_CHECKING:
     from bot.audit import Audit
     from bot.metrics import Metrics
-    from bot.ratelimit import LinkQuota
+    from bot.ratelimit import LinkQuota, SharedRateLimiter
     from bot.reminders import Reminders
 
 log = logging.getLogger(__name__)
 RENEW_WINDOW = timedelta(minutes=10)  # a second "Renew" click within this is a double click
+# A wait this short for Exotel's budget is slept through; a longer one is queued for.
+BUDGET_NAP = 2.0
 
 
 class BatchGone(Exception):
@@ -34,12 +35,21 @@ class NotYours(Exception):
     """Only the requester (or an admin) may do this to a batch."""
 
 
-class NotTracked(Exception):
-    """Exotel made links but Redis would not record them, so they are withheld."""
+class BudgetWait(Exception):
+    """Exotel's shared request budget has no room for this command for `seconds`."""
 
-    def __init__(self, created: int) -> None:
-        super().__init__(f"{created} links were created but could not be recorded")
-        self.created = created
+    def __init__(self, seconds: float, count: int) -> None:
+        super().__init__(f"Exotel's request budget is spent for {seconds:.0f} s")
+        self.seconds = seconds
+        self.count = count
+
+
+class Interrupted(ExotelError):
+    """Why a link was not made: the worker making it stopped (killed) half-way."""
+
+    def __init__(self) -> None:
+        super().__init__("The bot was interrupted before it could make this link; nothing "
+                         "was charged for it. Please issue it again.")
 
 
 @dataclass
@@ -80,44 +90,73 @@ class Forgotten:
 
 class Onboarding:
     def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders,
-                 audit: Audit, quota: LinkQuota, metrics: Metrics) -> None:
+                 audit: Audit, quota: LinkQuota, metrics: Metrics,
+                 budget: SharedRateLimiter) -> None:
         self.exotel = exotel
+        self.budget = budget
         self.store = store
         self.reminders = reminders
         self.audit = audit
         self.quota = quota
         self.metrics = metrics
 
-    def issue(self, requester: Requester, count: int, note: str,
-              action: str = "issue") -> IssueResult:
-        """Create `count` links and track every one that Exotel made.
+    def issue(self, requester: Requester, count: int, note: str, action: str = "issue",
+              batch_id: str | None = None) -> IssueResult:
+        """Create `count` links and track every one the moment Exotel returns it.
 
         Redis is asked first (for the quota, so it is known to answer) so that no Exotel
-        link is made that could not be tracked.
+        link is made that could not be tracked. `batch_id` names the batch before any link
+        exists, so that whoever finds a command cut short can account for what it made.
         """
         with redis_errors():
-            self.quota.take(requester.team_id, requester.user_id, count)
+            self.quota.check(requester.team_id, requester.user_id, count)
+            wait = self.budget.wait_for(count)
+        if wait > BUDGET_NAP:
+            raise BudgetWait(wait, count)
+        time.sleep(wait)
+        recorder = self.store.recorder(requester, note, batch_id or uuid.uuid4().hex,
+                                       self.reminders.lead)
+
+        def record(link: OnboardingLink) -> None:
+            recorder.add(link)
+            with redis_errors():
+                self.quota.charge(requester.team_id, requester.user_id)
+
         started = time.monotonic()
-        outcome = self.exotel.create_links(count)
+        outcome = self.exotel.create_links(count, on_link=record)
         exotel_seconds = round(time.monotonic() - started, 3)
         result = IssueResult(requested=count, note=note, errors=outcome.errors)
-        if outcome.links:
-            try:
-                result.batch, result.links = self.store.save_batch(
-                    requester, note, outcome.links, self.reminders.lead)
-                self.reminders.schedule(result.batch)
-            except (StoreUnavailable, RedisError):
-                # Never hand out a link the bot can't remind about or show in listings.
-                raise NotTracked(len(outcome.links)) from None
+        if recorder.links:
+            result.batch, result.links = recorder.batch, list(recorder.links)
+            self.reminders.schedule(result.batch)
+        self._issued(action, requester, result, exotel_seconds)
+        return result
+
+    def account_for(self, requester: Requester, count: int, note: str,
+                    batch_id: str) -> IssueResult:
+        """What a command cut short (its worker died) had made: every link it recorded,
+        now with its reminder, and the rest counted as not made. Never calls Exotel."""
+        batch = self.store.get_batch(batch_id)
+        links = self.store.links_of(batch) if batch else []
+        missing = count - len(links)
+        result = IssueResult(requested=count, note=note, links=links,
+                             errors=[Interrupted() for _ in range(missing)])
+        if batch and links:
+            result.batch = batch
+            self.reminders.schedule(batch)  # the same job id: at most one reminder
+        self._issued("issue_interrupted", requester, result, 0.0)
+        return result
+
+    def _issued(self, action: str, requester: Requester, result: IssueResult,
+                exotel_seconds: float) -> None:
         self.metrics.count("onboard_links_issued", len(result.links))
         masked = [mask(link.token) for link in result.links]
         status = "ok" if not result.errors else f"{result.failed} failed"
-        log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links), count,
-                 ",".join(masked), result.reasons(),
+        log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links),
+                 result.requested, ",".join(masked), result.reasons(),
                  extra=_fields(action, requester, status, exotel_seconds, result.batch))
         self._record(action, requester, result.batch, count=len(result.links), tokens=masked,
                      outcome=status)
-        return result
 
     def check(self, requester: Requester, token: str) -> CheckResult:
         self.store.ensure_available()
@@ -128,14 +167,19 @@ class Onboarding:
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
         return CheckResult(token=token, status=status, tracked=self.store.get_link(token))
 
-    def renew(self, requester: Requester, batch_id: str) -> IssueResult | None:
-        """A fresh batch like `batch_id` for `requester`; None if they just asked for it."""
-        if not self.store.first_time(f"renew:{batch_id}:{requester.user_id}", RENEW_WINDOW):
+    def renew(self, requester: Requester, batch_id: str, new_batch_id: str | None = None,
+              again: bool = False) -> IssueResult | None:
+        """A fresh batch like `batch_id` for `requester`; None if they just asked for it.
+
+        `again`: this is the same click come back after waiting for Exotel's budget."""
+        if not again and not self.store.first_time(f"renew:{batch_id}:{requester.user_id}",
+                                                   RENEW_WINDOW):
             return None  # a double click
         batch = self.store.get_batch(batch_id)
         if batch is None:
             raise BatchGone(batch_id)
-        return self.issue(requester, len(batch.tokens), batch.note, action="renew")
+        return self.issue(requester, len(batch.tokens), batch.note, action="renew",
+                          batch_id=new_batch_id)
 
     def stop_reminders(self, requester: Requester, batch_id: str) -> None:
         self.reminders.stop(batch_id)

@@ -30,9 +30,25 @@ class SharedRateLimiter:
     """
 
     def __init__(self, redis: Redis, per_minute: int, key: str) -> None:
+        self._redis = redis
         self._limiter = _moving_window(redis)
         self._item = RateLimitItemPerMinute(per_minute)
         self._key = key
+        self.per_minute = per_minute
+
+    def wait_for(self, count: int) -> float:
+        """Seconds until `count` requests fit the window (0: now), if no one else takes any.
+
+        The window is the list `limits` keeps, newest first; `count` more fit once the entry
+        at `limit - count` has aged out: the same test its acquire script makes."""
+        if count > self.per_minute:
+            raise ValueError(f"{count} requests can never fit a window of {self.per_minute}")
+        storage = self._limiter.storage
+        key = storage.prefixed_key(self._item.key_for(self._key))  # type: ignore[attr-defined]
+        entry = self._redis.lindex(key, self.per_minute - count)
+        if entry is None:
+            return 0.0
+        return max(0.0, float(entry) + self._item.get_expiry() - time.time())
 
     def acquire(self, deadline: float) -> None:
         """Take one request slot, waiting for one until `deadline` (time.monotonic())."""
@@ -62,9 +78,14 @@ class LinkQuota:
         self._item = RateLimitItemPerDay(per_day)
         self.per_day = per_day
 
-    def take(self, team_id: str, user_id: str, count: int) -> None:
-        if self._limiter.hit(self._item, "links", team_id, user_id, cost=count):
+    def check(self, team_id: str, user_id: str, count: int) -> None:
+        """QuotaExceeded unless `count` more links fit the user's rolling day."""
+        if self._limiter.test(self._item, "links", team_id, user_id, cost=count):
             return
         stats = self._limiter.get_window_stats(self._item, "links", team_id, user_id)
         raise QuotaExceeded(self.per_day, stats.remaining,
                             datetime.fromtimestamp(stats.reset_time, UTC))
+
+    def charge(self, team_id: str, user_id: str, count: int = 1) -> None:
+        """Count links made: only those, so links that failed cost the user nothing."""
+        self._limiter.hit(self._item, "links", team_id, user_id, cost=count)

@@ -160,6 +160,6 @@ class ReminderSender:
 
 def send_reminder(batch_id: str, due: str) -> str:
     """The RQ job: post the reminder for one batch (run by `python -m bot worker`)."""
-    from bot.worker import current_core
+    from bot.jobs import current_core
 
     return current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due))

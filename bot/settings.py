@@ -37,6 +37,7 @@ HINTS = {
     "ALLOWED_CHANNEL_IDS": "Slack channel ids separated by commas (C0123), or empty",
     "ADMIN_USER_IDS": "Slack user ids separated by commas (U0123)",
     "CHECK_TOKEN_RESTRICTED": "true or false",
+    "WORKER_PROCESSES": "a whole number of worker processes, 1 to 64",
     "LOG_FORMAT": "text or json",
     "AUDIT_RETENTION_DAYS": "a whole number of days, 1 or more",
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
@@ -82,6 +83,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), alias="ONBOARD_DATA_DIR")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
+    # Worker processes per `python -m bot worker`, each running one job at a time: 4 keep
+    # up with Exotel's 200 requests a minute, since most of a job is waiting on Exotel.
+    worker_processes: int = Field(default=4, ge=1, le=64, alias="WORKER_PROCESSES")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
 

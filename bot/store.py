@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -66,34 +66,27 @@ class TokenStore:
         with redis_errors():
             self.redis.ping()
 
-    def save_batch(
-        self, requester: Requester, note: str, links: Sequence[OnboardingLink],
-        reminder_lead: timedelta,
-    ) -> tuple[Batch, list[TrackedLink]]:
-        """Record one command's links atomically: all of them are tracked, or none."""
+    def recorder(self, requester: Requester, note: str, batch_id: str,
+                 reminder_lead: timedelta) -> BatchRecorder:
+        """A new batch, to be recorded link by link (see `BatchRecorder`)."""
         issued_at = now()
         expires_at = issued_at + LINK_TTL
-        batch = Batch(
-            batch_id=uuid.uuid4().hex, requester=requester, note=note,
-            tokens=[link.token for link in links], issued_at=issued_at, expires_at=expires_at,
-            reminder_due=expires_at - reminder_lead,
-        )
-        tracked = [
-            TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
-                        requester=requester, note=note, issued_at=issued_at,
-                        expires_at=expires_at)
-            for link in links
-        ]
-        ttl = int(LINK_TTL.total_seconds())
+        batch = Batch(batch_id=batch_id, requester=requester, note=note, tokens=[],
+                      issued_at=issued_at, expires_at=expires_at,
+                      reminder_due=expires_at - reminder_lead)
+        return BatchRecorder(self, batch)
+
+    def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
+        """Record `batch` as it now is, with `links` of it, in one transaction."""
+        ttl = max(1, int((batch.expires_at - now()).total_seconds()))
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
             pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
-            for item in tracked:
+            for item in links:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
-            for index in _indexes(requester).values():
-                pipe.zadd(index, {batch.batch_id: expires_at.timestamp()})
+            for index in _indexes(batch.requester).values():
+                pipe.zadd(index, {batch.batch_id: batch.expires_at.timestamp()})
                 pipe.expire(index, ttl)
             pipe.execute()
-        return batch, tracked
 
     def first_time(self, key: str, ttl: timedelta) -> bool:
         """True the first time `key` is seen within `ttl` (e.g. to ignore a double click)."""
@@ -151,3 +144,25 @@ class TokenStore:
         with redis_errors():
             raws = self.redis.mget([TOKEN_KEY.format(t) for t in batch.tokens])
         return [TrackedLink.model_validate_json(raw) for raw in raws if raw]
+
+
+class BatchRecorder:
+    """One command's batch, recorded the moment Exotel returns each of its links, so that a
+    worker that dies half-way leaves every link it got tracked (and findable by batch id)."""
+
+    def __init__(self, store: TokenStore, batch: Batch) -> None:
+        self.batch = batch
+        self.links: list[TrackedLink] = []
+        self._store = store
+        self._lock = threading.Lock()  # links arrive on several threads of one command
+
+    def add(self, link: OnboardingLink) -> None:
+        with self._lock:
+            batch = self.batch
+            tracked = TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
+                                  requester=batch.requester, note=batch.note,
+                                  issued_at=batch.issued_at, expires_at=batch.expires_at)
+            grown = batch.model_copy(update={"tokens": [*batch.tokens, link.token]})
+            self._store.write(grown, [tracked])
+            self.batch = grown
+            self.links.append(tracked)

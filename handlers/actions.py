@@ -5,11 +5,12 @@ from __future__ import annotations
 from logging import Logger
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 
-from bot import tasks
+from bot import jobs
 from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
+from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
@@ -26,31 +27,32 @@ def register(app: App, services: Services) -> None:
     core = services.core
 
     @app.action(RENEW_ACTION)
-    def renew(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
-        ack()
+    def renew(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+              logger: Logger) -> None:
         clicker = clicker_of(body)
+        url = body.get("response_url")
         decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
         if not decision.allowed:
-            services.background.submit(body.get("response_url"), tasks.say,
-                                       refusal(core, clicker, "renew", decision.reason))
+            enqueue_then_ack(core, ack, jobs.respond, url,
+                             refusal(core, clicker, "renew", decision.reason), respond=respond)
             return
-        services.background.submit(body.get("response_url"), tasks.renew_batch, clicker,
-                                   action["value"])
+        enqueue_then_ack(core, ack, jobs.renew_batch, url, clicker, action["value"],
+                         jobs.new_batch_id(), idempotent=False, respond=respond)
 
     @app.action(STOP_ACTION)
-    def stop(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
-        ack()
-        services.background.submit(body.get("response_url"), tasks.stop_reminders,
-                                   clicker_of(body), action["value"])
+    def stop(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+             logger: Logger) -> None:
+        enqueue_then_ack(core, ack, jobs.stop_reminders, body.get("response_url"),
+                         clicker_of(body), action["value"], respond=respond)
 
     @app.action(SHARE_ACTION)
-    def share(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
-        ack()
-        services.background.submit(body.get("response_url"), tasks.share_batch,
-                                   clicker_of(body), action["value"])
+    def share(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+              logger: Logger) -> None:
+        enqueue_then_ack(core, ack, jobs.share_batch, body.get("response_url"),
+                         clicker_of(body), action["value"], respond=respond)
 
     @app.action(FORGET_ACTION)
-    def forget(ack: Ack, body: dict[str, Any], action: dict[str, Any], logger: Logger) -> None:
-        ack()
-        services.background.submit(body.get("response_url"), tasks.forget, clicker_of(body),
-                                   None, action["value"])
+    def forget(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+               logger: Logger) -> None:
+        enqueue_then_ack(core, ack, jobs.forget, body.get("response_url"), clicker_of(body),
+                         None, action["value"], respond=respond)

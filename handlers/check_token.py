@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import messages, tasks
+from bot import jobs, messages
 from bot.commands import Help, UsageError, parse_check
+from handlers.enqueue import enqueue_then_ack
 from handlers.onboard_link import requester_of
 from handlers.refusal import refusal
 
@@ -34,6 +35,5 @@ def register(app: App, services: Services) -> None:
         if not decision.allowed:
             ack(**refusal(core, requester, "check-token", decision.reason))
             return
-        ack(**messages.checking())
-        services.background.submit(command["response_url"], tasks.check_token, requester,
-                                   request.token)
+        enqueue_then_ack(core, ack, jobs.check_token, command["response_url"], requester,
+                         request.token, ack_with=messages.checking())

@@ -1,4 +1,4 @@
-"""Errors raised inside a listener before it handed its work to the background."""
+"""Errors raised inside a listener before it handed its work to the job engine."""
 
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 
-from bot import tasks
+from bot import jobs
 from bot.models import Requester
+from bot.queue import Reply
+from bot.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -21,4 +23,8 @@ def register(app: App, services: Services) -> None:
             return
         viewer = Requester(team_id=body.get("team_id", ""), user_id=event.get("user", ""),
                            channel_id=event.get("channel", ""))
-        services.background.submit(None, tasks.publish_home, viewer)
+        try:
+            services.core.commands.enqueue(jobs.refresh_home, Reply.to(None), viewer)
+        except StoreUnavailable:
+            logger.warning("App Home of %s not refreshed: Redis is not answering",
+                           viewer.user_id)

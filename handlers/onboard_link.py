@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import messages, tasks
+from bot import jobs, messages
 from bot.access import Decision
 from bot.commands import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
 from bot.models import Requester
 from bot.store import StoreUnavailable
+from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
@@ -53,10 +54,9 @@ def register(app: App, services: Services) -> None:
             return
         response_url = command["response_url"]
         if isinstance(request, ForgetRequest):
-            ack()
-            services.background.submit(response_url, tasks.forget, requester, request.token,
-                                       None)
+            enqueue_then_ack(core, ack, jobs.forget, response_url, requester, request.token,
+                             None)
             return
-        ack(**messages.working(request.count))
-        services.background.submit(response_url, tasks.issue_links, requester, request.count,
-                                   request.note)
+        enqueue_then_ack(core, ack, jobs.issue_links, response_url, requester, request.count,
+                         request.note, jobs.new_batch_id(), idempotent=False,
+                         ack_with=messages.working(request.count))

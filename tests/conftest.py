@@ -15,7 +15,7 @@ import requests
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
-from bot import worker
+from bot import jobs, worker
 from bot.app import Services, build_services, create_app
 from bot.core import Core, build_core
 from bot.logs import RedactSecrets
@@ -33,6 +33,7 @@ from tests.support import (
     SIGNING_SECRET,
     HttpServer,
     RedisProcess,
+    ThreadWorker,
     action_body,
     bot_env,
     command_body,
@@ -119,6 +120,7 @@ class Bot:
     services: Services
     server: HttpServer
     slack: FakeSlack
+    worker: ThreadWorker
     session: requests.Session = field(default_factory=requests.Session)
 
     @property
@@ -148,7 +150,7 @@ class Bot:
 
     def close(self) -> None:
         self.server.stop()
-        self.services.background.shutdown(wait=True)
+        self.worker.stop()
 
 
 @pytest.fixture
@@ -158,14 +160,17 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
 
     def make(**overrides: Any) -> Bot:
         services = build_services(settings_for(redis_url, exotel, slack, **overrides))
+        jobs.use_core(services.core)  # the jobs the worker thread runs use this bot's settings
         app = create_app(services)
-        bot = Bot(services, HttpServer(create_wsgi(app, services)), slack)
+        bot = Bot(services, HttpServer(create_wsgi(app, services)), slack,
+                  ThreadWorker(services.core))
         bots.append(bot)
         return bot
 
     yield make
     for bot in bots:
         bot.close()
+    jobs.use_core(None)
 
 
 @pytest.fixture
@@ -191,9 +196,8 @@ def block_text(message: dict[str, Any]) -> str:
 
 # In-process core, RQ worker and a frozen clock, for what depends on time.
 REP = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
-# The frozen clock starts at the real hour: the bot's background process (a child process
-# freezegun cannot reach) runs on the real clock, and a fixed date would fall ever further
-# behind it, until the child took every batch for expired (24 h after that date).
+# The frozen clock starts at the real hour: worker processes (which freezegun cannot reach)
+# run on the real clock, and a fixed date would fall ever further behind it.
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 REAL_CLOCK = ["urllib3", "bot.exotel", "bot.ratelimit", "tenacity"]
 
@@ -203,11 +207,11 @@ def make_core(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
               slack: FakeSlack) -> Iterator[Callable[..., Core]]:
     def make(**overrides: Any) -> Core:
         core = build_core(settings_for(redis_url, exotel, slack, **overrides))
-        worker.use_core(core)
+        jobs.use_core(core)
         return core
 
     yield make
-    worker.use_core(None)  # type: ignore[arg-type]
+    jobs.use_core(None)
 
 
 @pytest.fixture
@@ -222,7 +226,7 @@ def close_to(moment: datetime | None, expected: datetime) -> bool:
 
 
 def fire_due(core: Core) -> None:
-    """What a worker with its scheduler does: move due reminders onto the queue, run them."""
+    """What a worker with its scheduler does: move due jobs onto their queues, run them."""
     worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
 
 

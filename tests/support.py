@@ -312,3 +312,41 @@ def event_body(event: dict[str, Any], team_id: str = "T0FAKE") -> str:
     return json.dumps({"token": "legacy", "team_id": team_id, "api_app_id": "A0BOT",
                        "type": "event_callback", "event_id": "Ev0", "event_time": int(time.time()),
                        "event": event})
+
+
+class ThreadWorker:
+    """A real RQ worker of the bot's queues (`bot.worker.Worker`), on a thread of the test
+    process, so that jobs run with the test's core and their logs are the test's. RQ's
+    signal-based job timeouts need the main thread; here a timer thread times them."""
+
+    def __init__(self, core: Any) -> None:
+        from rq.timeouts import TimerDeathPenalty
+
+        from bot.worker import Worker
+
+        class _Threaded(Worker):
+            death_penalty_class = TimerDeathPenalty
+
+        self._worker = _Threaded([core.commands.queue, core.reminders.queue],
+                                 connection=core.commands.queue.connection)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rq-test-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from rq import Queue
+
+        worker = self._worker
+        while not self._stop.is_set():
+            try:
+                job = Queue.dequeue_any(worker.queues, None, connection=worker.connection)
+            except redis.ConnectionError:  # a test stopped Redis: try again until it is back
+                job = None
+            if job is None:
+                self._stop.wait(0.01)
+            else:
+                worker.execute_job(*job)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)

@@ -82,7 +82,7 @@ def test_junk_is_refused_in_the_ack_without_calling_exotel(bot: Bot, exotel: Exo
     assert reply.http.status_code == 200
     assert NOT_A_TOKEN in block_text(reply.ack)
     assert_inert(reply.ack, "<script")
-    bot.services.background.shutdown(wait=True)  # anything it had been given has now run
+    bot.worker.stop()  # anything it had been given has now run
     assert exotel.calls == []
 
 
@@ -91,5 +91,5 @@ def test_help_and_empty_text_show_usage(bot: Bot, exotel: ExotelSandbox, text: s
     reply = bot.command("/check-token", text)
 
     assert "/check-token &lt;link or token&gt;" in block_text(reply.ack)
-    bot.services.background.shutdown(wait=True)
+    bot.worker.stop()
     assert exotel.calls == []

@@ -353,7 +353,7 @@ def test_python_m_bot_doctor_passes_with_a_real_worker(
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [f"✓ {name}" for name in CHECK_NAMES]
-    assert lines[-1].startswith(f"✓ reminder worker: 1 on {QUEUE_NAME}")
+    assert lines[-1].startswith(f"✓ reminder worker: 4 on {QUEUE_NAME}")  # WORKER_PROCESSES
     output = done.stdout + done.stderr
     for secret in (BOT_TOKEN, SIGNING_SECRET, EXOTEL_TOKEN):
         assert secret not in output

@@ -12,8 +12,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from bot import background, tasks
+from bot import jobs
 from bot.models import Requester
+from bot.queue import Reply
 from bot.sandbox import ExotelSandbox, Fault
 from tests.conftest import Bot, block_text
 from tests.fakes.slack import FakeSlack
@@ -147,14 +148,13 @@ def test_one_of_five_failing_still_delivers_and_tracks_the_other_four(
 def test_no_secret_reaches_the_logs_or_slack(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, slack: FakeSlack,
         caplog: pytest.LogCaptureFixture) -> None:
-    """The background work runs in a child process; here it runs in this one, the same
-    code (`background.perform`), so that every log record it makes is captured."""
+    """The jobs run in worker processes; here they run in this one, the same code, so
+    that every log record they make is captured."""
     caplog.set_level(logging.DEBUG)
     bot = make_bot(EXOTEL_TIMEOUT=1, EXOTEL_DEADLINE=3)
-    core = bot.services.core
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
-    work = {"/onboard-link": (tasks.issue_links, (requester, 1, "ACME Corp")),
-            "/check-token": (tasks.check_token, (requester, SOME_TOKEN))}
+    work = {"/onboard-link": (jobs.issue_links, (requester, 1, "ACME Corp", "b1")),
+            "/check-token": (jobs.check_token, (requester, SOME_TOKEN))}
     scenarios = [
         ("/onboard-link", [Fault(status=401)], "credentials"),
         ("/check-token", [Fault(status=401)], "credentials"),
@@ -167,7 +167,7 @@ def test_no_secret_reaches_the_logs_or_slack(
     for i, (command, faults, words) in enumerate(scenarios):
         exotel.faults.extend(faults)
         task, args = work[command]
-        background.perform(core, slack.response_url(f"s{i}"), task, args)
+        task(Reply.to(slack.response_url(f"s{i}")), *args)
         assert words in block_text(slack.wait_for_replies(f"s{i}")[0])
         exotel.faults.clear()
     # and once through the bot itself, so the Slack side is covered too
@@ -177,8 +177,8 @@ def test_no_secret_reaches_the_logs_or_slack(
     basic = base64.b64encode(f"{EXOTEL_KEY}:{EXOTEL_TOKEN}".encode()).decode()
     secrets = [EXOTEL_TOKEN, BOT_TOKEN, SIGNING_SECRET, basic]
     names = {record.name for record in caplog.records}
-    assert {"bot.exotel", "bot.background", "bot.onboarding"} <= names  # logs were captured
-    assert any(record.getMessage().startswith("request failed") for record in caplog.records)
+    assert {"bot.exotel", "bot.jobs", "bot.onboarding"} <= names  # logs were captured
+    assert any(" failed: " in record.getMessage() for record in caplog.records)
     for record in caplog.records:
         exception = (logging.Formatter().formatException(record.exc_info)
                      if record.exc_info else "")

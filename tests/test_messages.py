@@ -10,9 +10,9 @@ import pytest
 from freezegun import freeze_time
 
 from bot import messages
-from bot.exotel import ExotelError, ExotelNotFound, ExotelUnavailable
+from bot.exotel import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
 from bot.models import Requester, TrackedLink
-from bot.onboarding import CheckResult, IssueResult, NotTracked
+from bot.onboarding import BudgetWait, CheckResult, IssueResult
 from bot.store import StoreUnavailable
 from tests.blockkit import (
     assert_inert,
@@ -124,7 +124,10 @@ def test_problem_never_shows_an_unknown_exception(error: Exception) -> None:
 
 def test_problem_explains_known_failures() -> None:
     assert "Redis" in shown(messages.problem(StoreUnavailable("x")))
-    assert "created 3 links" in shown(messages.problem(NotTracked(3)))
+    assert "about 20 min" not in shown(messages.problem(BudgetWait(1200, 5)))
+    assert "next 20 min" in shown(messages.problem(BudgetWait(1200, 5)))
+    withheld = messages.issued(issue_result(2, errors=[NotRecorded()], requested=3))
+    assert "could not record it" in shown(withheld)
     found = messages.problem(ExotelNotFound("Exotel does not know this token <b>"))
     assert "does not know this token &lt;b&gt;" in mrkdwn_texts(found)[1]
 

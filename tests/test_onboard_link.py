@@ -75,7 +75,7 @@ def test_a_bad_count_is_refused_in_the_ack(bot: Bot, exotel: ExotelSandbox, coun
     text = block_text(reply.ack)
     assert "whole number from 1 to 50" in text
     assert f"“{count}” is not" in text
-    bot.services.background.shutdown(wait=True)  # anything it had been given has now run
+    bot.worker.stop()  # anything it had been given has now run
     assert exotel.calls == []
 
 

@@ -1,0 +1,34 @@
+"""Handing a listener's work to the job engine, then acknowledging: the one way every
+listener does it. If Redis will not take the work, the acknowledgement says so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, Respond
+
+from bot import messages
+from bot.core import Core
+from bot.queue import Reply
+from bot.store import StoreUnavailable
+
+
+def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_url: str | None,
+                     *args: Any, ack_with: messages.Message | None = None,
+                     idempotent: bool = True, respond: Respond | None = None) -> None:
+    """`job` on a worker, then the ack (`ack_with`, for a command).
+
+    A command's ack can carry the bad news; a button's cannot, so for buttons (`respond`
+    given) it goes to the response URL instead."""
+    try:
+        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent)
+    except StoreUnavailable as error:
+        problem = messages.problem(error)
+        if respond is None:
+            ack(**problem)
+        else:
+            ack()
+            respond(**problem, replace_original=False)
+        return
+    ack(**(ack_with or {}))
