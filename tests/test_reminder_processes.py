@@ -99,8 +99,8 @@ def test_a_reminder_due_while_everything_was_down_is_sent_once_on_return(
     redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
     settings = env(redis_url, exotel, slack)
-    with processes(BotProcess(settings, "web")) as (web,):
-        due = onboard(web, slack, "before-restart")  # no worker running: nothing can fire
+    with processes(BotProcess(settings, "web"), BotProcess(settings, "worker")) as (web, _):
+        due = onboard(web, slack, "before-restart")  # stopped at once, before it is due
     while datetime.now(UTC) <= due:  # every bot process is down past the due time
         time.sleep(0.1)
     assert reminders_posted(slack) == []
