@@ -59,7 +59,9 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # An empty variable counts as unset: platforms (Heroku's app.json form) set blank ones.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False,
+                                      env_ignore_empty=True)
 
     slack_bot_token: SecretStr = Field(alias="SLACK_BOT_TOKEN", min_length=1)
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
@@ -132,11 +134,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.strip().upper() if isinstance(value, str) else value
-
-    @field_validator("redis_url", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("redis_url")
     @classmethod
