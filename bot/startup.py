@@ -8,6 +8,7 @@ not reachable and that it retries, then retries with exponential backoff until i
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -74,6 +75,11 @@ def wait_for_redis(url: str, *, tls_verify: bool = True,
             raise StartupError(f"Redis at {where} refused the password: put the right one "
                                "in REDIS_URL (redis://:PASSWORD@host:port/0)") from None
         except redis.RedisError as error:
+            if _certificate_refused(error):
+                raise StartupError(
+                    f"Redis at {where} presented a certificate that failed verification: "
+                    "for a provider's self-signed one set REDIS_TLS_VERIFY=false (see the "
+                    "README for the risk)") from None
             raise Unreachable(_reason(error)) from None
 
     try:
@@ -105,6 +111,12 @@ def _retry(attempt: Callable[[], None], first_line: Callable[[str], str], what: 
     if failures:
         log.info("%s is reachable again after %d failed attempts; starting", what,
                  len(failures))
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    # redis-py wraps ssl's error in a ConnectionError whose text keeps OpenSSL's reason.
+    return "CERTIFICATE_VERIFY_FAILED" in str(error) or isinstance(
+        error.__cause__ or error.__context__, ssl.SSLCertVerificationError)
 
 
 def _reason(error: BaseException) -> str:
