@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -280,19 +281,23 @@ def test_web_waits_for_slack_then_serves(
     redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox
 ) -> None:
     port = free_port()  # nothing listens there yet: Slack's API refuses connections
-    stand_in = FakeSlack(port)  # only to name its URL; started later on the same port
-    env = bot_env(exotel, stand_in, REDIS_URL=redis_url)
+    api_url = f"http://127.0.0.1:{port}/api/"
+    env = bot_env(exotel, SimpleNamespace(api_url=api_url), REDIS_URL=redis_url)  # type: ignore[arg-type]
     bot = BotProcess(env, "web")
-    line = f"Slack's API is not reachable at {stand_in.api_url}"
+    line = f"Slack's API is not reachable at {api_url} ("
+    stand_in: FakeSlack | None = None
     try:
         bot.start(timeout=60, ready=lambda: line in bot.output())
+        assert "Connection refused" in bot.output()
         assert bot.proc is not None and bot.proc.poll() is None  # waiting, not exited
-        stand_in.start()
+        assert not bot._healthy()  # not serving before Slack is back
+        stand_in = FakeSlack(port).start()  # Slack is back, on the same address
         wait_until("the web process serves", bot._healthy, timeout=90)
         assert stand_in.calls("auth.test")  # Bolt's check passed once Slack was back
     finally:
         bot.stop()
-        stand_in.stop()
+        if stand_in:
+            stand_in.stop()
     output = bot.output()
     assert output.count(line) == 1, output  # one line, however many retries
     assert "retrying" in output
