@@ -6,6 +6,7 @@
     python -m bot doctor    check Slack, Exotel, Redis and the worker; exit 1 if any fails
     python -m bot sandbox   a stand-in Exotel on 127.0.0.1 (--port, default 4010)
     python -m bot audit [--since DATE] [--format csv|jsonl]   print the audit trail
+    python -m bot jobs      the bot's job queues and workers, in its own Redis
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("process", nargs="?", default="all",
-                        choices=["all", "web", "worker", "doctor", "sandbox", "audit"])
+                        choices=["all", "web", "worker", "doctor", "sandbox", "audit", "jobs"])
     parser.add_argument("--since", type=_date, help="audit: entries from this date (2026-11-01)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="audit: output format (default csv)")
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.process == "audit":
         return _print_audit(settings, args.since, args.format)
+    if args.process == "jobs":
+        return _print_jobs(settings)
+    if not _wait_until_reachable(settings, slack=args.process != "worker"):
+        return 2
     if args.process == "worker":
         from bot import worker
 
@@ -87,16 +92,47 @@ def _date(text: str) -> datetime:
 
 def _print_audit(settings: Settings, since: datetime | None, fmt: str) -> int:
     from bot.audit import Audit, export
-    from bot.store import StoreUnavailable, connect
+    from bot.store import StoreUnavailable, connect_for
 
-    assert settings.redis_url is not None
-    audit = Audit(connect(settings.redis_url), timedelta(days=settings.audit_retention_days))
+    audit = Audit(connect_for(settings), timedelta(days=settings.audit_retention_days))
     try:
         sys.stdout.write(export(audit.entries(since), fmt))
     except StoreUnavailable:
         print("Redis is not answering: check REDIS_URL.", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_jobs(settings: Settings) -> int:
+    import redis
+
+    from bot.jobs_report import report
+    from bot.startup import safe_url
+    from bot.store import connect_for
+
+    assert settings.redis_url is not None
+    try:
+        report(connect_for(settings, decode_responses=False), safe_url(settings.redis_url),
+               sys.stdout)
+    except redis.RedisError as error:
+        print(f"Redis is not answering ({error}): check REDIS_URL.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _wait_until_reachable(settings: Settings, *, slack: bool) -> bool:
+    """Wait for Redis (and Slack, for what serves it); False on what no wait can mend."""
+    from bot import startup
+
+    assert settings.redis_url is not None
+    try:
+        startup.wait_for_redis(settings.redis_url, tls_verify=settings.redis_tls_verify)
+        if slack:
+            startup.wait_for_slack(settings)
+    except startup.StartupError as problem:
+        print(problem, file=sys.stderr)
+        return False
+    return True
 
 
 def _with_redis(settings: Settings) -> Settings:

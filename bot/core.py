@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-import redis
 from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -24,7 +23,7 @@ from bot.queue import COMMANDS_QUEUE, CommandQueue
 from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
-from bot.store import StoreUnavailable, TokenStore, connect
+from bot.store import StoreUnavailable, TokenStore, connect_for
 
 # Failures that are news for the user, not bugs: logged without a traceback.
 EXPECTED_FAILURES = (ExotelError, StoreUnavailable, BatchGone, NotYours, BudgetWait,
@@ -75,7 +74,7 @@ def exotel_client(settings: Settings, limiter: Limiter,
 def build_core(settings: Settings) -> Core:
     if settings.redis_url is None:
         raise ValueError("REDIS_URL must be resolved before building the core")
-    client = connect(settings.redis_url)
+    client = connect_for(settings)
     store = TokenStore(client)
     metrics = Metrics(client)
     limiter = SharedRateLimiter(
@@ -84,7 +83,7 @@ def build_core(settings: Settings) -> Core:
     exotel = exotel_client(settings, limiter, observe=metrics.exotel_call)
     # RQ stores pickled jobs: its connection must not decode replies. Listeners enqueue on
     # it before they ack, so it gives up well inside Slack's 3 s.
-    jobs = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
+    jobs = connect_for(settings, decode_responses=False, health_check_interval=0)
     reminders = Reminders(client, Queue(QUEUE_NAME, connection=jobs), settings.reminder_lead)
     slack = slack_client(settings)
     audit = Audit(client, timedelta(days=settings.audit_retention_days))

@@ -2,28 +2,31 @@
 
     ✓ name: what was found
     ✗ name: the problem — how to fix it
+    – name: skipped (why it was not checked)
 
 Each check is a small function returning a `Check`, so tests can call them one by one.
-Nothing here starts a server or the embedded Redis: the doctor looks, it does not run.
+Before each, its name goes to the progress stream (stderr), so a slow one is visible; each
+is bounded by a timeout. Nothing here starts a server or the embedded Redis: the doctor
+looks, it does not run.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from rq import Queue, Worker
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.core import exotel_client, slack_client
+from bot.core import exotel_client
 from bot.exotel import (
     ExotelAuthError,
     ExotelBadRequest,
@@ -33,6 +36,8 @@ from bot.exotel import (
 from bot.logs import scrub
 from bot.reminders import QUEUE_NAME
 from bot.settings import HINTS, Settings
+from bot.startup import safe_url
+from bot.store import connect
 
 MANIFEST = Path(__file__).resolve().parent.parent / "manifest.yml"
 # Never issued by Exotel: a validate call with it can only answer "unknown token" (404/400)
@@ -43,40 +48,61 @@ SCOPES_HEADER = "x-oauth-scopes"
 BAD_TOKEN_ERRORS = {"invalid_auth", "not_authed", "token_revoked", "token_expired",
                     "account_inactive", "not_allowed_token_type"}
 REDIS_TIMEOUT = 3.0
+SLACK_TIMEOUT = 5  # seconds for one Slack call; the doctor does not retry
+# Exotel's answer and the whole Exotel check (its retries included), at most.
+EXOTEL_TIMEOUT = 5.0
+EXOTEL_DEADLINE = 10.0
 NOISY_LOGGERS = ("slack_sdk", "bot.exotel", "urllib3")
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    ok: bool
-    detail: str  # what was found, or what is wrong
+    ok: bool  # a skipped check is no failure
+    detail: str  # what was found, what is wrong, or why it was not checked
     fix: str = ""
+    skipped: bool = False
 
     def line(self) -> str:
+        if self.skipped:
+            return f"– {self.name}: skipped ({self.detail})"
         if self.ok:
             return f"✓ {self.name}: {self.detail}"
         return f"✗ {self.name}: {self.detail} — {self.fix}"
 
 
-def run_doctor(settings: Settings, out: TextIO | None = None) -> int:
-    """Run every check, print one line each; 0 when all pass, 1 otherwise."""
+def skipped(name: str, why: str) -> Check:
+    return Check(name, True, why, skipped=True)
+
+
+# What each step checks, announced before it runs, and the checks it returns.
+Step = tuple[str, Callable[[Settings], Sequence[Check]]]
+STEPS: list[Step] = [
+    ("settings", lambda s: [check_settings(s)]),
+    ("slack", lambda s: check_slack(s)),
+    ("slack app token", lambda s: [check_app_token(s)]),
+    ("exotel", lambda s: [check_exotel(s)]),
+    ("redis", lambda s: [check_redis(s)]),
+    ("reminder worker", lambda s: [check_worker(s)]),
+]
+
+
+def run_doctor(settings: Settings, out: TextIO | None = None,
+               progress: TextIO | None = None) -> int:
+    """Run every check, print one line each; 0 when none fails, 1 otherwise.
+
+    Results go to `out` (stdout), each step's name as it starts to `progress` (stderr)."""
     out = out or sys.stdout
+    progress = progress or sys.stderr
     failed = False
     with _quiet(NOISY_LOGGERS):
-        for check in _checks(settings):  # each line as soon as known: some checks wait
-            # A last line of defence: no check means to print a secret; none does.
-            print(scrub(check.line(), settings.secrets()), file=out, flush=True)
-            failed = failed or not check.ok
+        for label, run in STEPS:
+            print(f"… checking {label}", file=progress, flush=True)
+            for check in run(settings):
+                # A last line of defence: no check means to print a secret; none does.
+                print(scrub(check.line(), settings.secrets()), file=out, flush=True)
+                failed = failed or not check.ok
     return 1 if failed else 0
-
-
-def _checks(settings: Settings) -> Iterator[Check]:
-    yield check_settings(settings)
-    yield from check_slack(settings)
-    yield check_exotel(settings)
-    yield check_redis(settings)
-    yield check_worker(settings)
 
 
 @contextmanager
@@ -105,7 +131,7 @@ def check_settings(settings: Settings) -> Check:
 def check_slack(settings: Settings, manifest: Path = MANIFEST) -> list[Check]:
     """auth.test with the bot token, then its granted scopes against the manifest's."""
     try:
-        response = slack_client(settings).auth_test()
+        response = _slack(settings, settings.slack_bot_token.get_secret_value()).auth_test()
     except SlackApiError as error:
         code = str(error.response.get("error") or "unknown_error")
         return [_slack_refused(code), _scopes_unchecked()]
@@ -118,6 +144,30 @@ def check_slack(settings: Settings, manifest: Path = MANIFEST) -> list[Check]:
     auth = Check("slack", True, f"auth.test ok: {who} in {where}")
     return [auth, check_scopes(_header(response.headers, SCOPES_HEADER),
                                manifest_bot_scopes(manifest))]
+
+
+def _slack(settings: Settings, token: str) -> WebClient:
+    # No retry handlers: one bounded attempt, so the doctor answers within SLACK_TIMEOUT.
+    return WebClient(token=token, base_url=settings.slack_api_url, timeout=SLACK_TIMEOUT)
+
+
+def check_app_token(settings: Settings) -> Check:
+    """apps.connections.open with SLACK_APP_TOKEN, as Socket Mode calls it at start."""
+    name = "slack app token"
+    if settings.slack_app_token is None:
+        return skipped(name, "SLACK_APP_TOKEN is not set: HTTP mode needs none")
+    token = settings.slack_app_token.get_secret_value()
+    fix = (f"set SLACK_APP_TOKEN to {HINTS['SLACK_APP_TOKEN']} (Basic Information, "
+           "App-Level Tokens)")
+    try:
+        _slack(settings, token).apps_connections_open(app_token=token)
+    except SlackApiError as error:
+        code = str(error.response.get("error") or "unknown_error")
+        return Check(name, False, f"Slack rejected the app token ({code})", fix)
+    except (SlackClientError, OSError) as error:
+        return Check(name, False, f"could not reach Slack at {settings.slack_api_url} "
+                     f"({_reason(error)})", "check the network, a proxy, or SLACK_API_URL")
+    return Check(name, True, "apps.connections.open ok: Socket Mode can connect")
 
 
 def _slack_refused(code: str) -> Check:
@@ -137,12 +187,12 @@ def _scopes_unchecked() -> Check:
 def check_scopes(granted_header: str | None, wanted: list[str] | None) -> Check:
     """The granted scopes (auth.test's x-oauth-scopes header) against manifest.yml's."""
     if wanted is None:
-        return Check("slack scopes", True, f"cannot tell: {MANIFEST.name} not found beside "
-                     "the bot, so there is nothing to compare with")
+        return skipped("slack scopes", f"cannot tell: {MANIFEST.name} not found beside "
+                       "the bot, so there is nothing to compare with")
     if granted_header is None:
         # Slack always sends it; a proxy or a stand-in may not. Not knowing is no failure.
-        return Check("slack scopes", True, "cannot tell: Slack's answer had no "
-                     f"{SCOPES_HEADER} header (manifest asks for {', '.join(wanted)})")
+        return skipped("slack scopes", "cannot tell: Slack's answer had no "
+                       f"{SCOPES_HEADER} header (manifest asks for {', '.join(wanted)})")
     granted = {s.strip() for s in granted_header.split(",") if s.strip()}
     missing = [scope for scope in wanted if scope not in granted]
     if missing:
@@ -235,7 +285,10 @@ class _NoLimit:
 
 def check_exotel(settings: Settings) -> Check:
     """One validate call with a made-up token: only the credentials decide the answer."""
-    client = exotel_client(settings, _NoLimit())
+    bounded = settings.model_copy(update={
+        "exotel_timeout": min(settings.exotel_timeout, EXOTEL_TIMEOUT),
+        "exotel_deadline": min(settings.exotel_deadline, EXOTEL_DEADLINE)})
+    client = exotel_client(bounded, _NoLimit())
     where = settings.exotel_url
     try:
         status = client.token_status(PROBE_TOKEN)
@@ -260,10 +313,10 @@ def check_exotel(settings: Settings) -> Check:
 def check_redis(settings: Settings) -> Check:
     """Ping, version, and whether the data survives a Redis restart."""
     if not settings.redis_url:
-        return Check("redis", True, "REDIS_URL is not set: the bot starts an embedded Redis "
-                     f"(data in {settings.data_dir}/) while it runs; nothing to check now")
+        return skipped("redis", "REDIS_URL is not set: the bot starts an embedded Redis "
+                       f"(data in {settings.data_dir}/) while it runs; nothing to check now")
     where = safe_url(settings.redis_url)
-    client = _redis(settings.redis_url, decode=True)
+    client = _redis(settings, decode=True)
     try:
         client.ping()
         version = _version(client)
@@ -271,9 +324,11 @@ def check_redis(settings: Settings) -> Check:
         return Check("redis", False, f"{where} refused the password",
                      "put the right password in REDIS_URL (redis://:PASSWORD@host:port/0)")
     except redis.RedisError as error:
-        return Check("redis", False, f"cannot reach {where} ({_reason(error)})",
-                     "start Redis there, fix REDIS_URL, or unset REDIS_URL for the "
-                     "embedded Redis")
+        fix = ("start Redis there, fix REDIS_URL, or unset REDIS_URL for the embedded Redis")
+        if "certificate verify failed" in str(error):
+            fix = ("give Redis a certificate a public CA signed, or set REDIS_TLS_VERIFY=false "
+                   "to accept the provider's self-signed one (see the README for the risk)")
+        return Check("redis", False, f"cannot reach {where} ({_reason(error)})", fix)
     return Check("redis", True, f"{where} answers, Redis {version}; {_persistence(client)}")
 
 
@@ -302,11 +357,11 @@ def _persistence(client: redis.Redis) -> str:
 def check_worker(settings: Settings) -> Check:
     """At least one RQ worker registered (and so heartbeating) for the reminder queue."""
     if not settings.redis_url:
-        return Check("reminder worker", True, "cannot tell with the embedded Redis; "
-                     "`python -m bot` runs a worker beside itself")
+        return skipped("reminder worker", "cannot tell with the embedded Redis; "
+                       "`python -m bot` runs a worker beside itself")
     fix = "start it: python -m bot worker"
     # RQ stores pickled jobs: its connection must not decode replies.
-    queue = Queue(QUEUE_NAME, connection=_redis(settings.redis_url, decode=False))
+    queue = Queue(QUEUE_NAME, connection=_redis(settings, decode=False))
     try:
         workers = Worker.all(queue=queue)
     except redis.RedisError:
@@ -329,20 +384,11 @@ def _describe(worker: Worker) -> str:
     return f"{worker.name}, heartbeat {ago:.0f} s ago"
 
 
-def _redis(url: str, *, decode: bool) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT,
-                                socket_timeout=REDIS_TIMEOUT, decode_responses=decode)
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, to show where the doctor looked."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+def _redis(settings: Settings, *, decode: bool) -> redis.Redis:
+    assert settings.redis_url is not None
+    return connect(settings.redis_url, tls_verify=settings.redis_tls_verify,
+                   decode_responses=decode, socket_timeout=REDIS_TIMEOUT,
+                   health_check_interval=0)
 
 
 def _reason(error: BaseException) -> str:

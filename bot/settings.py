@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,7 +30,13 @@ HINTS = {
     "EXOTEL_ACCOUNT_SID": "your Exotel account SID, from Exotel's dashboard, API settings",
     "EXOTEL_REGION": "'singapore' (api.exotel.com) or 'mumbai' (api.in.exotel.com)",
     "EXOTEL_BASE_URL": "a URL such as https://api.exotel.com (scheme and host only)",
-    "REDIS_URL": "a URL such as redis://localhost:6379/0, or leave it unset for the embedded Redis",
+    "REDIS_URL": "a URL such as redis://localhost:6379/0, rediss://:PASSWORD@host:port (TLS) "
+    "or unix:///path/to/redis.sock, or leave it unset for the embedded Redis",
+    "REDIS_TLS_VERIFY": "true (check the server's certificate) or false (accept a self-signed one)",
+    "LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR or CRITICAL",
+    "WEB_CONCURRENCY": "a whole number of gunicorn processes, 1 or more",
+    "WEB_THREADS": "a whole number of threads per gunicorn process, 1 or more",
+    "ONBOARD_DATA_DIR": "a directory the bot may write to",
     "PORT": "a TCP port number, 1-65535",
     "REMINDER_LEAD": "seconds (3600) or an ISO-8601 duration (PT1H), from 0 up to just under 24 h",
     "ALLOWED_USER_IDS": "Slack user ids separated by commas (U0123,U0456), or empty for everyone",
@@ -53,7 +60,9 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # An empty variable counts as unset: platforms (Heroku's app.json form) set blank ones.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False,
+                                      env_ignore_empty=True)
 
     slack_bot_token: SecretStr = Field(alias="SLACK_BOT_TOKEN", min_length=1)
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
@@ -79,6 +88,8 @@ class Settings(BaseSettings):
     exotel_rate_per_minute: int = Field(default=200, gt=0, alias="EXOTEL_RATE_PER_MINUTE")
 
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # false accepts any certificate on a rediss:// URL (managed Redis that self-signs).
+    redis_tls_verify: bool = Field(default=True, alias="REDIS_TLS_VERIFY")
     # Where the embedded Redis (used when REDIS_URL is unset) keeps its data file.
     data_dir: Path = Field(default=Path("data"), alias="ONBOARD_DATA_DIR")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
@@ -86,7 +97,8 @@ class Settings(BaseSettings):
     # Worker processes per `python -m bot worker`, each running one job at a time: 4 keep
     # up with Exotel's 200 requests a minute, since most of a job is waiting on Exotel.
     worker_processes: int = Field(default=4, ge=1, le=64, alias="WORKER_PROCESSES")
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", alias="LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
 
     # Who may do what; each a comma-separated list of Slack ids, empty meaning everyone.
@@ -98,6 +110,9 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1, alias="AUDIT_RETENTION_DAYS")
     max_links_per_user_per_day: int = Field(default=200, ge=1,
                                             alias="MAX_LINKS_PER_USER_PER_DAY")
+    # gunicorn's processes and threads (HTTP mode); checked here so a typo stops the bot early.
+    web_concurrency: int = Field(default=2, ge=1, alias="WEB_CONCURRENCY")
+    web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")
 
     @field_validator("allowed_user_ids", "allowed_usergroup_ids", "allowed_channel_ids",
                      "admin_user_ids", mode="before")
@@ -117,6 +132,18 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_redis_url(value)
         return value
 
     @field_validator("slack_signing_secret")
@@ -156,6 +183,26 @@ class Settings(BaseSettings):
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
                   self.exotel_api_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError unless redis-py can connect with `url` as written."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+    try:
+        parts.port  # noqa: B018 (parsing it is the check: a port that is not a number raises)
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("needs the socket's path (unix:///path/to/redis.sock)")
+        return
+    if not parts.hostname:
+        raise ValueError("needs a host name (redis://HOST:6379/0)")
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"names database {db!r}; it must be a number (/0)")
 
 
 def load_settings(**overrides: object) -> Settings:

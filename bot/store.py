@@ -6,14 +6,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import redis
 from redis import Redis
 
 from bot.exotel import OnboardingLink
 from bot.models import Batch, Listing, Requester, TrackedLink
-from bot.settings import LINK_TTL
+from bot.settings import LINK_TTL, Settings
 
 TOKEN_KEY = "onboard:token:{}"
 BATCH_KEY = "onboard:batch:{}"
@@ -34,15 +35,37 @@ class StoreUnavailable(Exception):
     """Redis did not answer; nothing was read or written."""
 
 
-def connect(url: str) -> Redis:
-    """A client that fails fast when Redis is down and reconnects by itself when it is back."""
+def tls_options(url: str, tls_verify: bool = True) -> dict[str, Any]:
+    """The TLS part of every connection's options: the one place REDIS_TLS_VERIFY acts.
+
+    With verification off a rediss:// connection is still encrypted, but accepts any
+    certificate (a managed Redis that signs its own); someone able to intercept the
+    traffic could then pose as the server."""
+    if urlsplit(url).scheme == "rediss" and not tls_verify:
+        return {"ssl_cert_reqs": None}  # redis-py also skips the host name check then
+    return {}
+
+
+def connect(url: str, *, tls_verify: bool = True, decode_responses: bool = True,
+            socket_timeout: float = 2, health_check_interval: int = 15) -> Redis:
+    """A client that fails fast when Redis is down and reconnects by itself when it is back.
+
+    Every Redis connection of the bot (store, RQ, doctor, start-up wait) is made here."""
     return redis.Redis.from_url(
         url,
-        socket_timeout=2,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=2,
-        health_check_interval=15,
-        decode_responses=True,
+        health_check_interval=health_check_interval,
+        decode_responses=decode_responses,
+        **tls_options(url, tls_verify),
     )
+
+
+def connect_for(settings: Settings, **options: Any) -> Redis:
+    """`connect` with the settings' REDIS_URL and REDIS_TLS_VERIFY."""
+    if settings.redis_url is None:
+        raise ValueError("REDIS_URL must be resolved (embedded Redis started) first")
+    return connect(settings.redis_url, tls_verify=settings.redis_tls_verify, **options)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from bot.sandbox import ExotelSandbox
 from tests.conftest import settings_for
 from tests.fakes.slack import FakeSlack
 from tests.support import (
+    APP_TOKEN,
     BOT_TOKEN,
     EXOTEL_TOKEN,
     ROOT,
@@ -35,7 +36,11 @@ from tests.support import (
 )
 
 MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read"]
-CHECK_NAMES = ["settings", "slack", "slack scopes", "exotel", "redis", "reminder worker"]
+CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
+               "reminder worker"]
+# Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
+# app token to check.
+FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓"]
 
 
 class ScriptedSlack:
@@ -137,7 +142,8 @@ def test_every_check_passes_against_the_fakes(
     with registered_worker(redis_url) as worker:
         assert doctor.run_doctor(settings, out) == 0
     lines = out.getvalue().splitlines()
-    assert [line.split(":")[0] for line in lines] == [f"✓ {name}" for name in CHECK_NAMES]
+    assert [line.split(":")[0] for line in lines] == [
+        f"{mark} {name}" for mark, name in zip(FAKE_MARKS, CHECK_NAMES, strict=True)]
     text = out.getvalue()
     assert "auth.test ok: bot onboard-bot (U0BOT) in workspace Fake (T0FAKE)" in text
     assert worker.name in text
@@ -153,7 +159,8 @@ def test_without_the_scopes_header_the_doctor_cannot_tell_and_says_so(
     # The shared fake's auth.test sends no x-oauth-scopes header: not knowing is no failure.
     checks = doctor.check_slack(settings_for(redis_url, exotel, slack))
     assert [c.ok for c in checks] == [True, True]
-    assert "cannot tell" in checks[1].detail
+    assert [c.skipped for c in checks] == [False, True]
+    assert checks[1].line().startswith("– slack scopes: skipped (cannot tell: ")
     assert "chat:write.public" in checks[1].detail  # what it would have wanted
 
 
@@ -327,8 +334,10 @@ def test_with_the_embedded_redis_there_is_nothing_to_reach(
     settings = settings_for("unused", exotel, slack, REDIS_URL=None,
                             ONBOARD_DATA_DIR=str(tmp_path / "data"))
     redis_check, worker_check = doctor.check_redis(settings), doctor.check_worker(settings)
-    assert redis_check.ok and "embedded Redis" in redis_check.detail
-    assert worker_check.ok and "cannot tell" in worker_check.detail
+    assert redis_check.skipped and "embedded Redis" in redis_check.detail
+    assert redis_check.line().startswith("– redis: skipped (REDIS_URL is not set")
+    assert worker_check.skipped and "cannot tell" in worker_check.detail
+    assert worker_check.line().startswith("– reminder worker: skipped (")
     assert not (tmp_path / "data").exists()
 
 
@@ -352,8 +361,12 @@ def test_python_m_bot_doctor_passes_with_a_real_worker(
         worker.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == [f"✓ {name}" for name in CHECK_NAMES]
-    assert lines[-1].startswith(f"✓ reminder worker: 4 on {QUEUE_NAME}")  # WORKER_PROCESSES
+    assert [line.split(":")[0] for line in lines] == [
+        f"{mark} {name}" for mark, name in zip(FAKE_MARKS, CHECK_NAMES, strict=True)]
+    # Each check's name went to stderr as it started, in order.
+    assert [line for line in done.stderr.splitlines() if line.startswith("… checking ")] == [
+        f"… checking {label}" for label, _ in doctor.STEPS]
+    assert lines[-1].startswith(f"✓ reminder worker: 4 on {QUEUE_NAME}")
     output = done.stdout + done.stderr
     for secret in (BOT_TOKEN, SIGNING_SECRET, EXOTEL_TOKEN):
         assert secret not in output
@@ -368,8 +381,8 @@ def test_python_m_bot_doctor_fails_with_one_line_per_problem(
     done = run_doctor_process(env, str(tmp_path))
     assert done.returncode == 1
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
-    assert set(lines) == {"✓ settings", "✓ slack", "✓ slack scopes", "✗ exotel", "✗ redis",
-                          "✗ reminder worker"}
+    assert set(lines) == {"✓ settings", "✓ slack", "– slack scopes", "– slack app token",
+                          "✗ exotel", "✗ redis", "✗ reminder worker"}
     assert "rejected the credentials (HTTP 401)" in lines["✗ exotel"]
     assert lines["✗ redis"].startswith(f"cannot reach {redis_url}")
     assert wrong_token not in done.stdout + done.stderr
@@ -382,7 +395,9 @@ def test_python_m_bot_doctor_starts_no_embedded_redis(
     data = tmp_path / "data"
     done = run_doctor_process(bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data)), str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "✓ redis: REDIS_URL is not set" in done.stdout
+    assert "– redis: skipped (REDIS_URL is not set" in done.stdout
+    assert "– reminder worker: skipped (cannot tell with the embedded Redis" in done.stdout
+    assert "✓ redis" not in done.stdout and "✓ reminder worker" not in done.stdout
     assert not data.exists()
 
 
@@ -394,3 +409,70 @@ def test_python_m_bot_doctor_with_bad_settings_names_them(
     done = run_doctor_process(env, str(tmp_path))
     assert done.returncode == 2
     assert "- EXOTEL_API_KEY: missing" in done.stderr
+
+
+# The Socket Mode token, progress and bounds ------------------------------------------------
+
+
+def test_a_good_app_token_passes_and_a_bad_one_fails(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    good = doctor.check_app_token(settings_for(redis_url, exotel, slack,
+                                               SLACK_APP_TOKEN=APP_TOKEN))
+    assert good.ok and not good.skipped and "apps.connections.open ok" in good.detail
+    assert slack.calls("apps.connections.open")[-1].authorization == f"Bearer {APP_TOKEN}"
+    wrong = "xapp-wrong-app-token-77aa"
+    bad = doctor.check_app_token(settings_for(redis_url, exotel, slack, SLACK_APP_TOKEN=wrong))
+    assert bad.line().startswith("✗ slack app token: Slack rejected the app token "
+                                 "(invalid_auth) — set SLACK_APP_TOKEN to an app-level token")
+    assert wrong not in bad.line()
+    unset = doctor.check_app_token(settings_for(redis_url, exotel, slack))
+    assert unset.line() == ("– slack app token: skipped (SLACK_APP_TOKEN is not set: HTTP "
+                            "mode needs none)")
+
+
+def test_python_m_bot_doctor_with_a_bad_app_token_shows_a_cross(
+    redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+) -> None:
+    wrong = "xapp-wrong-app-token-5d21"
+    env = bot_env(exotel, slack, REDIS_URL=redis_url, SLACK_APP_TOKEN=wrong)
+    done = run_doctor_process(env, str(tmp_path))
+    assert done.returncode == 1
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["✗ slack app token"].startswith("Slack rejected the app token (invalid_auth)")
+    assert wrong not in done.stdout + done.stderr
+
+
+def test_each_step_is_announced_before_its_result(
+    redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    both = io.StringIO()
+    doctor.run_doctor(settings_for(redis_url, exotel, slack), both, both)
+    lines = both.getvalue().splitlines()
+    for label, _ in doctor.STEPS:
+        started = lines.index(f"… checking {label}")
+        result = next(i for i, line in enumerate(lines) if line[2:].startswith(f"{label}:"))
+        assert started < result, lines
+
+
+def test_a_silent_exotel_is_given_up_on_within_the_doctors_bound(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    # A server that accepts connections and never answers: only the timeout ends the wait.
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        settings = settings_for(redis_url, exotel, slack, EXOTEL_TIMEOUT=600,
+                                EXOTEL_DEADLINE=600,
+                                EXOTEL_BASE_URL=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        check = doctor.check_exotel(settings)
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert not check.ok
+    # The settings allow 600 s; the doctor's own bound is what stopped it (generous margin).
+    assert took < doctor.EXOTEL_DEADLINE + 60

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from bot.sandbox import LoopbackServer
+from tests.support import APP_TOKEN
 
 
 @dataclass
@@ -21,7 +22,7 @@ class ApiCall:
 
 
 class FakeSlack:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.api_calls: list[ApiCall] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
         # method name -> the Slack error to answer with, e.g. {"chat.postMessage": "not_in_channel"}
@@ -31,8 +32,9 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}  # user group id -> member user ids
         self.delays: dict[str, float] = {}  # method -> seconds to take over answering
         self.socket_url: str | None = None  # what apps.connections.open hands out
+        self.app_token = APP_TOKEN  # the only app-level token apps.connections.open accepts
         self.lock = threading.Lock()
-        self._server = LoopbackServer(("127.0.0.1", 0), self._handler())
+        self._server = LoopbackServer(("127.0.0.1", port), self._handler())
 
     @property
     def url(self) -> str:
@@ -81,8 +83,11 @@ class FakeSlack:
             time.sleep(0.02)
         raise AssertionError(f"{len(self.replies(name))} replies to {name}, wanted {count}")
 
-    def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _answer(self, method: str, params: dict[str, Any],
+                authorization: str | None = None) -> dict[str, Any]:
         error = self.errors.get(method)
+        if method == "apps.connections.open" and authorization != f"Bearer {self.app_token}":
+            error = error or "invalid_auth"
         if method == "chat.postMessage":
             error = error or self.channel_errors.get(str(params.get("channel")))
         if error:
@@ -140,7 +145,8 @@ class FakeSlack:
                                headers={"Retry-After": "1"})
                     return
                 time.sleep(fake.delays.get(method, 0.0))
-                self._send(json.dumps(fake._answer(method, params)).encode(), "application/json")
+                answer = fake._answer(method, params, self.headers.get("Authorization"))
+                self._send(json.dumps(answer).encode(), "application/json")
 
             def _send(self, body: bytes, content_type: str, status: int = 200,
                       headers: dict[str, str] | None = None) -> None:
