@@ -13,7 +13,8 @@ from bot.reminders import QUEUE_NAME
 
 def report(connection: Redis, where: str, out: TextIO) -> None:
     """One line per queue (the bot's own always, any other RQ knows of), then the workers."""
-    names = sorted({COMMANDS_QUEUE, QUEUE_NAME, *(q.name for q in Queue.all(connection=connection))})
+    known = (q.name for q in Queue.all(connection=connection))
+    names = sorted({COMMANDS_QUEUE, QUEUE_NAME, *known})
     print(f"Redis: {where}", file=out)
     for name in names:
         queue = Queue(name, connection=connection)
