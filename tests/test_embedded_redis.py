@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,10 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
+import requests
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
 
 from bot import embedded_redis
-from tests.support import ROOT
+from bot.reminders import QUEUE_NAME, job_id
+from bot.sandbox import ExotelSandbox
+from tests.fakes.slack import FakeSlack
+from tests.support import ROOT, BotProcess, bot_env, command_body, sign
 
 # A process that starts the embedded Redis, writes a key, says so, and waits to be killed.
 HOLDER = """
@@ -162,3 +170,45 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+@pytest.mark.slow
+def test_python_m_bot_killed_whole_keeps_its_links_and_reminder(
+    tmp_path: Path, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    """Acceptance 1: 3 links, the whole process group SIGKILLed 3 s later, started again."""
+    data = tmp_path / "data"
+    # The reminder is due 2 min after the links: after the crash and the restart.
+    env = bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data), REMINDER_LEAD="86280")
+    bot = BotProcess(env, new_session=True).start()
+    try:
+        body = command_body("/onboard-link", "3 ACME", slack.response_url("before"))
+        ack = requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=sign(body),
+                            timeout=5)
+        assert ack.status_code == 200
+        assert "3 WhatsApp onboarding links" in slack.wait_for_replies("before")[0]["text"]
+        time.sleep(3)
+        assert bot.proc is not None
+        os.killpg(bot.proc.pid, signal.SIGKILL)  # the container crashed: nothing runs cleanup
+        bot.proc.wait()
+        wait_until(lambda: not servers_of(data), 15, "no redis-server of the data dir is left")
+    finally:
+        bot.stop()
+    assert slack.calls("chat.postMessage") == []  # not due yet: the restart must send it
+
+    again = BotProcess(env, new_session=True).start()
+    try:
+        client = redis.Redis.from_url(f"unix://{embedded_redis.socket_path(data.resolve())}",
+                                      decode_responses=True)
+        [batch_key] = client.keys("onboard:batch:*")
+        batch = json.loads(client.get(batch_key))
+        assert len(batch["tokens"]) == 3
+        assert all(client.exists(f"onboard:token:{token}") for token in batch["tokens"])
+        queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(
+            f"unix://{embedded_redis.socket_path(data.resolve())}"))
+        # Still scheduled: whichever worker holds the scheduler lock next posts it (that the
+        # lock a killed worker left is taken over promptly is the worker's own test).
+        assert ScheduledJobRegistry(queue=queue).get_job_ids() == [job_id(batch["batch_id"])]
+    finally:
+        assert again.stop() < 30
+    wait_until(lambda: not servers_of(data), 15, "stopping the bot stops its Redis")
