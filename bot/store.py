@@ -90,6 +90,9 @@ class TokenStore:
             for item in tracked:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
             for index in _indexes(requester).values():
+                # Pruned as it is written, not only when someone lists it; its TTL is its
+                # newest member's: this batch's.
+                pipe.zremrangebyscore(index, "-inf", issued_at.timestamp())
                 pipe.zadd(index, {batch.batch_id: expires_at.timestamp()})
                 pipe.expire(index, ttl)
             pipe.execute()
