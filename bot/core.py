@@ -57,6 +57,14 @@ def slack_client(settings: Settings) -> WebClient:
     )
 
 
+def reminder_slack_client(settings: Settings) -> WebClient:
+    """For reminder jobs: no waiting out 429s, which would hold the worker from other
+    reminders; the job puts itself back for after Slack's Retry-After instead."""
+    return WebClient(token=settings.slack_bot_token.get_secret_value(),
+                     base_url=settings.slack_api_url,
+                     retry_handlers=[ConnectionErrorRetryHandler()])
+
+
 def exotel_client(settings: Settings, limiter: Limiter,
                   observe: Callable[[str, str, float], None] | None = None) -> ExotelClient:
     return ExotelClient(
@@ -91,7 +99,8 @@ def build_core(settings: Settings) -> Core:
     onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter)
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
-        reminder_sender=ReminderSender(reminders, store, exotel, slack, metrics),
+        reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
+                                       metrics),
         slack=slack, access=AccessPolicy(settings, lookup_client(settings)), metrics=metrics,
         home=HomeTabs(onboarding, slack),
         commands=CommandQueue(Queue(COMMANDS_QUEUE, connection=jobs), settings.exotel_deadline),

@@ -83,6 +83,7 @@ STEPS: list[Step] = [
     ("slack app token", lambda s: [check_app_token(s)]),
     ("exotel", lambda s: [check_exotel(s)]),
     ("redis", lambda s: [check_redis(s)]),
+    ("redis persistence", lambda s: [check_persistence(s)]),
     ("reminder worker", lambda s: [check_worker(s)]),
 ]
 
@@ -352,6 +353,35 @@ def _persistence(client: redis.Redis) -> str:
         return ("does NOT persist to disk: tracked links and scheduled reminders are lost "
                 "if Redis restarts (turn on appendonly)")
     return "persists to disk: " + " and ".join(kinds)
+
+
+def check_persistence(settings: Settings) -> Check:
+    """Whether a restart of Redis keeps the tracked links and scheduled reminders."""
+    name = "redis persistence"
+    if not settings.redis_url:
+        return Check(name, True, "the embedded Redis keeps an append-only file (fsynced every "
+                     f"second) in {settings.data_dir}/")
+    client = _redis(settings.redis_url, decode=True)
+    try:
+        save = str(client.config_get("save").get("save", "")).strip()
+        aof = client.config_get("appendonly").get("appendonly", "no")
+    except redis.ResponseError:  # managed Redis often disables or renames CONFIG
+        return Check(name, True, "could not check: CONFIG is disabled on this server; make "
+                     "sure your provider keeps an append-only file (appendonly yes)")
+    except redis.RedisError:
+        return Check(name, True, "could not check: Redis is not answering (see above)")
+    if aof == "yes":
+        return Check(name, True, "append-only file on"
+                     + (f", and RDB snapshots (save {save})" if save else ""))
+    if save:
+        return Check(name, True, f"RDB snapshots only (save {save}). Warning: a crash of Redis "
+                     "loses every link and reminder since the last snapshot (minutes of "
+                     "them); turn on appendonly yes to lose at most a second")
+    return Check(name, False, "this Redis persists nothing (appendonly no, save ''): a restart "
+                 "of Redis loses every tracked link and every scheduled reminder",
+                 "turn on the append-only file: CONFIG SET appendonly yes and "
+                 "CONFIG REWRITE, or appendonly yes in redis.conf (your provider's "
+                 "persistence setting on managed Redis)")
 
 
 def check_worker(settings: Settings) -> Check:

@@ -2,51 +2,78 @@
 
 RQ gives durability (a reminder due while every process was down runs when one is back),
 one scheduler across replicas (its lock) and retries. Delivery is at least once, so the
-job claims the reminder in Redis before posting and records it as sent afterwards.
+job claims the reminder in Redis before posting and records it as sent afterwards. A post
+carries Slack message metadata naming its batch: a retry that finds the claim of a worker
+that died (or failed) mid-post first looks for that post in the conversation's history,
+and records it as sent instead of posting a second one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import messages
 from bot.exotel import ExotelClient
 from bot.metrics import Metrics
 from bot.models import Batch, Requester
+from bot.settings import LINK_TTL
 from bot.store import TokenStore, now, redis_errors
 from bot.tokens import mask
 
 log = logging.getLogger(__name__)
 
+
+def _seconds(name: str, default: str) -> list[int]:
+    """Whole seconds from the environment ("5" or "5,60,120"), so tests can shorten them."""
+    return [int(part) for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
 QUEUE_NAME = "onboard-reminders"
 SENT_KEY = "onboard:reminder:sent:{}"
 CLAIM_KEY = "onboard:reminder:claim:{}"
 STOPPED_KEY = "onboard:reminder:stopped:{}"
-KEEP = timedelta(days=2)  # longer than any batch lives
+# A reminder's keys outlive its batch by this much, and no more: after the batch has gone
+# the job has nothing to send anyway.
+AFTER_BATCH = timedelta(hours=1)
 # Longer than one send can take (Exotel deadline plus Slack), shorter than the first retry:
 # a claim left by a killed worker has lapsed when RQ retries the job.
-CLAIM_SECONDS = 45
+CLAIM_SECONDS = _seconds("ONBOARD_REMINDER_CLAIM_SECONDS", "45")[0]
 JOB_TIMEOUT = 40
-RETRY = Retry(max=5, interval=[60, 120, 300, 600, 1200])
+RETRY_SECONDS = _seconds("ONBOARD_REMINDER_RETRY_SECONDS", "60,120,300,600,1200")
+RETRY = Retry(max=len(RETRY_SECONDS), interval=RETRY_SECONDS)
+FAILED_KEPT = timedelta(days=1)  # a failed job, for whoever looks into it; done ones go at once
+MAX_RESCHEDULES = 30  # after Slack's 429s; a rate limit lasting hours is an outage
 LATE = timedelta(minutes=1)  # a reminder posted later than this counts as late in /metrics
 # Slack errors that mean "this channel won't take it": the requester gets a DM instead.
 DM_INSTEAD = {"not_in_channel", "channel_not_found", "is_archived", "restricted_action"}
+EVENT_TYPE = "onboard_reminder"  # the metadata every reminder post carries
+CLOCK_SKEW = timedelta(minutes=1)  # between this machine and Slack, when reading history
+HISTORY_PAGES = 5  # of 200 messages each, from the claim's time
 
 
 class ReminderBusy(Exception):
     """Another worker is sending this reminder right now; RQ retries the job later."""
+
+
+class SlackRateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Slack rate limit: retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 def job_id(batch_id: str) -> str:
@@ -55,10 +82,33 @@ def job_id(batch_id: str) -> str:
 
 def enqueue_at(queue: Queue, due: datetime, job_id: str, description: str,
                job: Callable[..., Any], *args: Any) -> None:
-    """`job(*args)` at `due`, with the retries, timeout and TTLs every reminder job has."""
+    """`job(*args)` at `due`, with the retries, timeout and TTLs every reminder job has.
+
+    A finished job is deleted at once (its outcome is logged and counted in /metrics); a
+    failed one is kept a day."""
     queue.enqueue_at(due, job, *args, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
-                     result_ttl=int(KEEP.total_seconds()),
-                     failure_ttl=int(KEEP.total_seconds()), description=description)
+                     result_ttl=0, failure_ttl=int(FAILED_KEPT.total_seconds()),
+                     description=description)
+
+
+@dataclass
+class Claim:
+    """Who is sending a reminder since when, and to which conversations it may have posted."""
+
+    at: datetime  # when the first attempt began: no post of it can be older
+    until: datetime  # after this the sender is presumed dead or failed
+    where: list[str] = field(default_factory=list)
+    taken_over: bool = False  # a previous attempt did not finish: look before posting
+
+    def dump(self) -> str:
+        return json.dumps({"at": self.at.isoformat(), "until": self.until.isoformat(),
+                           "where": self.where})
+
+    @classmethod
+    def load(cls, raw: str) -> Claim:
+        data = json.loads(raw)
+        return cls(datetime.fromisoformat(data["at"]), datetime.fromisoformat(data["until"]),
+                   list(data.get("where", [])))
 
 
 class Reminders:
@@ -75,31 +125,77 @@ class Reminders:
                    send_reminder, batch.batch_id, due.isoformat())
         return due
 
+    def reschedule(self, batch_id: str, due: datetime, attempt: int, delay: timedelta) -> None:
+        """The same reminder again after `delay`, as a job of its own (this one is ending)."""
+        enqueue_at(self.queue, now() + delay, f"{job_id(batch_id)}-{attempt}",
+                   f"reminder for batch {batch_id}, attempt {attempt}", send_reminder,
+                   batch_id, due.isoformat(), attempt)
+
     def stop(self, batch_id: str) -> None:
         """No reminder for this batch from now on, even one already queued."""
         with redis_errors(), suppress(NoSuchJobError):
-            self.redis.set(STOPPED_KEY.format(batch_id), "1", ex=KEEP)
+            # The batch lives at most LINK_TTL from now: so long is long enough.
+            self.redis.set(STOPPED_KEY.format(batch_id), "1", ex=LINK_TTL)
             Job.fetch(job_id(batch_id), connection=self.queue.connection).cancel()
 
     def is_stopped(self, batch_id: str) -> bool:
         return bool(self.redis.exists(STOPPED_KEY.format(batch_id)))
 
-    def claim(self, batch_id: str) -> bool:
-        """True if this worker may send; False if it was sent. ReminderBusy if in flight."""
-        if self.redis.exists(SENT_KEY.format(batch_id)):
-            return False
-        if not self.redis.set(CLAIM_KEY.format(batch_id), "1", nx=True, ex=CLAIM_SECONDS):
-            raise ReminderBusy(batch_id)
-        return True
+    def claim(self, batch: Batch) -> Claim | None:
+        """The claim to send, or None if it was sent. ReminderBusy if in flight elsewhere.
 
-    def mark_sent(self, batch_id: str) -> None:
+        A claim whose sender ran out of time is taken over, keeping its time and where it
+        was posting: the new sender looks there first."""
+        key, moment = CLAIM_KEY.format(batch.batch_id), now()
+        if self.redis.exists(SENT_KEY.format(batch.batch_id)):
+            return None
+        fresh = Claim(moment, moment + timedelta(seconds=CLAIM_SECONDS))
+        if self.redis.set(key, fresh.dump(), nx=True, exat=self._end(batch)):
+            return fresh
         with self.redis.pipeline() as pipe:
-            pipe.set(SENT_KEY.format(batch_id), now().isoformat(), ex=KEEP)
-            pipe.delete(CLAIM_KEY.format(batch_id))
+            try:
+                pipe.watch(key)
+                raw = pipe.get(key)
+                if raw is None:
+                    raise ReminderBusy(batch.batch_id)  # released just now: retry soon
+                previous = Claim.load(raw)
+                if previous.until > moment:
+                    raise ReminderBusy(batch.batch_id)
+                taken = Claim(previous.at, fresh.until, previous.where, taken_over=True)
+                pipe.multi()
+                pipe.set(key, taken.dump(), exat=self._end(batch))
+                pipe.execute()
+            except redis.WatchError:
+                raise ReminderBusy(batch.batch_id) from None
+        return taken
+
+    def posting_to(self, batch: Batch, claim: Claim, channel: str) -> None:
+        """Note, before posting, where a post may land, for a retry to look there."""
+        if channel not in claim.where:
+            claim.where.append(channel)
+            self.redis.set(CLAIM_KEY.format(batch.batch_id), claim.dump(),
+                           exat=self._end(batch))
+
+    def mark_sent(self, batch: Batch) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.set(SENT_KEY.format(batch.batch_id), now().isoformat(), exat=self._end(batch))
+            pipe.delete(CLAIM_KEY.format(batch.batch_id))
             pipe.execute()
 
-    def release(self, batch_id: str) -> None:
-        self.redis.delete(CLAIM_KEY.format(batch_id))
+    def give_up(self, batch: Batch, claim: Claim) -> None:
+        """This attempt failed. If it may have posted, leave a lapsed claim saying where."""
+        key = CLAIM_KEY.format(batch.batch_id)
+        if not claim.where:
+            self.redis.delete(key)
+            return
+        lapsed = Claim(claim.at, now(), claim.where)
+        self.redis.set(key, lapsed.dump(), exat=self._end(batch))
+
+    @staticmethod
+    def _end(batch: Batch) -> int:
+        # Never in the past, which would drop the key at once (a reminder run very late).
+        end = max(batch.expires_at + AFTER_BATCH, now() + timedelta(seconds=CLAIM_SECONDS * 2))
+        return int(end.timestamp())
 
 
 @dataclass
@@ -109,57 +205,133 @@ class ReminderSender:
     reminders: Reminders
     store: TokenStore
     exotel: ExotelClient
-    slack: WebClient
+    slack: WebClient  # with no rate-limit retries: a 429 puts the job back, see send()
     metrics: Metrics
 
-    def send(self, batch_id: str, due: datetime) -> str:
+    def send(self, batch_id: str, due: datetime, attempt: int = 0) -> str:
         if self.reminders.is_stopped(batch_id):
             return "stopped by a user"
         batch = self.store.get_batch(batch_id)
         if batch is None:
             return "batch no longer tracked"
-        if not self.reminders.claim(batch_id):
+        claim = self.reminders.claim(batch)
+        if claim is None:
             return "already sent"
-        late_by = now() - due
         try:
-            outcome = self._send(batch, late_by)
+            outcome = self._recover(batch, claim) or self._send(batch, claim, now() - due)
+        except SlackRateLimited as limited:
+            self.reminders.give_up(batch, claim)
+            return self._later(batch_id, due, attempt, limited.retry_after)
         except BaseException:
-            self.reminders.release(batch_id)
+            self.reminders.give_up(batch, claim)
             self.metrics.count("onboard_reminders", outcome="failed")
             raise
-        self.reminders.mark_sent(batch_id)
-        posted = outcome.startswith("posted")
+        self.reminders.mark_sent(batch)
+        posted = outcome.startswith(("posted", "already posted"))
         self.metrics.count("onboard_reminders", outcome="sent" if posted else "skipped")
-        if posted and late_by > LATE:
+        if posted and now() - due > LATE:
             self.metrics.count("onboard_reminders", outcome="late")
         log.info("reminder batch=%s: %s", batch_id, outcome)
         return outcome
 
-    def _send(self, batch: Batch, late_by: timedelta) -> str:
+    def _later(self, batch_id: str, due: datetime, attempt: int, retry_after: int) -> str:
+        """Slack said 429: this worker goes on to other reminders; this one comes back."""
+        if attempt >= MAX_RESCHEDULES:
+            raise SlackRateLimited(retry_after)  # RQ's own retries, then failed
+        self.reminders.reschedule(batch_id, due, attempt + 1, timedelta(seconds=retry_after))
+        self.metrics.count("onboard_reminders", outcome="rate_limited")
+        log.info("reminder batch=%s: Slack rate limit, again in %s s", batch_id, retry_after)
+        return f"rate limited: again in {retry_after} s"
+
+    def _recover(self, batch: Batch, claim: Claim) -> str | None:
+        """After an attempt that did not finish: its post, if it reached Slack."""
+        if not claim.taken_over or not claim.where:
+            return None
+        oldest = f"{(claim.at - CLOCK_SKEW).timestamp():.6f}"
+        for channel in claim.where:
+            try:
+                if self._posted_in(channel, batch.batch_id, oldest):
+                    return f"already posted to {channel} (found in its history)"
+            except SlackApiError as error:
+                if error.response.status_code == 429:
+                    # Not worth waiting for: at least once beats never.
+                    log.warning("reminder batch=%s: rate limited reading %s", batch.batch_id,
+                                channel)
+                    continue
+                log.warning("reminder batch=%s: cannot read %s to see whether the last "
+                            "attempt posted (%s); posting (maybe again)", batch.batch_id,
+                            channel, error.response.get("error"))
+            except (SlackClientError, OSError) as error:
+                log.warning("reminder batch=%s: cannot read %s (%s); posting (maybe again)",
+                            batch.batch_id, channel, type(error).__name__)
+        return None
+
+    def _posted_in(self, channel: str, batch_id: str, oldest: str) -> bool:
+        cursor = None
+        for _ in range(HISTORY_PAGES):
+            page = self.slack.conversations_history(
+                channel=channel, oldest=oldest, include_all_metadata=True, limit=200,
+                cursor=cursor)
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if (metadata.get("event_type") == EVENT_TYPE
+                        and (metadata.get("event_payload") or {}).get("batch_id") == batch_id):
+                    return True
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return False
+        return False
+
+    def _send(self, batch: Batch, claim: Claim, late_by: timedelta) -> str:
         statuses = self.exotel.token_statuses(batch.tokens)
         known = {token: s for token, s in statuses.items() if isinstance(s, str)}
         if len(known) == len(statuses) and "VALID" not in known.values():
             summary = ",".join(f"{mask(t)}={s}" for t, s in known.items())
             return f"not posted: no link is still valid ({summary})"
         message = messages.reminder(batch, known, late_by)
-        return f"posted to {self._post(batch.requester, message)}"
+        return f"posted to {self._post(batch, claim, message)}"
 
-    def _post(self, requester: Requester, message: messages.Message) -> str:
+    def _post(self, batch: Batch, claim: Claim, message: messages.Message) -> str:
+        requester: Requester = batch.requester
+        metadata = {"event_type": EVENT_TYPE, "event_payload": {"batch_id": batch.batch_id}}
         try:
-            self.slack.chat_postMessage(channel=requester.channel_id, **message)
+            self._post_to(batch, claim, requester.channel_id, message, metadata)
             return requester.channel_id
         except SlackApiError as error:
             if error.response.get("error") not in DM_INSTEAD:
                 raise
             log.info("channel %s refused the reminder (%s); sending it as a DM",
                      requester.channel_id, error.response.get("error"))
-        dm = self.slack.conversations_open(users=requester.user_id)["channel"]["id"]
-        self.slack.chat_postMessage(channel=dm, **message)
+        dm = self._call(self.slack.conversations_open, users=requester.user_id)["channel"]["id"]
+        self._post_to(batch, claim, dm, message, metadata)
         return f"a DM to {requester.user_id}"
 
+    def _post_to(self, batch: Batch, claim: Claim, channel: str, message: messages.Message,
+                 metadata: dict[str, Any]) -> None:
+        self.reminders.posting_to(batch, claim, channel)
+        self._call(self.slack.chat_postMessage, channel=channel, metadata=metadata, **message)
 
-def send_reminder(batch_id: str, due: str) -> str:
+    @staticmethod
+    def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
+        """A Web API call; Slack's 429 becomes SlackRateLimited with its Retry-After."""
+        try:
+            return method(**kwargs)
+        except SlackApiError as error:
+            if error.response.status_code != 429:
+                raise
+            raise SlackRateLimited(_retry_after(error.response.headers)) from None
+
+
+def _retry_after(headers: Any) -> int:
+    for name, value in dict(headers or {}).items():
+        if name.lower() == "retry-after":
+            with suppress(TypeError, ValueError):
+                return max(1, int(value[0] if isinstance(value, list) else value))
+    return 60  # Slack always sends it; a minute if a proxy dropped it
+
+
+def send_reminder(batch_id: str, due: str, attempt: int = 0) -> str:
     """The RQ job: post the reminder for one batch (run by `python -m bot worker`)."""
     from bot.jobs import current_core
 
-    return current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due))
+    return current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due), attempt)

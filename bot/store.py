@@ -107,6 +107,9 @@ class TokenStore:
             for item in links:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
             for index in _indexes(batch.requester).values():
+                # Pruned as it is written, not only when someone lists it; its TTL is its
+                # newest member's: this batch's.
+                pipe.zremrangebyscore(index, "-inf", now().timestamp())
                 pipe.zadd(index, {batch.batch_id: batch.expires_at.timestamp()})
                 pipe.expire(index, ttl)
             pipe.execute()

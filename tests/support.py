@@ -62,8 +62,12 @@ def redis_server_binary() -> str:
 class RedisProcess:
     """A throwaway redis-server on a loopback port, which a test may stop and start again."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None,
+                 options: dict[str, str | tuple[str, ...]] | None = None) -> None:
         self.port = port or free_port()
+        # Server options over the defaults (no persistence), e.g. {"appendonly": "yes"} or
+        # {"rename-command": ("CONFIG", "")}.
+        self.options = {"save": "", "appendonly": "no", **(options or {})}
         self.dir = tempfile.mkdtemp(prefix="onboard-redis-")
         self.proc: subprocess.Popen | None = None
 
@@ -77,7 +81,9 @@ class RedisProcess:
         atexit.register(self.stop)  # never outlive the test run, even one that fails
         self.proc = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
+             "--dir", self.dir,
+             *(arg for name, value in self.options.items()
+               for arg in (f"--{name}", *((value,) if isinstance(value, str) else value)))],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
@@ -152,10 +158,11 @@ ROOT = Path(__file__).resolve().parent.parent
 class BotProcess:
     """`python -m bot ...` as a real child process, as the Procfile or an operator runs it."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, new_session: bool = False) -> None:
         self.env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
                     "PYTHONUNBUFFERED": "1", **env}
         self.args = args
+        self.new_session = new_session  # its own process group, which a test may kill whole
         self.port = int(env.get("PORT") or free_port())
         self.env["PORT"] = str(self.port)
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (open while the bot writes it)
@@ -172,7 +179,8 @@ class BotProcess:
         import sys
 
         self.proc = subprocess.Popen([sys.executable, "-m", "bot", *self.args], cwd=ROOT,
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=self.new_session)
         if self.args == ("worker",):
             return self._wait_for_worker(timeout)
         deadline = time.monotonic() + timeout

@@ -35,12 +35,13 @@ from tests.support import (
     redis_server_binary,
 )
 
-MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read"]
+MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read",
+                   "channels:history", "groups:history", "im:history"]
 CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
-               "reminder worker"]
+               "redis persistence", "reminder worker"]
 # Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
 # app token to check.
-FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓"]
+FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]
 
 
 class ScriptedSlack:
@@ -135,11 +136,13 @@ def closed_redis_url() -> str:
 
 
 def test_every_check_passes_against_the_fakes(
-    redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox, slack: FakeSlack
+    exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
-    settings = settings_for(redis_url, exotel, slack)
     out = io.StringIO()
-    with registered_worker(redis_url) as worker:
+    # The suite's Redis persists nothing, which the doctor rightly fails: one that does.
+    with redis_server("--appendonly", "yes") as redis_url, \
+            registered_worker(redis_url) as worker:
+        settings = settings_for(redis_url, exotel, slack)
         assert doctor.run_doctor(settings, out) == 0
     lines = out.getvalue().splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -173,7 +176,7 @@ def test_granted_scopes_are_compared_with_the_manifest(
         checks = doctor.check_slack(settings)
     assert [c.line() for c in checks] == [
         "✓ slack: auth.test ok: bot onboard-bot (U0BOT) in workspace Acme (T0ACME)",
-        "✓ slack scopes: all 5 of manifest.yml's bot scopes granted (also granted: "
+        "✓ slack scopes: all 8 of manifest.yml's bot scopes granted (also granted: "
         "channels:read)",
     ]
     assert fake.methods == ["auth.test"]
@@ -188,7 +191,8 @@ def test_missing_scopes_fail_with_the_names_and_the_fix(
     auth, scopes = checks
     assert auth.ok and not scopes.ok
     assert scopes.line() == (
-        "✗ slack scopes: the bot token lacks chat:write.public, im:write, usergroups:read — "
+        "✗ slack scopes: the bot token lacks chat:write.public, im:write, usergroups:read, "
+        "channels:history, groups:history, im:history — "
         "add them under OAuth & Permissions (or update the app from manifest.yml) and "
         "reinstall the app to the workspace")
 
@@ -292,6 +296,50 @@ def test_redis_persistence_and_a_disabled_config_command(
     assert check.ok and "persistence unknown (CONFIG is disabled" in check.detail
 
 
+def test_a_redis_that_persists_nothing_fails_with_why_and_how_to_fix(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+) -> None:
+    # The suite's Redis runs with --save "" --appendonly no.
+    check = doctor.check_persistence(settings_for(redis_url, exotel, slack))
+    assert not check.ok
+    assert "loses every tracked link and every scheduled reminder" in check.detail
+    assert "appendonly yes" in check.fix
+    env = bot_env(exotel, slack, REDIS_URL=redis_url)
+    done = run_doctor_process(env, str(tmp_path))
+    assert done.returncode == 1
+    assert "✗ redis persistence: this Redis persists nothing" in done.stdout
+
+
+def test_rdb_only_passes_with_a_warning_and_aof_passes(
+    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+) -> None:
+    with redis_server() as url:
+        redis.Redis.from_url(url).config_set("save", "900 1")  # redis_server starts with none
+        rdb = doctor.check_persistence(settings_for(url, exotel, slack))
+    assert rdb.ok and "RDB snapshots only (save 900 1)" in rdb.detail
+    assert "Warning: a crash of Redis loses every link and reminder since the last " \
+        "snapshot" in rdb.detail
+    with redis_server("--appendonly", "yes") as url:
+        aof = doctor.check_persistence(settings_for(url, exotel, slack))
+        with registered_worker(url):  # everything else passes too: exit 0
+            done = run_doctor_process(bot_env(exotel, slack, REDIS_URL=url), str(tmp_path))
+    assert aof.line() == "✓ redis persistence: append-only file on"
+    assert done.returncode == 0, done.stdout
+    assert "✓ redis persistence: append-only file on" in done.stdout
+
+
+def test_persistence_behind_a_disabled_config_command_is_unknown_not_failed(
+    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+) -> None:
+    with redis_server("--rename-command", "CONFIG", "") as url:
+        check = doctor.check_persistence(settings_for(url, exotel, slack))
+    assert check.ok and check.detail.startswith("could not check: CONFIG is disabled")
+    embedded = doctor.check_persistence(settings_for(
+        "unused", exotel, slack, REDIS_URL=None, ONBOARD_DATA_DIR=str(tmp_path / "data")))
+    assert embedded.ok and "append-only file" in embedded.detail
+    assert not (tmp_path / "data").exists()
+
+
 def test_redis_down_fails_with_how_to_fix(exotel: ExotelSandbox, slack: FakeSlack) -> None:
     url = closed_redis_url()
     settings = settings_for(url, exotel, slack)
@@ -351,14 +399,15 @@ def run_doctor_process(env: dict[str, str], home: str) -> subprocess.CompletedPr
 
 
 def test_python_m_bot_doctor_passes_with_a_real_worker(
-    redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
 ) -> None:
-    env = bot_env(exotel, slack, REDIS_URL=redis_url)
-    worker = BotProcess(env, "worker").start()
-    try:
-        done = run_doctor_process(env, str(tmp_path))
-    finally:
-        worker.stop()
+    with redis_server("--appendonly", "yes") as redis_url:
+        env = bot_env(exotel, slack, REDIS_URL=redis_url)
+        worker = BotProcess(env, "worker").start()
+        try:
+            done = run_doctor_process(env, str(tmp_path))
+        finally:
+            worker.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -382,7 +431,8 @@ def test_python_m_bot_doctor_fails_with_one_line_per_problem(
     assert done.returncode == 1
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert set(lines) == {"✓ settings", "✓ slack", "– slack scopes", "– slack app token",
-                          "✗ exotel", "✗ redis", "✗ reminder worker"}
+                          "✗ exotel", "✗ redis", "✓ redis persistence", "✗ reminder worker"}
+    assert lines["✓ redis persistence"].startswith("could not check")
     assert "rejected the credentials (HTTP 401)" in lines["✗ exotel"]
     assert lines["✗ redis"].startswith(f"cannot reach {redis_url}")
     assert wrong_token not in done.stdout + done.stderr

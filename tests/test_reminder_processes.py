@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import pytest
 import redis
 import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from bot.reminders import QUEUE_NAME
+from bot.reminders import CLAIM_KEY, QUEUE_NAME, SENT_KEY, Claim
 from bot.sandbox import ExotelSandbox
+from tests.conftest import REP
 from tests.fakes.slack import FakeSlack
-from tests.support import BotProcess, bot_env, command_body, sign
+from tests.support import ROOT, BotProcess, bot_env, command_body, sign
 
 DUE = re.compile(r"Reminder in this channel <!date\^(\d+)\^")
 
@@ -124,3 +130,51 @@ def test_two_complete_instances_send_each_reminder_once(
     posted = [str(p["blocks"]) for p in reminders_posted(slack)]
     assert len(posted) == 2
     assert sum("Customer A" in p for p in posted) == sum("Customer B" in p for p in posted) == 1
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_post_leaves_one_reminder_after_the_retry(
+    redis_url: str, redis_client, make_core, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    """Acceptance 3: Slack slow to answer the reminder's post (it is posted), the worker
+    SIGKILLed meanwhile; the retry, in another process, finds the post and adds none."""
+    core = make_core(REMINDER_LEAD="86395")
+    result = core.onboarding.issue(REP, 1, "ACME")
+    assert result.batch is not None and result.reminder_due is not None
+    batch_id = result.batch.batch_id
+    slack.channel_delays["C0SALES"] = 60
+    settings = {**env(redis_url, exotel, slack), "ONBOARD_REMINDER_CLAIM_SECONDS": "3"}
+    worker = BotProcess(settings, "worker", new_session=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not posted_for(slack, batch_id):
+            assert time.monotonic() < deadline, worker.output()
+            time.sleep(0.05)
+        assert worker.proc is not None
+        os.killpg(worker.proc.pid, signal.SIGKILL)  # the worker and its scheduler, mid-post
+        worker.proc.wait()
+    finally:
+        worker.stop()
+    slack.channel_delays.clear()
+    claim = Claim.load(redis_client.get(CLAIM_KEY.format(batch_id)))
+    assert claim.where == ["C0SALES"]
+    while datetime.now(UTC) <= claim.until:  # the dead worker's claim lapses (3 s)
+        time.sleep(0.1)
+
+    retry = subprocess.run(
+        [sys.executable, "-c", "import sys; from bot.reminders import send_reminder; "
+         "print(send_reminder(*sys.argv[1:]))", batch_id, result.reminder_due.isoformat()],
+        cwd=ROOT, env={"PATH": os.environ["PATH"], **settings}, capture_output=True, text=True,
+        timeout=60)
+
+    assert retry.returncode == 0, retry.stderr
+    assert "already posted to C0SALES (found in its history)" in retry.stdout
+    assert posted_for(slack, batch_id) == ["C0SALES"]  # exactly one reminder
+    assert redis_client.exists(SENT_KEY.format(batch_id))
+    assert not redis_client.exists(CLAIM_KEY.format(batch_id))
+
+
+def posted_for(slack: FakeSlack, batch_id: str) -> list[str]:
+    with slack.lock:
+        return [channel for channel, messages in slack.messages.items() for m in messages
+                if (m.get("metadata") or {}).get("event_payload", {}).get("batch_id") == batch_id]

@@ -33,6 +33,13 @@ class FakeSlack:
         self.delays: dict[str, float] = {}  # method -> seconds to take over answering
         self.socket_url: str | None = None  # what apps.connections.open hands out
         self.app_token = APP_TOKEN  # the only app-level token apps.connections.open accepts
+        # Per channel, for chat.postMessage: seconds to take over answering (the message is
+        # posted first, then the answer waits), and a lasting 429 with this Retry-After.
+        self.channel_delays: dict[str, float] = {}
+        self.channel_retry_after: dict[str, int] = {}
+        self.history_errors: dict[str, str] = {}  # channel -> error for conversations.history
+        self.messages: dict[str, list[dict[str, Any]]] = {}  # channel -> posted, oldest first
+        self._last_ts = 0.0
         self.lock = threading.Lock()
         self._server = LoopbackServer(("127.0.0.1", port), self._handler())
 
@@ -64,6 +71,10 @@ class FakeSlack:
             self.rate_limited.clear()
             self.usergroups.clear()
             self.delays.clear()
+            self.channel_delays.clear()
+            self.channel_retry_after.clear()
+            self.history_errors.clear()
+            self.messages.clear()
 
     def calls(self, method: str) -> list[ApiCall]:
         with self.lock:
@@ -97,8 +108,9 @@ class FakeSlack:
                     "user": "onboard-bot", "team_id": "T0FAKE", "user_id": "U0BOT",
                     "bot_id": "B0BOT"}
         if method == "chat.postMessage":
-            return {"ok": True, "channel": params.get("channel"), "ts": f"{time.time():.6f}",
-                    "message": {"text": params.get("text")}}
+            return self._post(params)
+        if method == "conversations.history":
+            return self._history(params)
         if method == "usergroups.users.list":
             group = str(params.get("usergroup"))
             if group not in self.usergroups:
@@ -110,6 +122,35 @@ class FakeSlack:
             return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
         return {"ok": True}
 
+    def _post(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel"))
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):  # form-encoded calls send it as JSON text
+            metadata = json.loads(metadata)
+        with self.lock:
+            self._last_ts = max(time.time(), self._last_ts + 0.000001)  # unique, rising
+            ts = f"{self._last_ts:.6f}"
+            message = {"type": "message", "ts": ts, "text": params.get("text"),
+                       "bot_id": "B0BOT", "metadata": metadata}
+            self.messages.setdefault(channel, []).append(message)
+        return {"ok": True, "channel": channel, "ts": ts,
+                "message": {"text": params.get("text")}}
+
+    def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.history: newest first, after `oldest`; metadata only when asked."""
+        channel = str(params.get("channel"))
+        if channel in self.history_errors:
+            return {"ok": False, "error": self.history_errors[channel]}
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        with self.lock:
+            found = [dict(m) for m in self.messages.get(channel, []) if float(m["ts"]) > oldest]
+        for message in found:
+            if not with_metadata or message["metadata"] is None:
+                del message["metadata"]
+        return {"ok": True, "messages": found[::-1], "has_more": False,
+                "response_metadata": {"next_cursor": ""}}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -119,6 +160,10 @@ class FakeSlack:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:  # slack_sdk reads conversations.history with GET
+                query = self.path.partition("?")[2]
+                self._api({k: v[0] for k, v in parse_qs(query).items()})
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
@@ -132,20 +177,28 @@ class FakeSlack:
                         fake.responses.setdefault(name, []).append(params)
                     self._send(b"ok", "text/plain")
                     return
+                self._api(params)
+
+            def _api(self, params: dict[str, Any]) -> None:
                 method = self.path.removeprefix("/api/").split("?")[0]
+                channel = str(params.get("channel"))
+                posting = method == "chat.postMessage"
                 with fake.lock:
                     fake.api_calls.append(
                         ApiCall(method, params, self.headers.get("Authorization")))
                     limited = fake.rate_limited.get(method, 0)
                     if limited:
                         fake.rate_limited[method] = limited - 1
-                if limited:
+                    retry_after = fake.channel_retry_after.get(channel) if posting else None
+                if limited or retry_after:
                     body = json.dumps({"ok": False, "error": "ratelimited"}).encode()
                     self._send(body, "application/json", status=429,
-                               headers={"Retry-After": "1"})
+                               headers={"Retry-After": str(retry_after or 1)})
                     return
-                time.sleep(fake.delays.get(method, 0.0))
                 answer = fake._answer(method, params, self.headers.get("Authorization"))
+                # posted now, answered after the delay
+                time.sleep(fake.delays.get(method, 0.0)
+                           + (fake.channel_delays.get(channel, 0.0) if posting else 0.0))
                 self._send(json.dumps(answer).encode(), "application/json")
 
             def _send(self, body: bytes, content_type: str, status: int = 200,
