@@ -359,9 +359,9 @@ def check_persistence(settings: Settings) -> Check:
     """Whether a restart of Redis keeps the tracked links and scheduled reminders."""
     name = "redis persistence"
     if not settings.redis_url:
-        return Check(name, True, "the embedded Redis keeps an append-only file (fsynced every "
-                     f"second) in {settings.data_dir}/")
-    client = _redis(settings.redis_url, decode=True)
+        return skipped(name, "the embedded Redis keeps an append-only file (fsynced every "
+                       f"second) in {settings.data_dir}/")
+    client = _redis(settings, decode=True)
     try:
         save = str(client.config_get("save").get("save", "")).strip()
         aof = client.config_get("appendonly").get("appendonly", "no")
