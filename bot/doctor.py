@@ -312,7 +312,7 @@ def check_exotel(settings: Settings) -> Check:
 
 
 def check_redis(settings: Settings) -> Check:
-    """Ping, version, and whether the data survives a Redis restart."""
+    """Ping and version (`check_persistence` says whether the data survives a restart)."""
     if not settings.redis_url:
         return skipped("redis", "REDIS_URL is not set: the bot starts an embedded Redis "
                        f"(data in {settings.data_dir}/) while it runs; nothing to check now")
@@ -330,7 +330,7 @@ def check_redis(settings: Settings) -> Check:
             fix = ("give Redis a certificate a public CA signed, or set REDIS_TLS_VERIFY=false "
                    "to accept the provider's self-signed one (see the README for the risk)")
         return Check("redis", False, f"cannot reach {where} ({_reason(error)})", fix)
-    return Check("redis", True, f"{where} answers, Redis {version}; {_persistence(client)}")
+    return Check("redis", True, f"{where} answers, Redis {version}")
 
 
 def _version(client: redis.Redis) -> str:
@@ -338,21 +338,6 @@ def _version(client: redis.Redis) -> str:
         return str(client.info("server").get("redis_version", "unknown"))
     except redis.ResponseError:
         return "of unknown version (INFO is disabled)"  # some hosted Redis rename it
-
-
-def _persistence(client: redis.Redis) -> str:
-    try:
-        save = client.config_get("save").get("save", "")
-        aof = client.config_get("appendonly").get("appendonly", "no")
-    except redis.ResponseError:
-        return "persistence unknown (CONFIG is disabled on this server)"
-    kinds = [f"RDB snapshots (save {save})"] if save.strip() else []
-    if aof == "yes":
-        kinds.append("append-only file")
-    if not kinds:
-        return ("does NOT persist to disk: tracked links and scheduled reminders are lost "
-                "if Redis restarts (turn on appendonly)")
-    return "persists to disk: " + " and ".join(kinds)
 
 
 def check_persistence(settings: Settings) -> Check:

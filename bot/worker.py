@@ -110,12 +110,16 @@ def _redis_answers(core: Core) -> bool:
 
 
 def _sleep_unless_stopped(seconds: float) -> None:
+    _leave_on_stop_signals()
+    time.sleep(seconds)
+
+
+def _leave_on_stop_signals() -> None:
     def leave(*_: Any) -> None:
         sys.exit(0)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, leave)
-    time.sleep(seconds)
 
 
 class Pool(WorkerPool):
@@ -137,6 +141,7 @@ class Pool(WorkerPool):
 
 
 def _pool_worker(settings: Settings, parent: int, logging_level: str) -> None:
+    _leave_on_stop_signals()  # until RQ installs its own: a stop while starting is no crash
     die_with_parent(signal.SIGTERM, parent)  # a pool killed outright takes its workers along
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     serve(build_core(settings), logging_level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -181,7 +182,7 @@ class BotProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "bot", *self.args], cwd=ROOT,
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=self.new_session)
-        if self.args == ("worker",):
+        if self.args == ("worker",) and ready is None:
             return self._wait_for_worker(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -391,3 +392,16 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
             return
         time.sleep(0.05)
     raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def kill_tree(bot: BotProcess) -> set[int]:
+    """SIGKILL a process and everything it started, as a host or the OOM killer would."""
+    import signal
+
+    assert bot.proc is not None
+    pids = {bot.proc.pid, *descendants_of(bot.proc.pid)}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    bot.proc.wait(10)
+    return pids

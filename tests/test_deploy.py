@@ -141,6 +141,9 @@ def test_a_fresh_venv_from_requirements_runs_the_doctor(
     install = subprocess.run([python, "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
                              capture_output=True, text=True, timeout=800)
     assert install.returncode == 0, install.stdout + install.stderr
+    # A Redis that keeps an append-only file: the doctor rightly fails one that persists nothing.
+    durable = RedisProcess(options={"appendonly": "yes"}).start()
+    redis_url = durable.url
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1",
            **bot_env(exotel, slack, REDIS_URL=redis_url)}
     worker = BotProcess(env, "worker")
@@ -151,9 +154,10 @@ def test_a_fresh_venv_from_requirements_runs_the_doctor(
                               capture_output=True, text=True, timeout=120)
     finally:
         worker.stop()
+        durable.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "✓ exotel" in done.stdout and "✓ redis" in done.stdout
-    assert "✓ reminder worker: 1 on" in done.stdout
+    assert "✓ reminder worker: 4 on" in done.stdout  # WORKER_PROCESSES
     # And it was the venv's own packages, not this one's.
     where = subprocess.run([python, "-c", "import slack_bolt; print(slack_bolt.__file__)"],
                            capture_output=True, text=True, check=True, timeout=60)
@@ -519,7 +523,7 @@ def test_jobs_finds_the_embedded_redis_of_a_running_bot(
         bot.start(timeout=60)
 
         def sees_the_worker() -> bool:
-            return "workers: 1" in run_jobs(env, tmp_path).stdout
+            return "workers: 4" in run_jobs(env, tmp_path).stdout  # WORKER_PROCESSES
 
         wait_until("jobs sees the bot's worker", sees_the_worker, timeout=60)
         done = run_jobs(env, tmp_path)
@@ -528,4 +532,4 @@ def test_jobs_finds_the_embedded_redis_of_a_running_bot(
     assert done.returncode == 0, done.stderr
     assert "Redis: unix://" in done.stdout
     assert f"queue {QUEUE_NAME}: 0 queued" in done.stdout
-    assert QUEUE_NAME in done.stdout.split("workers: 1", 1)[1]
+    assert QUEUE_NAME in done.stdout.split("workers: 4", 1)[1]

@@ -22,7 +22,17 @@ from bot.reminders import CLAIM_KEY, QUEUE_NAME, SENT_KEY, Claim
 from bot.sandbox import ExotelSandbox
 from tests.conftest import REP
 from tests.fakes.slack import FakeSlack
-from tests.support import ROOT, BotProcess, bot_env, command_body, sign
+from tests.support import (
+    ROOT,
+    BotProcess,
+    RedisProcess,
+    bot_env,
+    command_body,
+    descendants_of,
+    kill_tree,
+    sign,
+    wait_until,
+)
 
 DUE = re.compile(r"Reminder in this channel <!date\^(\d+)\^")
 
@@ -178,3 +188,39 @@ def posted_for(slack: FakeSlack, batch_id: str) -> list[str]:
     with slack.lock:
         return [channel for channel, messages in slack.messages.items() for m in messages
                 if (m.get("metadata") or {}).get("event_payload", {}).get("batch_id") == batch_id]
+
+
+def test_a_reminder_due_after_a_worker_and_its_scheduler_were_killed_comes_on_time(
+    redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    settings = {**env(redis_url, exotel, slack), "REMINDER_LEAD": "86380"}  # due in 20 s
+    with processes(BotProcess(settings, "web")) as (web,):
+        first = BotProcess(settings, "worker").start()
+        wait_until(lambda: len(descendants_of(first.proc.pid)) >= 5, 30,  # type: ignore
+                   "the pool's four workers and the scheduler started")
+        kill_tree(first)  # the scheduler too, still holding its lock
+        with processes(BotProcess(settings, "worker")):
+            due = onboard(web, slack, "after-kill")
+            wait_for_posts(slack, 1, timeout=120)
+            posted = datetime.now(UTC)
+            wait_until_all_done(redis_url)
+    assert (posted - due).total_seconds() < 60
+    assert len(reminders_posted(slack)) == 1
+
+
+def test_a_worker_started_while_redis_is_down_works_once_it_is_up(
+    exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    own = RedisProcess()
+    settings = env(own.url, exotel, slack)
+    worker = BotProcess(settings, "worker").start(ready=lambda: True)
+    try:
+        time.sleep(10)  # the outage the test is about: the worker must ride it out
+        assert worker.proc is not None and worker.proc.poll() is None, worker.output()
+        own.start()
+        with processes(BotProcess(settings, "web")) as (web,):
+            onboard(web, slack, "after-outage")
+            wait_for_posts(slack, 1, timeout=60)
+    finally:
+        worker.stop()
+        own.stop()
