@@ -1,38 +1,146 @@
-"""Serving the bot: gunicorn for HTTP mode, Bolt's Socket Mode client otherwise."""
+"""Serving the bot: gunicorn with uvicorn workers for HTTP mode, Bolt's Socket Mode otherwise.
+
+Each request is read whole on uvicorn's event loop, within a size limit and a deadline, before
+a thread runs the bot's WSGI application on it (through a2wsgi): a slow or huge request holds
+a cheap connection, never one of the threads that answer Slack (docs/decisions/0001-web-front.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Callable
-from typing import Any
+import signal
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, ClassVar
 
+from a2wsgi import WSGIMiddleware
 from gunicorn.app.base import BaseApplication
+from uvicorn_worker import UvicornWorker
 
 from bot.app import build_services, create_app
 from bot.settings import Settings, load_settings
-from bot.web import create_wsgi
+from bot.web import MAX_BODY, create_wsgi
 
 log = logging.getLogger(__name__)
 
+# Slack sends a request's few kB at once; a body still arriving after this is cut off (408).
+BODY_DEADLINE = 10.0
 
-def wsgi_application() -> Callable[..., Any]:
-    """Build the whole bot from the environment; gunicorn calls this in each worker."""
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class WholeBody:
+    """ASGI middleware: the body read in full, at most `limit` bytes within `deadline`
+    seconds, before the application is called; 413 past the limit (by Content-Length before
+    reading, or as a chunked body crosses it), 408 past the deadline."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY,
+                 deadline: float = BODY_DEADLINE) -> None:
+        self.app, self.limit, self.deadline = app, limit, deadline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit():
+            return await _refuse(send, 400, b"bad request\n")
+        if int(length) > self.limit:
+            return await _refuse(send, 413, b"request too large\n")
+        try:
+            async with asyncio.timeout(self.deadline):
+                body = await self._read(receive)
+        except TimeoutError:
+            return await _refuse(send, 408, b"request timeout\n")
+        if body is None:
+            return await _refuse(send, 413, b"request too large\n")
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b""  # the client left; the application's answer goes nowhere
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if given:
+            return await receive()  # only a disconnect can come now
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+async def _refuse(send: Send, status: int, text: bytes) -> None:
+    # Connection: close, as the rest of the request is never read.
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(text)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": text})
+
+
+def web_threads() -> int:
+    return int(os.environ.get("WEB_THREADS", "32"))
+
+
+def asgi_application() -> ASGIApp:
+    """Build the whole bot from the environment; each gunicorn worker calls this once."""
     services = build_services(load_settings())
-    return create_wsgi(create_app(services), services)
+    wsgi = create_wsgi(create_app(services), services)
+    # Bolt's listeners are synchronous: they run on these threads, one request each.
+    return WholeBody(WSGIMiddleware(wsgi, workers=web_threads()))  # type: ignore[arg-type]
+
+
+class Worker(UvicornWorker):
+    """uvicorn in a gunicorn worker: HTTP parsed by httptools, no lifespan, no access log."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "asyncio", "http": "httptools", "lifespan": "off", "access_log": False,
+        "server_header": False}
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # uvicorn raises SIGTERM again once it has stopped serving; exiting then, rather than
+        # dying of it, runs atexit, which waits for the background process's work in hand.
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop, _exit)
+
+
+def _exit(signum: int, frame: object) -> None:
+    sys.exit(0)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"0.0.0.0:{settings.port}",
-        "worker_class": "gthread",
-        # Each worker runs its own ack and Exotel pools; threads serve concurrent requests.
+        "worker_class": "bot.server.Worker",
+        # Each worker runs its own ack threads and its own background process.
         "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
-        "threads": int(os.environ.get("WEB_THREADS", "32")),
         "timeout": 30,
         "graceful_timeout": 20,  # platforms give 30 s after SIGTERM
         "keepalive": 5,
         "accesslog": None,
+        # Otherwise gunicorn opens a control socket in $HOME, shared by every bot of the user.
+        "control_socket_disable": True,
     }
 
 
@@ -45,8 +153,8 @@ class _Gunicorn(BaseApplication):
         for key, value in self._options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Callable[..., Any]:
-        return wsgi_application()
+    def load(self) -> ASGIApp:
+        return asgi_application()
 
 
 def serve_http(settings: Settings) -> None:
