@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from a2wsgi import WSGIMiddleware
 from gunicorn.app.base import BaseApplication
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from bot.app import build_services, create_app
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Slack sends a request's few kB at once; a body still arriving after this is cut off (408).
 BODY_DEADLINE = 10.0
+# A request line and headers longer than this are refused (Slack's are about 2 kB).
+MAX_HEAD = 64 * 1024
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -110,11 +113,42 @@ def asgi_application() -> ASGIApp:
     return WholeBody(WSGIMiddleware(wsgi, workers=web_threads()))  # type: ignore[arg-type]
 
 
+class BoundedHead(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a limit on a request's line and headers.
+
+    httptools buffers a head of any size (a 200 MB header was taken whole); h11 has a limit
+    but parses in Python, at twice the ack latency under load (the decision record). A head
+    still incomplete past MAX_HEAD is answered 400 and its connection closed. The chunk in
+    which a request begins is not counted, so the bound is MAX_HEAD plus one read (256 kB)."""
+
+    _in_head = True
+    _head_bytes = 0
+    _began = False
+
+    def data_received(self, data: bytes) -> None:
+        self._began = False
+        super().data_received(data)
+        if self._in_head and not self._began and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self.logger.warning("request headers over %d bytes refused", MAX_HEAD)
+                self.send_400_response("Request headers too large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._began = True, 0, True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+
 class Worker(UvicornWorker):
-    """uvicorn in a gunicorn worker: HTTP parsed by httptools, no lifespan, no access log."""
+    """uvicorn in a gunicorn worker: HTTP parsed by httptools (heads bounded), no lifespan,
+    no access log."""
 
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
-        "loop": "asyncio", "http": "httptools", "lifespan": "off", "access_log": False,
+        "loop": "asyncio", "http": BoundedHead, "lifespan": "off", "access_log": False,
         "server_header": False}
 
     def init_signals(self) -> None:

@@ -21,6 +21,7 @@ from bot.server import gunicorn_options
 from bot.settings import load_settings
 from tests.fakes.slack import FakeSlack
 from tests.support import BotProcess, bot_env, command_body, sign
+from tests.test_process import children_of
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +163,32 @@ def test_a_chunked_body_is_cut_at_1_mb(web: BotProcess) -> None:
     status, log = _log_growth(web, send)
     assert status == 413
     assert len(log) < 10_000, log[:500]
+
+
+def test_huge_headers_are_refused_unbuffered(web: BotProcess) -> None:
+    assert web.proc is not None
+    [worker] = children_of(web.proc.pid)  # WEB_CONCURRENCY=1
+    memory = _rss(worker)
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as conn:
+        conn.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nX-Big: ")
+        with contextlib.suppress(OSError):
+            for _ in range(50):
+                conn.sendall(b"a" * MB)
+        assert _status(conn) == 400
+    assert _rss(worker) - memory < 20 * MB
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
+
+
+def test_a_signed_body_just_under_1_mb_is_served(web: BotProcess, slack: FakeSlack) -> None:
+    body = command_body("/onboard-link", "help " + "x" * (MB - 300), slack.response_url("big"))
+    assert MB - 1000 < len(body) <= MB
+    response = requests.post(f"{web.url}/slack/events", data=body.encode(), headers=sign(body),
+                             timeout=10)
+    assert response.status_code == 200
 
 
 def test_an_unsigned_body_under_the_limit_is_not_logged(web: BotProcess) -> None:
