@@ -18,10 +18,10 @@ REDACTED = "[redacted]"
 # four characters are kept.
 TOKEN_IN_TEXT = re.compile(
     r"(isv-onboard(?:/|%2F)|access_token(?:=|%3D))[A-Za-z0-9_-]*([A-Za-z0-9_-]{4})", re.I)
-# A bare token: Exotel's tokens are UUIDs (with or without dashes); nothing else the bot
-# logs has that shape.
+# A bare token: Exotel's tokens are UUIDs. Only the dashed form: the bot's own batch ids are
+# 32 hex digits undashed, and operators need them in the log.
 BARE_TOKEN = re.compile(
-    r"(?<![0-9A-Za-z])[0-9a-f]{8}(-?)[0-9a-f]{4}\1[0-9a-f]{4}\1[0-9a-f]{4}\1[0-9a-f]{8}"
+    r"(?<![0-9A-Za-z])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{8}"
     r"([0-9a-f]{4})(?![0-9A-Za-z])", re.I)
 # Longest line a record may produce; past it the rest is cut and the cut is said.
 MAX_LINE = 2000
@@ -41,7 +41,7 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     text = TOKEN_IN_TEXT.sub(r"\1…\2", text)
-    return BARE_TOKEN.sub(r"…\2", text)
+    return BARE_TOKEN.sub(r"…\1", text)
 
 
 def one_line(text: str, limit: int = MAX_LINE) -> str:
