@@ -10,6 +10,7 @@ Nothing here starts a server or the embedded Redis: the doctor looks, it does no
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import redis
 from rq import Queue, Worker
@@ -66,7 +67,7 @@ def run_doctor(settings: Settings, out: TextIO | None = None) -> int:
     with _quiet(NOISY_LOGGERS):
         for check in _checks(settings):  # each line as soon as known: some checks wait
             # A last line of defence: no check means to print a secret; none does.
-            print(scrub(check.line(), settings.secrets()), file=out, flush=True)
+            print(scrub(mask_urls(check.line()), settings.secrets()), file=out, flush=True)
             failed = failed or not check.ok
     return 1 if failed else 0
 
@@ -334,15 +335,33 @@ def _redis(url: str, *, decode: bool) -> redis.Redis:
                                 socket_timeout=REDIS_TIMEOUT, decode_responses=decode)
 
 
+# Query parameters whose values are credentials, by name (password, api_key, token, ...).
+_SECRET_PARAM = re.compile(r"pass|pwd|token|key|secret|auth|sig|cred", re.I)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()]+")
+
+
 def safe_url(url: str) -> str:
-    """The URL with any password hidden, to show where the doctor looked."""
+    """The URL with every credential hidden (userinfo, secret-looking query parameters), to
+    show where the doctor looked."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
+    query = "&".join(_masked_param(pair) for pair in parts.query.split("&")) if parts.query \
+        else ""
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _masked_param(pair: str) -> str:
+    name, equals, _ = pair.partition("=")
+    return f"{name}=***" if equals and _SECRET_PARAM.search(unquote(name)) else pair
+
+
+def mask_urls(text: str) -> str:
+    """`text` with each URL in it passed through safe_url."""
+    return _URL.sub(lambda found: safe_url(found.group()), text)
 
 
 def _reason(error: BaseException) -> str:
