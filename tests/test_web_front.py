@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import socket
 import threading
 import time
@@ -291,3 +292,28 @@ def test_gunicorn_opens_no_control_socket(web: BotProcess) -> None:
                              EXOTEL_API_KEY="k", EXOTEL_API_TOKEN="t", EXOTEL_ACCOUNT_SID="a")
     assert gunicorn_options(settings)["control_socket_disable"] is True
 
+
+
+def test_no_full_token_in_the_log_after_forgetting_twice_and_an_unknown_check(
+    web: BotProcess, slack: FakeSlack
+) -> None:
+    import re
+
+    def command(name: str, text: str) -> dict:
+        body = command_body(name, text, slack.response_url(name_ := uuid.uuid4().hex))
+        assert requests.post(f"{web.url}/slack/events", data=body.encode(), headers=sign(body),
+                             timeout=10).status_code == 200
+        return slack.wait_for_replies(name_)[0]
+
+    issued = json.dumps(command("/onboard-link", "1 ACME"))
+    [token] = set(re.findall(r"isv-onboard/([0-9a-f-]{36})", issued))
+    link = f"https://messaging.exotel.com/ua-links/isv-onboard/{token}"
+    command("/onboard-link", f"forget {link}")
+    command("/onboard-link", f"forget {link}")
+    command("/check-token", str(uuid.uuid4()))
+    command("/check-token", f"<{link}>")
+    time.sleep(0.5)
+    full = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+    leaks = [line for line in web.output().splitlines() if full.search(line)]
+    assert not leaks, leaks
+    assert f"…{token[-4:]}" in web.output()  # the log does speak of it, masked
