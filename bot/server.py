@@ -2,20 +2,22 @@
 
 Each request is read whole on uvicorn's event loop, within a size limit and a deadline, before
 a thread runs the bot's WSGI application on it (through a2wsgi): a slow or huge request holds
-a cheap connection, never one of the threads that answer Slack (docs/decisions/0001-web-front.md).
+a cheap connection, never one of the threads that answer Slack (docs/decisions/0013-web-front.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from a2wsgi import WSGIMiddleware
+from a2wsgi.wsgi import build_environ
 from gunicorn.app.base import BaseApplication
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
@@ -36,6 +38,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class WholeBody:
@@ -60,6 +63,8 @@ class WholeBody:
                 body = await self._read(receive)
         except TimeoutError:
             return await _refuse(send, 408, b"request timeout\n")
+        except _ClientGone:
+            return None  # nobody to answer
         if body is None:
             return await _refuse(send, 413, b"request too large\n")
         await self.app(scope, _replay(body, receive), send)
@@ -69,7 +74,7 @@ class WholeBody:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b""  # the client left; the application's answer goes nowhere
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
@@ -77,6 +82,10 @@ class WholeBody:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before its request was whole."""
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -101,6 +110,46 @@ async def _refuse(send: Send, status: int, text: bytes) -> None:
     await send({"type": "http.response.body", "body": text})
 
 
+class ThreadedWSGI:
+    """ASGI to WSGI for requests whose body WholeBody has read: the application runs on a
+    thread with the body in memory, and its whole answer comes back to the event loop in one
+    hand-over. (a2wsgi's WSGIMiddleware streams both ways, a hand-over for each message: under
+    a burst of acks that doubled their median latency; see the decision record.)"""
+
+    def __init__(self, app: WSGIApp, threads: int) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="web")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        environ = build_environ(scope, io.BytesIO(message.get("body", b"")))  # type: ignore
+        loop = asyncio.get_running_loop()
+        status, headers, body = await loop.run_in_executor(self.executor, self._run, environ)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _run(self, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: object = None) -> Callable[[bytes], None]:
+            started[:] = [(status, headers)]
+            return _no_write
+
+        chunks = self.app(environ, start_response)
+        try:
+            body = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        status, headers = started[0]
+        return (int(status.split(" ", 1)[0]),
+                [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers], body)
+
+
+def _no_write(data: bytes) -> None:
+    raise NotImplementedError("the bot's WSGI application returns its body")
+
+
 def web_threads() -> int:
     return int(os.environ.get("WEB_THREADS", "32"))
 
@@ -110,7 +159,7 @@ def asgi_application() -> ASGIApp:
     services = build_services(load_settings())
     wsgi = create_wsgi(create_app(services), services)
     # Bolt's listeners are synchronous: they run on these threads, one request each.
-    return WholeBody(WSGIMiddleware(wsgi, workers=web_threads()))  # type: ignore[arg-type]
+    return WholeBody(ThreadedWSGI(wsgi, web_threads()))
 
 
 class BoundedHead(HttpToolsProtocol):

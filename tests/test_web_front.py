@@ -24,8 +24,6 @@ from tests.fakes.slack import FakeSlack
 from tests.support import BotProcess, bot_env, command_body, sign
 from tests.test_process import children_of
 
-pytestmark = pytest.mark.slow
-
 MB = 1 << 20
 TOKEN = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"
 LINK = f"https://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}"
@@ -111,6 +109,7 @@ class SlowClients:
         return statuses
 
 
+@pytest.mark.slow
 def test_slow_clients_do_not_hold_up_acks(web: BotProcess, slack: FakeSlack) -> None:
     slow = SlowClients(web.port)
     latencies = []
@@ -132,6 +131,7 @@ def test_slow_clients_do_not_hold_up_acks(web: BotProcess, slack: FakeSlack) -> 
 
 # Acceptance 2 -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_10_mb_unsigned_body_is_refused_unread(web: BotProcess) -> None:
     def send() -> int:
         with socket.create_connection(("127.0.0.1", web.port), timeout=10) as conn:
@@ -148,6 +148,7 @@ def test_a_10_mb_unsigned_body_is_refused_unread(web: BotProcess) -> None:
     assert len(log) < 10_000, log[:500]
 
 
+@pytest.mark.slow
 def test_a_chunked_body_is_cut_at_1_mb(web: BotProcess) -> None:
     def send() -> int:
         with socket.create_connection(("127.0.0.1", web.port), timeout=10) as conn:
@@ -166,6 +167,7 @@ def test_a_chunked_body_is_cut_at_1_mb(web: BotProcess) -> None:
     assert len(log) < 10_000, log[:500]
 
 
+@pytest.mark.slow
 def test_huge_headers_are_refused_unbuffered(web: BotProcess) -> None:
     assert web.proc is not None
     [worker] = children_of(web.proc.pid)  # WEB_CONCURRENCY=1
@@ -184,6 +186,7 @@ def _rss(pid: int) -> int:
     return int(status.split("VmRSS:")[1].split()[0]) * 1024
 
 
+@pytest.mark.slow
 def test_a_signed_body_just_under_1_mb_is_served(web: BotProcess, slack: FakeSlack) -> None:
     body = command_body("/onboard-link", "help " + "x" * (MB - 300), slack.response_url("big"))
     assert MB - 1000 < len(body) <= MB
@@ -192,6 +195,7 @@ def test_a_signed_body_just_under_1_mb_is_served(web: BotProcess, slack: FakeSla
     assert response.status_code == 200
 
 
+@pytest.mark.slow
 def test_an_unsigned_body_under_the_limit_is_not_logged(web: BotProcess) -> None:
     marker = "logged-body-marker"
     body = f"text={marker}+{LINK}&pad={'B' * 900_000}"
@@ -251,6 +255,7 @@ def malformed(response_url: str) -> dict[str, tuple[bytes, dict[str, str]]]:
     return out
 
 
+@pytest.mark.slow
 def test_malformed_requests_get_a_4xx_and_leave_no_traceback(
     web: BotProcess, slack: FakeSlack
 ) -> None:
@@ -274,6 +279,7 @@ def test_malformed_requests_get_a_4xx_and_leave_no_traceback(
 
 # Acceptance 6 (the web half) ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_check_with_a_bad_signature_logs_no_token(web: BotProcess, slack: FakeSlack) -> None:
     body = command_body("/check-token", LINK, slack.response_url("badsig"))
     response = requests.post(f"{web.url}/slack/events", data=body.encode(),
@@ -285,6 +291,7 @@ def test_a_check_with_a_bad_signature_logs_no_token(web: BotProcess, slack: Fake
 
 # gunicorn's control socket --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_gunicorn_opens_no_control_socket(web: BotProcess) -> None:
     assert requests.get(f"{web.url}/healthz", timeout=5).status_code == 200
     assert not (Path(web.env["HOME"]) / ".gunicorn").exists()
@@ -294,6 +301,7 @@ def test_gunicorn_opens_no_control_socket(web: BotProcess) -> None:
 
 
 
+@pytest.mark.slow
 def test_no_full_token_in_the_log_after_forgetting_twice_and_an_unknown_check(
     web: BotProcess, slack: FakeSlack
 ) -> None:
@@ -317,3 +325,50 @@ def test_no_full_token_in_the_log_after_forgetting_twice_and_an_unknown_check(
     leaks = [line for line in web.output().splitlines() if full.search(line)]
     assert not leaks, leaks
     assert f"…{token[-4:]}" in web.output()  # the log does speak of it, masked
+
+
+# The ASGI front's parts, in-process ---------------------------------------------------------
+
+def _asgi(app, headers: list[tuple[bytes, bytes]], messages: list[dict]) -> list[dict]:
+    """Run one request through an ASGI app; `messages` are what the client sends, then the
+    connection hangs (no disconnect), as a slow client's does."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/slack/events", "headers": headers,
+             "query_string": b"", "http_version": "1.1", "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 3000), "client": ("127.0.0.1", 5000)}
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def _echo_wsgi(environ: dict, start_response) -> list[bytes]:
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"got ", str(len(body)).encode()]
+
+
+def test_whole_body_refuses_before_the_application_sees_anything() -> None:
+    from bot.server import ThreadedWSGI, WholeBody
+
+    app = WholeBody(ThreadedWSGI(_echo_wsgi, 2), limit=100, deadline=0.2)
+    part = {"type": "http.request", "body": b"x" * 60, "more_body": True}
+    last = {"type": "http.request", "body": b"y" * 30, "more_body": False}
+    assert _asgi(app, [(b"content-length", b"101")], [])[0]["status"] == 413
+    assert _asgi(app, [(b"content-length", b"1e3")], [])[0]["status"] == 400
+    assert _asgi(app, [], [dict(part), dict(part)])[0]["status"] == 413  # chunked, over
+    assert _asgi(app, [], [dict(part)])[0]["status"] == 408  # the rest never comes
+    assert _asgi(app, [], [{"type": "http.disconnect"}]) == []
+    whole = _asgi(app, [], [dict(part), dict(last)])
+    assert whole[0]["status"] == 200 and whole[1]["body"] == b"got 90"
+    assert (b"content-type", b"text/plain") in whole[0]["headers"]
