@@ -107,7 +107,7 @@ def _print_jobs(settings: Settings) -> int:
     import redis
 
     from bot.jobs_report import report
-    from bot.startup import safe_url
+    from bot.logs import safe_url
     from bot.store import connect_for
 
     assert settings.redis_url is not None

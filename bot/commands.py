@@ -13,6 +13,9 @@ MAX_LINKS = 50
 MAX_NOTE = 500
 _NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
 HELP_WORDS = {"help", "-h", "--help", "?"}
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a note they would
+# reorder what readers of a listing or reminder see.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 class UsageError(Exception):
@@ -51,7 +54,11 @@ LIST_SCOPES: dict[str, Literal["user", "channel", "all"]] = {
 
 def _text(raw: str | None) -> str:
     # Slack HTML-escapes &, < and > in command text; keep what the user actually typed.
-    return html.unescape(raw or "").strip()
+    return strip_bidi(html.unescape(raw or "")).strip()
+
+
+def strip_bidi(text: str) -> str:
+    return BIDI_CONTROLS.sub("", text)
 
 
 def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetRequest | Help:

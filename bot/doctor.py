@@ -33,10 +33,9 @@ from bot.exotel import (
     ExotelError,
     ExotelNotFound,
 )
-from bot.logs import scrub
+from bot.logs import mask_urls, safe_url, scrub
 from bot.reminders import QUEUE_NAME
 from bot.settings import HINTS, Settings
-from bot.startup import safe_url
 from bot.store import connect
 
 MANIFEST = Path(__file__).resolve().parent.parent / "manifest.yml"
@@ -101,7 +100,7 @@ def run_doctor(settings: Settings, out: TextIO | None = None,
             print(f"… checking {label}", file=progress, flush=True)
             for check in run(settings):
                 # A last line of defence: no check means to print a secret; none does.
-                print(scrub(check.line(), settings.secrets()), file=out, flush=True)
+                print(scrub(mask_urls(check.line()), settings.secrets()), file=out, flush=True)
                 failed = failed or not check.ok
     return 1 if failed else 0
 
@@ -404,6 +403,8 @@ def _redis(settings: Settings, *, decode: bool) -> redis.Redis:
     return connect(settings.redis_url, tls_verify=settings.redis_tls_verify,
                    decode_responses=decode, socket_timeout=REDIS_TIMEOUT,
                    health_check_interval=0)
+
+
 
 
 def _reason(error: BaseException) -> str:

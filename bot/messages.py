@@ -21,7 +21,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.commands import MAX_LINKS, MAX_NOTE
+from bot.commands import MAX_LINKS, MAX_NOTE, strip_bidi
 from bot.exotel import ExotelError
 from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.onboarding import (
@@ -73,6 +73,17 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# mrkdwn has no escape for its formatting characters: in a note they become lookalikes that
+# format nothing (∗ ˍ ∼ ˋ), so a note cannot bold, italicise, strike or open code in a line.
+_INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"})
+
+
+def escape_note(note: str) -> str:
+    """A customer note made inert for mrkdwn: `escape`, formatting characters neutralised
+    and bidi controls dropped (notes stored before they were stripped on input)."""
+    return escape(strip_bidi(note).translate(_INERT))
+
+
 def slack_date(moment: datetime) -> str:
     """A date each reader sees in their own time zone, with a UTC fallback."""
     fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -119,7 +130,8 @@ def _context(*mrkdwn: str) -> ContextBlock:
 
 
 def _note(note: str) -> ContextBlock:
-    return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {note}", emoji=False)])
+    return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {strip_bidi(note)}",
+                                                  emoji=False)])
 
 
 def _chunks(lines: Iterable[str], limit: int = SECTION_LIMIT) -> Iterator[str]:
@@ -224,7 +236,7 @@ def issued(result: IssueResult) -> Message:
         blocks.append(_buttons(result.batch.batch_id, share=True))
     fallback = f"{count} WhatsApp onboarding {noun}"
     if result.note:
-        fallback += f" for {escape(result.note[:100])}"
+        fallback += f" for {escape_note(result.note[:100])}"
     return _message(fallback, blocks)
 
 
@@ -335,7 +347,7 @@ def refused(reason: str, admins: list[str]) -> Message:
 
 
 def _batch_line(batch: Batch, at: datetime) -> str:
-    note = escape(_shorten(batch.note, LISTED_NOTE)) if batch.note else "_no customer note_"
+    note = escape_note(_shorten(batch.note, LISTED_NOTE)) if batch.note else "_no customer note_"
     count = len(batch.tokens)
     reminder = (f"; reminder {slack_date(batch.reminder_due)}"
                 if batch.reminder_due and batch.reminder_due > at else "")

@@ -48,6 +48,8 @@ HINTS = {
     "LOG_FORMAT": "text or json",
     "AUDIT_RETENTION_DAYS": "a whole number of days, 1 or more",
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
+    "METRICS_TOKEN": "a long random string (openssl rand -hex 32) that Prometheus sends as "
+    "'Authorization: Bearer <token>', or leave it unset to serve no /metrics",
 }
 
 
@@ -113,6 +115,8 @@ class Settings(BaseSettings):
     # gunicorn's processes and threads (HTTP mode); checked here so a typo stops the bot early.
     web_concurrency: int = Field(default=2, ge=1, alias="WEB_CONCURRENCY")
     web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")
+    # /metrics answers only requests that carry it as a bearer token; unset: no /metrics.
+    metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN", min_length=16)
 
     @field_validator("allowed_user_ids", "allowed_usergroup_ids", "allowed_channel_ids",
                      "admin_user_ids", mode="before")
@@ -181,7 +185,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so logs and messages can be checked and scrubbed of them."""
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
-                  self.exotel_api_token]
+                  self.exotel_api_token, self.metrics_token]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from bot.logs import safe_url
 from bot.settings import Settings
 from bot.store import connect
 
@@ -123,14 +123,3 @@ def _reason(error: BaseException) -> str:
     reason = getattr(error, "reason", None)  # urllib's URLError wraps the socket error
     text = str(reason or error) or type(error).__name__
     return text.splitlines()[0][:160]
-
-
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, to show where the bot looked."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -126,3 +126,13 @@ def test_mask_keeps_only_the_last_four_characters() -> None:
     assert TOKEN[:-4] not in masked
     assert sum(c.isalnum() for c in masked) == 4
     assert mask("abcdefgh") == "…efgh"
+
+
+def test_bidi_controls_are_stripped_from_notes() -> None:
+    controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    request = parse_onboard(f"2 AC{controls}ME \u202eLtd")
+    assert request == OnboardRequest(count=2, note="ACME Ltd")
+    # Counted after stripping: a note of 500 visible characters padded with controls is kept.
+    assert parse_onboard("x" * 500 + controls * 10) == OnboardRequest(count=1, note="x" * 500)
+    # Other non-ASCII text is the user's and stays.
+    assert parse_onboard("1 Café \u05e9\u05dc\u05d5\u05dd").note == "Café \u05e9\u05dc\u05d5\u05dd"

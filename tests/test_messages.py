@@ -11,7 +11,7 @@ from freezegun import freeze_time
 
 from bot import messages
 from bot.exotel import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
-from bot.models import Requester, TrackedLink
+from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.onboarding import BudgetWait, CheckResult, IssueResult
 from bot.store import StoreUnavailable
 from tests.blockkit import (
@@ -163,3 +163,39 @@ def test_fixed_texts_have_no_stray_angle_brackets(message: dict) -> None:
     # Slack reads any <...> in mrkdwn as a link or mention; literal ones must be &lt; &gt;.
     for text in mrkdwn_texts(message):
         assert stray_brackets(text) == "", text
+
+
+FORMATTING_NOTE = "*bold* _it_ ~gone~ `code` \u202eevil\u2066 <!channel> & co"
+FORMATTING_PARTS = ("*bold*", "_it_", "~gone~", "`code`", "\u202e", "\u2066", "<!channel>")
+
+
+def _listing(note: str) -> Listing:
+    batch = Batch(batch_id="b1", requester=REQUESTER, note=note, tokens=["t1", "t2"],
+                  issued_at=ISSUED_AT, expires_at=EXPIRES_AT)
+    return Listing(batches=[batch], total=1)
+
+
+@freeze_time(ISSUED_AT)
+def test_a_note_cannot_format_or_reorder_a_listing_the_home_tab_or_a_fallback() -> None:
+    listing = messages.batch_list(_listing(FORMATTING_NOTE), "user")
+    home = messages.home_view(_listing(FORMATTING_NOTE))
+    issued = messages.issued(issue_result(1, note=FORMATTING_NOTE))
+    for message in (listing, home, issued):
+        texts = [*mrkdwn_texts(message), message.get("text", "")]
+        for part in FORMATTING_PARTS:
+            assert not any(part in text for text in texts), (part, texts)
+    [line] = [text for text in mrkdwn_texts(listing) if "bold" in text]
+    assert "\u2217bold\u2217 \u02cdit\u02cd \u223cgone\u223c \u02cbcode\u02cb evil" in line
+    assert "&lt;!channel&gt; &amp; co" in line
+    assert "\u2217bold\u2217" in issued["text"]
+
+
+def test_escape_note() -> None:
+    assert messages.escape_note("a*b_c~d`e\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+                                "\u2069<x>&") == "a\u2217b\u02cdc\u223cd\u02cbe&lt;x&gt;&amp;"
+
+
+def test_a_plain_text_note_carries_no_bidi_control() -> None:
+    message = messages.issued(issue_result(1, note="abc\u202edef"))
+    plain = [o["text"] for o in text_objects(blocks_of(message)) if o["type"] == "plain_text"]
+    assert "Customer note: abcdef" in plain
