@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 import redis
 from rq import Queue, SimpleWorker
 
@@ -386,6 +387,7 @@ def run_doctor_process(env: dict[str, str], home: str) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_python_m_bot_doctor_passes_with_a_real_worker(
     exotel: ExotelSandbox, slack: FakeSlack, tmp_path
 ) -> None:
@@ -493,6 +495,7 @@ def test_each_step_is_announced_before_its_result(
         assert started < result, lines
 
 
+@pytest.mark.slow
 def test_a_silent_exotel_is_given_up_on_within_the_doctors_bound(
     redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:

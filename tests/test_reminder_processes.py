@@ -34,6 +34,8 @@ from tests.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow  # real processes
+
 DUE = re.compile(r"Reminder in this channel <!date\^(\d+)\^")
 
 

@@ -21,6 +21,8 @@ from tests.support import (
     command_body,
 )
 
+pytestmark = pytest.mark.slow  # real processes
+
 
 @pytest.fixture
 def socket_mode(slack: FakeSlack) -> Iterator[FakeSocketMode]:

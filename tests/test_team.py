@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 import redis
 from freezegun.api import FrozenDateTimeFactory
 
@@ -257,6 +258,7 @@ def wait_for(get: Callable[[], list], count: int, timeout: float = 15) -> list:
     return found
 
 
+@pytest.mark.slow
 def test_python_m_bot_audit_prints_the_trail(
     bot: Bot, redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
