@@ -31,7 +31,7 @@ from bot.previews import Preview
 from bot.store import now
 
 # Callback and block ids are part of the interface (workflows, saved shortcuts): keep them.
-FORM = "new_onboarding_links"  # the global shortcut, the modal and the App Home button
+FORM = "new_onboarding_links"  # the global shortcut and the modal (and messages.NEW_LINKS_ACTION)
 SEND_IN_THREAD = "send_onboarding_link"  # the message shortcut
 WORKFLOW_STEP = "create_onboarding_links"  # the Workflow Builder step (manifest functions)
 COUNT, NOTE, CHANNEL = "count", "customer_note", "channel"

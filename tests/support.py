@@ -480,3 +480,13 @@ def link_shared_event(urls: list[str], channel: str = "C0SALES", user: str = "U0
 def link_shared_body(urls: list[str], **fields: Any) -> str:
     """A whole `link_shared` Events API callback (see link_shared_event)."""
     return event_body(link_shared_event(urls, **fields))
+
+
+def post_signed(base_url: str, body: str,
+                session: requests.Session | None = None) -> requests.Response:
+    """POST `body` to the bot's /slack/events, signed like Slack; events go as JSON."""
+    headers = sign(body)
+    if body.startswith("{"):
+        headers["Content-Type"] = "application/json"
+    return (session or requests).post(f"{base_url}/slack/events", data=body.encode(),
+                                      headers=headers, timeout=10)

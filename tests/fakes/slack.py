@@ -13,7 +13,6 @@ from urllib.parse import parse_qs
 from bot.sandbox import LoopbackServer
 from tests.support import APP_TOKEN
 
-
 # Parameters slack_sdk sends as JSON text in form-encoded calls.
 JSON_PARAMS = {"view", "blocks", "unfurls", "outputs", "metadata"}
 
