@@ -336,7 +336,7 @@ def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
     """Previews of onboarding links pasted in a conversation (idempotent: retried)."""
     core = current_core()
     found = LinkPreviews(core.store.redis, core.onboarding.exotel, core.store,
-                         core.onboarding.budget)
+                         core.onboarding.budget, f"exotel:{core.settings.exotel_account_sid}")
     unfurls: dict[str, dict[str, Any]] = {}
     for url in urls[:MAX_PREVIEWS]:
         preview = found.preview(url)

@@ -24,6 +24,7 @@ UNFURL_DOMAIN = "messaging.exotel.com"
 STATUS_KEY = "onboard:preview:status:{}"
 STATUS_SECONDS = 60  # a preview may show a status up to this old
 BUDGET_SHARE = 0.75  # past this share of Exotel's window in use, previews don't ask
+PREVIEW_SHARE = 0.1  # and previews themselves ask at most this share of the budget a minute
 MAX_PREVIEWS = 5  # links previewed per message; more are left as they are
 
 
@@ -45,11 +46,13 @@ def token_of(url: str) -> str | None:
 
 class LinkPreviews:
     def __init__(self, redis: Redis, exotel: ExotelClient, store: TokenStore,
-                 budget: SharedRateLimiter) -> None:
+                 budget: SharedRateLimiter, budget_key: str) -> None:
         self._redis = redis
         self._exotel = exotel
         self._store = store
         self._budget = budget
+        self._own = SharedRateLimiter(redis, max(1, int(budget.per_minute * PREVIEW_SHARE)),
+                                      key=f"{budget_key}:previews")
 
     def preview(self, url: str) -> Preview | None:
         token = token_of(url)
@@ -64,7 +67,8 @@ class LinkPreviews:
             cached = self._redis.get(key)
             if cached:
                 return str(cached)
-            if self._budget.share_used() > BUDGET_SHARE:
+            if (self._budget.share_used() > BUDGET_SHARE
+                    or not self._own.try_acquire()):
                 log.info("preview of %s without a status: Exotel's budget is kept for "
                          "issuing", mask(token))
                 return None

@@ -55,6 +55,10 @@ class SharedRateLimiter:
         stats = self._limiter.get_window_stats(self._item, self._key)
         return min(1.0, max(0.0, 1.0 - stats.remaining / self.per_minute))
 
+    def try_acquire(self) -> bool:
+        """Take one request slot if the window has one now; never waits."""
+        return bool(self._limiter.hit(self._item, self._key))
+
     def acquire(self, deadline: float) -> None:
         """Take one request slot, waiting for one until `deadline` (time.monotonic())."""
         while not self._limiter.hit(self._item, self._key):

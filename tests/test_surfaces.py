@@ -98,6 +98,18 @@ def test_a_step_without_its_user_says_which_input_to_set(
     assert exotel.calls == []
 
 
+def test_the_step_token_is_never_logged_nor_shown_in_job_arguments(
+    bot: Bot, slack: FakeSlack, caplog: Any
+) -> None:
+    from bot.jobs import StepExecution
+
+    assert STEP_TOKEN not in repr(StepExecution("Fx0STEP", STEP_TOKEN))  # RQ logs job args
+    caplog.set_level("INFO")
+    post_signed(bot.url, function_executed_body(STEP, {"user_id": "U0REP", "count": 1}))
+    wait_until(lambda: slack.calls("functions.completeSuccess"), 30, "the step completed")
+    assert caplog.records and not [r for r in caplog.records if STEP_TOKEN in r.getMessage()]
+
+
 # 2. The form ---------------------------------------------------------------------------
 
 def test_the_global_shortcut_opens_the_form(bot: Bot, slack: FakeSlack) -> None:
@@ -265,6 +277,18 @@ def test_previews_leave_exotel_alone_when_most_of_the_budget_is_taken(
     text = block_text(unfurled(slack)[0][url])
     assert "status unknown" in text and "Issued by <@U0REP>" in text
     assert exotel.calls_of("GET") == []
+
+
+def test_previews_ask_exotel_for_at_most_a_tenth_of_its_budget(
+    make_bot: Callable[..., Bot], slack: FakeSlack, exotel: ExotelSandbox
+) -> None:
+    bot = make_bot(EXOTEL_RATE_PER_MINUTE="20")  # previews: 2 a minute
+    made = bot.services.core.onboarding.exotel.create_links(3).links
+    post_signed(bot.url, link_shared_body([link.url for link in made]))
+    wait_until(lambda: slack.calls("chat.unfurl"), 30, "the links unfurled")
+    texts = [block_text(u) for u in unfurled(slack)[0].values()]
+    assert len(texts) == 3 and sum("status unknown" in t for t in texts) == 1
+    assert len(exotel.calls_of("GET")) == 2
 
 
 # 5. Everyone outside the allowlist is refused at every door, and it is audited ---------------
