@@ -200,8 +200,8 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
     """RQ calls this when a job raised, timed out, or its worker died (AbandonedJobError)."""
     if job.retries_left:
         return  # RQ runs it again
-    if job.func_name == f"{__name__}.run_workflow_step":
-        _step_cut_short(job)  # no response URL: the step itself is told
+    if job.func_name in (f"{__name__}.run_workflow_step", f"{__name__}.issue_from_form"):
+        _cut_short(job)  # no response URL: the step, or the requester by DM, is told
         return
     reply = job.args[0] if job.args else None
     if not isinstance(reply, Reply) or reply.lapsed():
@@ -396,12 +396,15 @@ def _finish_step(core: Core, execution: StepExecution, *, error: str | None = No
     core.metrics.count("onboard_commands", command="workflow_step", outcome=outcome)
 
 
-def _step_cut_short(job: Job) -> None:
-    """A step whose worker died: complete it with what was made, or say it failed."""
-    _, requester, count, note, batch_id, execution, *_ = job.args
+def _cut_short(job: Job) -> None:
+    """A step or form whose worker died: what it made (tracked, reminded) is handed over."""
+    _, requester, count, note, batch_id, last, *_ = job.args
     core = current_core()
-    _complete_with(core, execution, core.onboarding.account_for(requester, count, note,
-                                                                batch_id))
+    result = core.onboarding.account_for(requester, count, note, batch_id)
+    if isinstance(last, StepExecution):
+        _complete_with(core, last, result)
+    else:
+        _direct_message(core, requester.user_id, surfaces.links_dm(result))
 
 
 def _direct_message(core: Core, user: str, message: messages.Message | None) -> None:

@@ -329,3 +329,27 @@ def test_an_outsider_is_refused_by_all_four_entry_points_and_audited(
     assert audit_refusals(redis_client) == [("U0REP", "workflow"), ("U0REP", "form"),
                                             ("U0REP", "form"), ("U0REP", "send_in_thread"),
                                             ("U0REP", "unfurl")]
+
+
+def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
+    make_core: Callable[..., Any], slack: FakeSlack, exotel: ExotelSandbox
+) -> None:
+    from rq.exceptions import AbandonedJobError
+    from rq.job import Job
+
+    from bot import jobs
+    from bot.queue import Reply
+
+    core = make_core()
+    requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="")
+    made = core.onboarding.exotel.create_links(1).links[0]
+    recorder = core.store.recorder(requester, "ACME", "batch-cut", core.reminders.lead)
+    recorder.add(made)  # one of three made before the worker was killed
+    job = Job.create(jobs.run_workflow_step, connection=core.commands.queue.connection,
+                     args=(Reply.to(None), requester, 3, "ACME", "batch-cut",
+                           jobs.StepExecution("Fx0CUT", STEP_TOKEN)))
+    error = AbandonedJobError("worker died")
+    jobs.on_failure(job, core.commands.queue.connection, AbandonedJobError, error, None)
+    params = slack.params("functions.completeSuccess")[0]
+    assert params["function_execution_id"] == "Fx0CUT"
+    assert params["outputs"] == {"links": made.url, "first_link": made.url}
