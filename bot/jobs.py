@@ -9,24 +9,35 @@ accounted for by `on_failure`: what was made is shown, what was not is said.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from redis import Redis
 from rq.job import Job
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
 from slack_sdk.webhook import WebhookClient
 
-from bot import messages
+from bot import messages, surfaces
+from bot.commands import MAX_NOTE
 from bot.core import EXPECTED_FAILURES, Core, build_core
+from bot.inputs import USER_ID, note_of
 from bot.models import Requester
 from bot.onboarding import BudgetWait, IssueResult
+from bot.previews import MAX_PREVIEWS, LinkPreviews
 from bot.queue import RESPONSE_URL_LIFE, Reply
 from bot.settings import load_settings
+from bot.tokens import mask
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +200,9 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
     """RQ calls this when a job raised, timed out, or its worker died (AbandonedJobError)."""
     if job.retries_left:
         return  # RQ runs it again
+    if job.func_name in (f"{__name__}.run_workflow_step", f"{__name__}.issue_from_form"):
+        _cut_short(job)  # no response URL: the step, or the requester by DM, is told
+        return
     reply = job.args[0] if job.args else None
     if not isinstance(reply, Reply) or reply.lapsed():
         log.error("job %s failed for good (%s), with no one left to tell", job.func_name,
@@ -216,3 +230,224 @@ def _account_for(core: Core, job: Job) -> IssueResult:
         count = len(source.tokens) if source else 0
         note = source.note if source else ""
     return core.onboarding.account_for(requester, count, note, batch_id)
+
+
+# The Slack surfaces beyond the commands (issue 15): the Workflow Builder step, the form,
+# the message shortcut and link previews. Same engine, same use cases as the commands.
+
+STEP_BUDGET_WAIT = 300.0  # a workflow step waits this long at most for Exotel's budget
+
+
+@dataclass(frozen=True)
+class StepExecution:
+    """One run of the workflow step, to be completed with the just-in-time token Slack sent
+    with it (it may complete that execution and nothing else). Never logged."""
+
+    execution_id: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UnfurlTarget:
+    """Where chat.unfurl attaches previews: a posted message, or one being composed."""
+
+    channel: str
+    ts: str
+    unfurl_id: str = ""
+    source: str = ""
+
+
+def run_workflow_step(reply: Reply, requester: Requester, count: int, note: str,
+                      batch_id: str, execution: StepExecution) -> None:
+    """Issue links for the workflow's user like /onboard-link, then complete the step."""
+    core = current_core()
+    try:
+        result = core.onboarding.issue(requester, count, note, action="workflow",
+                                       batch_id=batch_id)
+    except BudgetWait as wait:
+        if wait.seconds > STEP_BUDGET_WAIT:
+            _finish_step(core, execution, error=messages.problem(wait)["text"])
+            return
+        core.commands.enqueue(run_workflow_step, reply, requester, count, note, batch_id,
+                              execution, idempotent=False, delay=wait.seconds)
+        return
+    except EXPECTED_FAILURES as exc:
+        log.warning("workflow step failed: %s", exc)
+        _finish_step(core, execution, error=messages.problem(exc)["text"])
+        return
+    _complete_with(core, execution, result)
+    core.home.refresh(requester)
+
+
+def fail_workflow_step(reply: Reply, execution: StepExecution, error: str) -> None:
+    """End a step the listener turned down (bad input, refusal) with a readable error."""
+    _finish_step(current_core(), execution, error=error)
+
+
+def issue_from_form(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
+                    post_to: str | None, told_to_wait: bool = False) -> None:
+    """The form's links: a DM to the requester, and posted in `post_to` when chosen."""
+    core = current_core()
+    try:
+        result = core.onboarding.issue(requester, count, note, action="form", batch_id=batch_id)
+    except BudgetWait as wait:
+        waiting = _wait_for_budget(core, reply, wait, told_to_wait, issue_from_form,
+                                   requester, count, note, batch_id, post_to)
+        _direct_message(core, requester.user_id, waiting)
+        return
+    except EXPECTED_FAILURES as exc:
+        log.warning("form failed: %s", exc)
+        _direct_message(core, requester.user_id, messages.problem(exc))
+        return
+    _direct_message(core, requester.user_id, surfaces.links_dm(result))
+    if post_to and result.batch and result.links:
+        _post_for(core, requester, post_to, messages.shared(result.batch, result.links,
+                                                             requester))
+    core.home.refresh(requester)
+
+
+def send_in_thread(reply: Reply, requester: Requester, author: str, thread_ts: str,
+                   batch_id: str, told_to_wait: bool = False) -> None:
+    """One link for the message's author, posted in its thread (requester.channel_id)."""
+    def work(core: Core) -> messages.Message | None:
+        note = _author_note(core, author)
+        try:
+            result = core.onboarding.issue(requester, 1, note, action="thread",
+                                           batch_id=batch_id)
+        except BudgetWait as wait:
+            return _wait_for_budget(core, reply, wait, told_to_wait, send_in_thread,
+                                    requester, author, thread_ts, batch_id)
+        if not result.links:
+            return messages.issued(result)
+        try:
+            core.slack.chat_postMessage(channel=requester.channel_id, thread_ts=thread_ts,
+                                        **surfaces.thread_link(result, requester))
+        except SlackApiError as error:
+            return surfaces.not_posted_in_thread(result, str(error.response.get("error")))
+        finally:
+            core.home.refresh(requester)
+        return None  # the link is in the thread for everyone to see
+
+    _perform(reply, "send_in_thread", work)
+
+
+def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
+                 urls: list[str]) -> None:
+    """Previews of onboarding links pasted in a conversation (idempotent: retried)."""
+    core = current_core()
+    found = LinkPreviews(core.store.redis, core.onboarding.exotel, core.store,
+                         core.onboarding.budget, f"exotel:{core.settings.exotel_account_sid}")
+    unfurls: dict[str, dict[str, Any]] = {}
+    for url in urls[:MAX_PREVIEWS]:
+        preview = found.preview(url)
+        if preview is None:
+            continue
+        unfurls[url] = surfaces.preview(preview)
+        core.onboarding._record("unfurl", requester, None, tokens=[mask(preview.token)],
+                                detail=preview.status or "unknown")
+    if not unfurls:
+        return
+    where = ({"unfurl_id": target.unfurl_id, "source": target.source}
+             if target.source == "composer" else {"channel": target.channel, "ts": target.ts})
+    try:
+        core.slack.chat_unfurl(**where, unfurls=unfurls)
+    except SlackApiError as error:
+        log.warning("chat.unfurl refused in %s: %s", target.channel,
+                    error.response.get("error"))
+    core.metrics.count("onboard_commands", command="unfurl", outcome="ok")
+
+
+def tell_privately(reply: Reply, channel: str, user: str, message: messages.Message) -> None:
+    """A message only `user` sees in `channel` (when there is no response URL to use)."""
+    core = current_core()
+    try:
+        core.slack.chat_postEphemeral(channel=channel, user=user, **message)
+    except SlackApiError as error:
+        log.info("could not tell %s in %s (%s); sending a DM", user, channel,
+                 error.response.get("error"))
+        _direct_message(core, user, message)
+
+
+def _complete_with(core: Core, execution: StepExecution, result: IssueResult) -> None:
+    if not result.links:
+        _finish_step(core, execution, error=messages.issued(result)["text"])
+        return
+    urls = [link.url for link in result.links]
+    _finish_step(core, execution, outputs={"links": "\n".join(urls), "first_link": urls[0]})
+
+
+def _finish_step(core: Core, execution: StepExecution, *, error: str | None = None,
+                 outputs: dict[str, str] | None = None) -> None:
+    client = WebClient(token=execution.token, base_url=core.settings.slack_api_url,
+                       timeout=10, retry_handlers=[ConnectionErrorRetryHandler(),
+                                                   RateLimitErrorRetryHandler(max_retry_count=3)])
+    outcome = "ok" if error is None else "failed"
+    try:
+        if error is None:
+            client.functions_completeSuccess(function_execution_id=execution.execution_id,
+                                             outputs=outputs or {})
+        else:
+            client.functions_completeError(function_execution_id=execution.execution_id,
+                                           error=surfaces.step_error(error))
+    except SlackApiError as failure:
+        log.error("could not complete workflow step %s: %s", execution.execution_id,
+                  failure.response.get("error"))
+        outcome = "failed"
+    core.metrics.count("onboard_commands", command="workflow_step", outcome=outcome)
+
+
+def _cut_short(job: Job) -> None:
+    """A step or form whose worker died: what it made (tracked, reminded) is handed over."""
+    _, requester, count, note, batch_id, last, *_ = job.args
+    core = current_core()
+    result = core.onboarding.account_for(requester, count, note, batch_id)
+    if isinstance(last, StepExecution):
+        _complete_with(core, last, result)
+    else:
+        _direct_message(core, requester.user_id, surfaces.links_dm(result))
+
+
+def _direct_message(core: Core, user: str, message: messages.Message | None) -> None:
+    if message is None:
+        return
+    if core.onboarding.exotel.sandbox:
+        message = messages.sandboxed(message)
+    message = {k: v for k, v in message.items() if k not in ("response_type",
+                                                              "replace_original")}
+    try:
+        channel = core.slack.conversations_open(users=user)["channel"]["id"]
+        core.slack.chat_postMessage(channel=channel, **message)
+    except SlackApiError as error:
+        log.error("could not send %s a direct message: %s", user, error.response.get("error"))
+
+
+def _post_for(core: Core, requester: Requester, channel: str,
+              message: messages.Message) -> None:
+    """Post in `channel` for the requester; if Slack won't, tell them why in a DM."""
+    try:
+        core.slack.chat_postMessage(channel=channel, **message)
+    except SlackApiError as error:
+        _direct_message(core, requester.user_id, surfaces.not_posted_in_channel(
+            channel, str(error.response.get("error"))))
+        return
+    _direct_message(core, requester.user_id, surfaces.posted_in_channel(channel))
+
+
+def _author_note(core: Core, author: str) -> str:
+    """The message author's name and workspace, for the link's customer note."""
+    if not USER_ID.fullmatch(author):
+        return note_of(author[:MAX_NOTE])  # a bot or app: the name Slack showed
+    try:
+        user = core.slack.users_info(user=author)["user"]
+    except SlackApiError as error:
+        log.info("users.info %s: %s; noting the id", author, error.response.get("error"))
+        return author
+    profile = user.get("profile") or {}
+    name = str(profile.get("real_name") or profile.get("display_name") or user.get("name")
+               or author)
+    team_id = str(user.get("team_id") or profile.get("team") or "")
+    team = team_id
+    if team_id:
+        with contextlib.suppress(SlackApiError, KeyError, TypeError):  # the id will do
+            team = str(core.slack.team_info(team=team_id)["team"]["name"])
+    return note_of((f"{name} ({team})" if team else name)[:MAX_NOTE])

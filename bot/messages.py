@@ -49,6 +49,7 @@ RENEW_ACTION = "renew_batch"
 STOP_ACTION = "stop_reminders"
 SHARE_ACTION = "share_batch"
 FORGET_ACTION = "forget_batch"
+NEW_LINKS_ACTION = "new_onboarding_links"  # App Home's "New links": opens the form
 NO_REVOKE = ("Exotel's API cannot revoke a link: it keeps working for whoever has it until it "
              "expires")
 # Batches in one listing, and how much of each note: with a button and a reminder date
@@ -379,6 +380,8 @@ def home_view(listing: Listing) -> dict[str, Any]:
     """The App Home tab: the viewer's live links."""
     at = now()
     blocks: list[Block] = [_section("*Your live onboarding links*")]
+    blocks.append(ActionsBlock(elements=[ButtonElement(text="New links", style="primary",
+                                                       action_id=NEW_LINKS_ACTION)]))
     blocks.extend(_section(_batch_line(b, at)) for b in listing.batches[:MAX_LISTED])
     blocks.extend(_older(listing))
     if not listing.batches:

@@ -50,6 +50,15 @@ class SharedRateLimiter:
             return 0.0
         return max(0.0, float(entry) + self._item.get_expiry() - time.time())
 
+    def share_used(self) -> float:
+        """How much of the window is taken right now, 0.0 to 1.0, by every process."""
+        stats = self._limiter.get_window_stats(self._item, self._key)
+        return min(1.0, max(0.0, 1.0 - stats.remaining / self.per_minute))
+
+    def try_acquire(self) -> bool:
+        """Take one request slot if the window has one now; never waits."""
+        return bool(self._limiter.hit(self._item, self._key))
+
     def acquire(self, deadline: float) -> None:
         """Take one request slot, waiting for one until `deadline` (time.monotonic())."""
         while not self._limiter.hit(self._item, self._key):

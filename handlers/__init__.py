@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from slack_bolt import App
 
-from handlers import actions, check_token, errors, home, onboard_link
+from handlers import actions, check_token, errors, home, onboard_link, shortcuts, unfurl, workflow
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -17,4 +17,7 @@ def register_listeners(app: App, services: Services) -> None:
     check_token.register(app, services)
     actions.register(app, services)
     home.register(app, services)
+    workflow.register(app, services)
+    shortcuts.register(app, services)
+    unfurl.register(app, services)
     errors.register(app)

@@ -32,3 +32,17 @@ def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_ur
             respond(**problem, replace_original=False)
         return
     ack(**(ack_with or {}))
+
+
+def enqueue_or_tell(core: Core, job: Callable[..., None], response_url: str | None,
+                    *args: Any, then: Callable[[], None],
+                    tell: Callable[[messages.Message], None],
+                    idempotent: bool = True) -> None:
+    """`job` on a worker, then `then()` (the ack); if Redis will not take it, `tell(problem)`
+    instead: for surfaces whose ack is not a message (modals, workflow steps, events)."""
+    try:
+        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent)
+    except StoreUnavailable as error:
+        tell(messages.problem(error))
+        return
+    then()

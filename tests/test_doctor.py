@@ -37,7 +37,8 @@ from tests.support import (
 )
 
 MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read",
-                   "channels:history", "groups:history", "im:history"]
+                   "channels:history", "groups:history", "im:history", "links:read",
+                   "links:write", "users:read", "team:read"]
 CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
                "redis persistence", "reminder worker"]
 # Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
@@ -177,7 +178,7 @@ def test_granted_scopes_are_compared_with_the_manifest(
         checks = doctor.check_slack(settings)
     assert [c.line() for c in checks] == [
         "✓ slack: auth.test ok: bot onboard-bot (U0BOT) in workspace Acme (T0ACME)",
-        "✓ slack scopes: all 8 of manifest.yml's bot scopes granted (also granted: "
+        "✓ slack scopes: all 12 of manifest.yml's bot scopes granted (also granted: "
         "channels:read)",
     ]
     assert fake.methods == ["auth.test"]
@@ -193,7 +194,8 @@ def test_missing_scopes_fail_with_the_names_and_the_fix(
     assert auth.ok and not scopes.ok
     assert scopes.line() == (
         "✗ slack scopes: the bot token lacks chat:write.public, im:write, usergroups:read, "
-        "channels:history, groups:history, im:history — "
+        "channels:history, groups:history, im:history, links:read, links:write, users:read, "
+        "team:read — "
         "add them under OAuth & Permissions (or update the app from manifest.yml) and "
         "reinstall the app to the workspace")
 

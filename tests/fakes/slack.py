@@ -13,6 +13,13 @@ from urllib.parse import parse_qs
 from bot.sandbox import LoopbackServer
 from tests.support import APP_TOKEN
 
+# Parameters slack_sdk sends as JSON text in form-encoded calls.
+JSON_PARAMS = {"view", "blocks", "unfurls", "outputs", "metadata"}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else (value or {})
+
 
 @dataclass
 class ApiCall:
@@ -39,6 +46,8 @@ class FakeSlack:
         self.channel_retry_after: dict[str, int] = {}
         self.history_errors: dict[str, str] = {}  # channel -> error for conversations.history
         self.messages: dict[str, list[dict[str, Any]]] = {}  # channel -> posted, oldest first
+        self.users: dict[str, dict[str, Any]] = {}  # user id -> users.info's `user`
+        self.teams: dict[str, dict[str, Any]] = {}  # team id -> team.info's `team`
         self._last_ts = 0.0
         self.lock = threading.Lock()
         self._server = LoopbackServer(("127.0.0.1", port), self._handler())
@@ -75,6 +84,8 @@ class FakeSlack:
             self.channel_retry_after.clear()
             self.history_errors.clear()
             self.messages.clear()
+            self.users.clear()
+            self.teams.clear()
 
     def calls(self, method: str) -> list[ApiCall]:
         with self.lock:
@@ -118,9 +129,22 @@ class FakeSlack:
             return {"ok": True, "users": self.usergroups[group]}
         if method == "apps.connections.open":
             return {"ok": True, "url": self.socket_url}
+        if method == "users.info":
+            user = self.users.get(str(params.get("user")))
+            return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+        if method == "team.info":
+            team = self.teams.get(str(params.get("team")))
+            return {"ok": True, "team": team} if team else {"ok": False, "error": "team_not_found"}
+        if method == "views.open":
+            return {"ok": True, "view": {"id": "V0OPENED", **_json(params.get("view"))}}
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
         return {"ok": True}
+
+    def params(self, method: str) -> list[dict[str, Any]]:
+        """The parameters of every call to `method`, JSON-valued ones decoded."""
+        return [{k: _json(v) if k in JSON_PARAMS else v for k, v in c.params.items()}
+                for c in self.calls(method)]
 
     def _post(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel"))

@@ -1,0 +1,66 @@
+"""The Workflow Builder step `create_onboarding_links`: links for the workflow's user."""
+
+from __future__ import annotations
+
+from logging import Logger
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, App, BoltContext, Fail
+
+from bot import jobs, surfaces
+from bot.commands import UsageError
+from bot.inputs import CHANNEL_ID, OPAQUE_ID, TEAM_ID, USER_ID, count_of, matches, note_of
+from bot.models import Requester
+from handlers.enqueue import enqueue_or_tell
+
+if TYPE_CHECKING:
+    from bot.app import Services
+
+NO_USER = ("The step needs to know who ran the workflow: set its Requester input to "
+           "“Person who used this workflow”.")
+
+
+def register(app: App, services: Services) -> None:
+    core = services.core
+
+    @app.function(surfaces.WORKFLOW_STEP)
+    def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
+                     context: BoltContext, fail: Fail, logger: Logger) -> None:
+        execution_id = matches(OPAQUE_ID, context.function_execution_id)
+        token = context.function_bot_access_token
+        if execution_id is None or not token:
+            logger.warning("function_executed without an execution id or token: ignored")
+            ack()
+            return
+        execution = jobs.StepExecution(execution_id, token)
+        user = matches(USER_ID, inputs.get("user_id"))
+        requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
+                              user_id=user or "",
+                              channel_id=matches(CHANNEL_ID, inputs.get("channel_id")) or "")
+
+        def end_with(error: str) -> None:
+            enqueue_or_tell(core, jobs.fail_workflow_step, None, execution, error, then=ack,
+                            tell=lambda problem: _fail_now(ack, fail, problem["text"]))
+
+        try:
+            count = count_of(inputs.get("count"))
+            note = note_of(inputs.get("customer_note"))
+            if user is None:
+                raise UsageError(NO_USER)
+        except UsageError as problem:
+            end_with(surfaces.step_error(str(problem)))
+            return
+        decision = core.access.may_issue(requester.user_id, requester.channel_id)
+        if not decision.allowed:
+            core.onboarding.refused(requester, "workflow", decision.reason)
+            end_with(surfaces.step_refused(decision.reason))
+            return
+        enqueue_or_tell(core, jobs.run_workflow_step, None, requester, count, note,
+                        jobs.new_batch_id(), execution, idempotent=False, then=ack,
+                        tell=lambda problem: _fail_now(ack, fail, problem["text"]))
+
+
+def _fail_now(ack: Ack, fail: Fail, text: str) -> None:
+    """Redis is down, so no job can end the step: end it from here (one quick call)."""
+    ack()
+    fail(surfaces.step_error(text))
