@@ -23,7 +23,8 @@ from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
 from bot.ratelimit import RateLimitExceeded, SharedRateLimiter
 from bot.sandbox import ExotelSandbox
-from tests.conftest import REP, Bot, block_text, fire_due
+from bot.settings import HINTS, SettingsError
+from tests.conftest import REP, Bot, block_text, fire_due, settings_for
 from tests.fakes.slack import FakeSlack
 from tests.support import wait_until
 
@@ -246,3 +247,17 @@ def test_the_audit_shows_quota_and_access_refusals_and_a_check_of_an_unknown_tok
         ("check", "unknown", "U0REP")]
     assert rows[2]["tokens"] == f"…{UNKNOWN_TOKEN[-4:]}"
     assert UNKNOWN_TOKEN not in json.dumps(rows)
+
+
+# Settings ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "value"), [("CHECK_TOKEN_PER_MINUTE", "0"),
+                                             ("ISSUE_RESERVE", "1"), ("ISSUE_RESERVE", "-0.1")])
+def test_the_fair_use_settings_are_checked_with_a_hint(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack, name: str, value: str
+) -> None:
+    with pytest.raises(SettingsError) as problem:
+        settings_for(redis_url, exotel, slack, **{name: value})
+    assert f"- {name}: " in str(problem.value) and HINTS[name] in str(problem.value)
+    defaults = settings_for(redis_url, exotel, slack, EXOTEL_RATE_PER_MINUTE=200)
+    assert (defaults.check_token_per_minute, defaults.issue_reserve_slots) == (30, 100)
