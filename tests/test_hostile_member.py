@@ -22,7 +22,7 @@ from bot.groups import FAILED_KEY, MEMBERS_KEY
 from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
 from bot.ratelimit import RateLimitExceeded, SharedRateLimiter
-from bot.sandbox import ExotelSandbox
+from bot.sandbox import ExotelSandbox, Fault
 from bot.settings import HINTS, SettingsError
 from tests.conftest import REP, Bot, block_text, fire_due, settings_for
 from tests.fakes.slack import FakeSlack
@@ -232,19 +232,23 @@ def test_membership_is_shared_by_processes_and_refreshed_when_stale(
 # Acceptance 9 -----------------------------------------------------------------------------
 
 def test_the_audit_shows_quota_and_access_refusals_and_a_check_of_an_unknown_token(
-    make_bot: Callable[..., Bot], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+    make_bot: Callable[..., Bot], redis_client: redis.Redis, exotel: ExotelSandbox,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     bot = make_bot(ALLOWED_USER_IDS="U0REP", MAX_LINKS_PER_USER_PER_DAY=2)
     assert "at most 2 links" in block_text(bot.command("/onboard-link", "3 ACME").final())
     assert "not on the list" in block_text(
         bot.command("/onboard-link", "1", user_id="U0OUT").ack)
     assert "does not know" in block_text(bot.command("/check-token", UNKNOWN_TOKEN).final())
+    exotel.always = Fault(status=402)  # Exotel refuses: the check failed, and says so
+    assert "HTTP 402" in block_text(bot.command("/check-token", UNKNOWN_TOKEN).final())
 
     assert cli._print_audit(bot.services.core.settings, None, "csv") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["action"], r["outcome"], r["user_id"]) for r in rows] == [
         ("issue", "quota", "U0REP"), ("onboard-link", "refused", "U0OUT"),
-        ("check", "unknown", "U0REP")]
+        ("check", "unknown", "U0REP"), ("check", "failed", "U0REP")]
+    assert rows[3]["detail"] == "ExotelPlanError"
     assert rows[2]["tokens"] == f"…{UNKNOWN_TOKEN[-4:]}"
     assert UNKNOWN_TOKEN not in json.dumps(rows)
 
