@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis
 from redis import Redis
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,9 @@ class GroupCache:
         try:
             users = self._slack(timeout).usergroups_users_list(usergroup=group_id)["users"]
         except Exception as error:  # Slack's error, a timeout, a refused connection: all alike
-            reason = getattr(getattr(error, "response", None), "get", lambda _: None)("error")
-            log.warning("could not list user group %s: %s", group_id,
-                        reason or type(error).__name__)
+            reason = (error.response.get("error") if isinstance(error, SlackApiError)
+                      else type(error).__name__)
+            log.warning("could not list user group %s: %s", group_id, reason)
             self._quietly(lambda: self._redis.set(FAILED_KEY.format(group_id), "1",
                                                   ex=FAILED_SECONDS))
             if not background:

@@ -265,3 +265,15 @@ def test_the_fair_use_settings_are_checked_with_a_hint(
     assert f"- {name}: " in str(problem.value) and HINTS[name] in str(problem.value)
     defaults = settings_for(redis_url, exotel, slack, EXOTEL_RATE_PER_MINUTE=200)
     assert (defaults.check_token_per_minute, defaults.issue_reserve_slots) == (30, 100)
+
+
+def test_a_group_slack_does_not_know_is_refused_without_repeating_the_look_up(
+    make_core: Callable[..., Core], slack: FakeSlack, redis_client: redis.Redis
+) -> None:
+    core = make_core(ALLOWED_USERGROUP_IDS="S0GONE")
+    for _ in range(3):
+        decision = core.access.may_issue("U0ANY", "C0X")
+        assert not decision.allowed and "couldn't confirm" in decision.reason
+    assert len(slack.calls("usergroups.users.list")) == 1
+    assert 0 < redis_client.ttl(FAILED_KEY.format("S0GONE")) <= 30
+    assert len(core.commands.queue) == 1  # one refresh queued for the worker, not three
