@@ -16,11 +16,12 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.access import AccessPolicy
 from bot.audit import Audit
 from bot.exotel import ExotelClient, ExotelError, Limiter
+from bot.groups import GroupCache
 from bot.home import HomeTabs
 from bot.metrics import Metrics
 from bot.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
-from bot.queue import COMMANDS_QUEUE, CommandQueue
-from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
+from bot.queue import COMMANDS_QUEUE, CommandQueue, Reply
+from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter, UserRateLimit
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
 from bot.store import StoreUnavailable, TokenStore, connect_for
@@ -43,6 +44,7 @@ class Core:
     metrics: Metrics
     home: HomeTabs
     commands: CommandQueue
+    check_rate: UserRateLimit  # /check-token commands per user a minute
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -66,7 +68,8 @@ def reminder_slack_client(settings: Settings) -> WebClient:
 
 
 def exotel_client(settings: Settings, limiter: Limiter,
-                  observe: Callable[[str, str, float], None] | None = None) -> ExotelClient:
+                  observe: Callable[[str, str, float], None] | None = None,
+                  status_limiter: Limiter | None = None) -> ExotelClient:
     return ExotelClient(
         base_url=settings.exotel_url,
         account_sid=settings.exotel_account_sid,
@@ -76,6 +79,7 @@ def exotel_client(settings: Settings, limiter: Limiter,
         timeout=settings.exotel_timeout,
         deadline=settings.exotel_deadline,
         observe=observe,
+        status_limiter=status_limiter,
     )
 
 
@@ -86,9 +90,11 @@ def build_core(settings: Settings) -> Core:
     store = TokenStore(client)
     metrics = Metrics(client)
     limiter = SharedRateLimiter(
-        client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}"
+        client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}",
+        reserve=settings.issue_reserve_slots,
     )
-    exotel = exotel_client(settings, limiter, observe=metrics.exotel_call)
+    exotel = exotel_client(settings, limiter, observe=metrics.exotel_call,
+                           status_limiter=limiter.non_issuing())
     # RQ stores pickled jobs: its connection must not decode replies. Listeners enqueue on
     # it before they ack, so it gives up well inside Slack's 3 s.
     jobs = connect_for(settings, decode_responses=False, health_check_interval=0)
@@ -96,18 +102,32 @@ def build_core(settings: Settings) -> Core:
     slack = slack_client(settings)
     audit = Audit(client, timedelta(days=settings.audit_retention_days))
     quota = LinkQuota(client, settings.max_links_per_user_per_day)
-    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter)
+    commands = CommandQueue(Queue(COMMANDS_QUEUE, connection=jobs), settings.exotel_deadline)
+    access = AccessPolicy(settings, GroupCache(
+        client, lambda timeout: lookup_client(settings, timeout),
+        refresh=lambda group_id: _refresh_group(commands, group_id)))
+    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter,
+                            access=access)
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
                                        metrics),
-        slack=slack, access=AccessPolicy(settings, lookup_client(settings)), metrics=metrics,
+        slack=slack, access=access, metrics=metrics,
         home=HomeTabs(onboarding, slack),
-        commands=CommandQueue(Queue(COMMANDS_QUEUE, connection=jobs), settings.exotel_deadline),
+        commands=commands,
+        check_rate=UserRateLimit(client, settings.check_token_per_minute, "check-token"),
     )
 
 
-def lookup_client(settings: Settings) -> WebClient:
-    """For look-ups made while Slack waits for an ack: short timeout, no retries."""
+def lookup_client(settings: Settings, timeout: float = 2) -> WebClient:
+    """For look-ups: the timeout given (what is left of an ack's deadline), no retries (a
+    retried look-up would be a repeated one)."""
     return WebClient(token=settings.slack_bot_token.get_secret_value(),
-                     base_url=settings.slack_api_url, timeout=2)
+                     base_url=settings.slack_api_url, timeout=timeout,  # type: ignore[arg-type]
+                     retry_handlers=[])
+
+
+def _refresh_group(commands: CommandQueue, group_id: str) -> None:
+    from bot import jobs  # the job module imports this one
+
+    commands.enqueue(jobs.refresh_usergroup, Reply.to(None), group_id)

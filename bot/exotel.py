@@ -123,6 +123,7 @@ class ExotelClient:
         concurrency: int = 25,
         connections: int = 64,
         observe: Callable[[str, str, float], None] | None = None,
+        status_limiter: Limiter | None = None,
     ) -> None:
         self._url = f"{base_url.rstrip('/')}/v2/accounts/{account_sid}/isv"
         self._session = requests.Session()
@@ -140,6 +141,8 @@ class ExotelClient:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._limiter = limiter
+        # Checks, status polls and reminders: kept off the share of the budget issuing keeps.
+        self._status_limiter = status_limiter or limiter
         self._timeout = timeout
         self._deadline = deadline
         self._concurrency = concurrency
@@ -199,6 +202,7 @@ class ExotelClient:
         """Exotel's status for a token: VALID, EXPIRED, USED, or whatever else it says."""
         deadline = time.monotonic() + self._deadline
         body = self._call("GET", deadline, params={"access_token": token}, idempotent=True,
+                          limiter=self._status_limiter,
                           not_found="Exotel does not know this token: check it was copied whole.")
         status = _payload(body).get("onboarding_token_status")
         if not isinstance(status, str) or not status:
@@ -217,9 +221,11 @@ class ExotelClient:
             return error
 
     def _call(self, method: str, deadline: float, *, idempotent: bool, not_found: str,
-              params: dict[str, str] | None = None) -> dict[str, Any]:
+              params: dict[str, str] | None = None,
+              limiter: Limiter | None = None) -> dict[str, Any]:
         def once() -> dict[str, Any]:
-            return self._request(method, deadline, params, idempotent, not_found)
+            return self._request(method, deadline, params, idempotent, not_found,
+                                 limiter or self._limiter)
 
         retrying = Retrying(
             retry=retry_if_exception(lambda e: getattr(e, "retryable", False)),
@@ -230,9 +236,9 @@ class ExotelClient:
         return retrying(once)
 
     def _request(self, method: str, deadline: float, params: dict[str, str] | None,
-                 idempotent: bool, not_found: str) -> dict[str, Any]:
+                 idempotent: bool, not_found: str, limiter: Limiter) -> dict[str, Any]:
         try:
-            self._limiter.acquire(deadline)
+            limiter.acquire(deadline)
         except RateLimitExceeded as exc:
             raise ExotelRateLimited(
                 f"The bot is at Exotel's request limit; try again in {exc.retry_in:.0f} s.",

@@ -103,7 +103,8 @@ def check_token(reply: Reply, requester: Requester, token: str) -> None:
 
 def stop_reminders(reply: Reply, requester: Requester, batch_id: str) -> None:
     def work(core: Core) -> messages.Message:
-        core.onboarding.stop_reminders(requester, batch_id)
+        core.onboarding.stop_reminders(requester, batch_id,
+                                       is_admin=core.access.is_admin(requester.user_id))
         return {**messages.stopped(), **KEEP_ORIGINAL}
 
     _perform(reply, "stop_reminders", work)
@@ -144,6 +145,11 @@ def refresh_home(reply: Reply, viewer: Requester) -> None:
     _perform(reply, "refresh_home", work)
 
 
+def refresh_usergroup(reply: Reply, group_id: str) -> None:
+    """Fetch a user group's members into the shared cache, off the ack's path."""
+    current_core().access.groups.refresh_now(group_id)
+
+
 def respond(reply: Reply, message: messages.Message) -> None:
     """A reply worked out by the listener, sent from here so the ack need not wait for it."""
     _perform(reply, "respond", lambda core: {**message, **KEEP_ORIGINAL})
@@ -174,6 +180,9 @@ def _wait_for_budget(core: Core, reply: Reply, wait: BudgetWait, told: bool,
     """Queue the command again for when Exotel's budget has room; tell the user once."""
     seconds = wait.seconds
     if reply.requested_at + RESPONSE_URL_LIFE.total_seconds() < time.time() + seconds + 60:
+        requester = args[0]
+        core.onboarding.refused(requester, "issue" if job is issue_links else "renew",
+                                str(wait), outcome="rate-limited")
         return messages.problem(wait)
     core.commands.enqueue(job, reply, *args, True, idempotent=False, delay=seconds)
     log.info("%s waits %.0f s for Exotel's request budget", job.__name__, seconds)

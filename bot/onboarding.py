@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.exotel import ExotelClient, ExotelError, OnboardingLink
+from bot.exotel import ExotelClient, ExotelError, ExotelNotFound, ExotelRateLimited, OnboardingLink
 from bot.models import Batch, Listing, Requester, TrackedLink
+from bot.ratelimit import QuotaExceeded
 from bot.store import Scope, StoreUnavailable, TokenStore, redis_errors
 from bot.tokens import mask
 
 if TYPE_CHECKING:
+    from bot.access import AccessPolicy
     from bot.audit import Audit
     from bot.metrics import Metrics
     from bot.ratelimit import LinkQuota, SharedRateLimiter
@@ -91,8 +93,9 @@ class Forgotten:
 class Onboarding:
     def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders,
                  audit: Audit, quota: LinkQuota, metrics: Metrics,
-                 budget: SharedRateLimiter) -> None:
+                 budget: SharedRateLimiter, access: AccessPolicy | None = None) -> None:
         self.exotel = exotel
+        self.access = access  # who may act on a batch; without it, its requester only
         self.budget = budget
         self.store = store
         self.reminders = reminders
@@ -109,7 +112,12 @@ class Onboarding:
         exists, so that whoever finds a command cut short can account for what it made.
         """
         with redis_errors():
-            self.quota.check(requester.team_id, requester.user_id, count)
+            try:
+                self.quota.check(requester.team_id, requester.user_id, count)
+            except QuotaExceeded as refused:
+                self._record(action, requester, None, count=count, outcome="quota",
+                             detail=str(refused))
+                raise
             wait = self.budget.wait_for(count)
         if wait > BUDGET_NAP:
             raise BudgetWait(wait, count)
@@ -161,7 +169,12 @@ class Onboarding:
     def check(self, requester: Requester, token: str) -> CheckResult:
         self.store.ensure_available()
         started = time.monotonic()
-        status = self.exotel.token_status(token)
+        try:
+            status = self.exotel.token_status(token)
+        except ExotelError as error:
+            self._record("check", requester, None, tokens=[mask(token)],
+                         outcome=_check_outcome(error), detail=type(error).__name__)
+            raise
         log.info("check: %s is %s", mask(token), status, extra=_fields(
             "check", requester, status, round(time.monotonic() - started, 3), None))
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
@@ -177,20 +190,23 @@ class Onboarding:
             return None  # a double click
         batch = self.store.get_batch(batch_id)
         if batch is None:
+            self._record("renew", requester, None, batch_id=batch_id, outcome="gone")
             raise BatchGone(batch_id)
         return self.issue(requester, len(batch.tokens), batch.note, action="renew",
                           batch_id=new_batch_id)
 
-    def stop_reminders(self, requester: Requester, batch_id: str) -> None:
-        self.reminders.stop(batch_id)
-        self._record("stop_reminders", requester, None, batch_id=batch_id)
+    def stop_reminders(self, requester: Requester, batch_id: str,
+                       is_admin: bool = False) -> None:
+        batch = self._own_batch(requester, batch_id, is_admin, "stop_reminders")
+        self.reminders.stop(batch.batch_id)
+        self._record("stop_reminders", requester, batch)
 
     def live(self, requester: Requester, scope: Scope, limit: int) -> Listing:
         return self.store.live_batches(scope, requester, limit)
 
     def share(self, requester: Requester, batch_id: str,
               is_admin: bool = False) -> tuple[Batch, list[TrackedLink]]:
-        batch = self._own_batch(requester, batch_id, is_admin)
+        batch = self._own_batch(requester, batch_id, is_admin, "share")
         links = self.store.links_of(batch)
         self._record("share", requester, batch, count=len(links),
                      tokens=[mask(link.token) for link in links])
@@ -202,30 +218,41 @@ class Onboarding:
         if token is not None:
             link = self.store.get_link(token)
             if link is None:
-                raise BatchGone(token)
-            batch = self._own_batch(requester, link.batch_id, is_admin)
+                self._record("forget", requester, None, tokens=[mask(token)], outcome="gone")
+                raise BatchGone(mask(token))
+            batch = self._own_batch(requester, link.batch_id, is_admin, "forget")
             remaining = self.store.forget_link(link)
             if remaining is None:
                 self.reminders.stop(batch.batch_id)
             self._record("forget", requester, batch, tokens=[mask(token)])
             return Forgotten(batch, token)
         assert batch_id is not None
-        batch = self._own_batch(requester, batch_id, is_admin)
+        batch = self._own_batch(requester, batch_id, is_admin, "forget")
         self.store.forget_batch(batch)
         self.reminders.stop(batch.batch_id)
         self._record("forget", requester, batch, count=len(batch.tokens),
                      tokens=[mask(t) for t in batch.tokens])
         return Forgotten(batch)
 
-    def refused(self, requester: Requester, action: str, reason: str) -> None:
-        self.metrics.count("onboard_commands", command=action, outcome="refused")
-        self._record(action, requester, None, outcome="refused", detail=reason)
+    def refused(self, requester: Requester, action: str, reason: str,
+                outcome: str = "refused", batch_id: str = "") -> None:
+        """Audit a refusal (access, quota, rate limit) under whoever was refused."""
+        self.metrics.count("onboard_commands", command=action, outcome=outcome)
+        self._record(action, requester, None, outcome=outcome, detail=reason, batch_id=batch_id)
 
-    def _own_batch(self, requester: Requester, batch_id: str, is_admin: bool) -> Batch:
+    def _own_batch(self, requester: Requester, batch_id: str, is_admin: bool,
+                   action: str = "") -> Batch:
+        """The batch, if `requester` may act on it (the access policy says); audited if not."""
         batch = self.store.get_batch(batch_id)
         if batch is None:
+            if action:
+                self._record(action, requester, None, batch_id=batch_id, outcome="gone")
             raise BatchGone(batch_id)
-        if batch.requester.user_id != requester.user_id and not is_admin:
+        allowed = (self.access.may_act_on(requester.user_id, batch).allowed if self.access
+                   else batch.requester.user_id == requester.user_id)
+        if not (allowed or is_admin):
+            if action:
+                self.refused(requester, action, "not theirs", batch_id=batch_id)
             raise NotYours(batch_id)
         return batch
 
@@ -239,6 +266,16 @@ class Onboarding:
                               tokens=tokens or [], detail=detail)
         except StoreUnavailable:
             log.error("could not write the audit entry for %s by %s", action, requester.user_id)
+
+
+def _check_outcome(error: ExotelError) -> str:
+    """A failed check, in the audit's words: Exotel doesn't know the token, the budget was
+    spent, or the call failed."""
+    if isinstance(error, ExotelNotFound):
+        return "unknown"
+    if isinstance(error, ExotelRateLimited):
+        return "rate-limited"
+    return "failed"
 
 
 def _fields(command: str, requester: Requester, outcome: str, exotel_seconds: float,

@@ -22,19 +22,58 @@ class RateLimitExceeded(Exception):
         self.retry_in = retry_in
 
 
+# `limits`' own moving-window acquire, but taking one slot only while more than `reserve`
+# are free: the same list, so issuing (which takes any free slot) sees these entries too.
+_ACQUIRE_ABOVE_RESERVE = """
+local entry = redis.call('lindex', KEYS[1], tonumber(ARGV[2]) - tonumber(ARGV[4]) - 1)
+if entry and tonumber(entry) >= tonumber(ARGV[1]) - tonumber(ARGV[3]) then
+    return entry
+end
+redis.call('lpush', KEYS[1], ARGV[1])
+redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('expire', KEYS[1], ARGV[3])
+return '-1'
+"""
+
+
 class SharedRateLimiter:
     """At most `per_minute` acquisitions in any 60 s window, across every process.
 
     A moving window lets a whole batch go at once while it fits, and never lets the
-    account exceed Exotel's per-minute limit.
+    account exceed Exotel's per-minute limit. `reserve` slots of every window are kept for
+    issuing: the other calls (checks, status polls, reminders) go through `non_issuing()`.
     """
 
-    def __init__(self, redis: Redis, per_minute: int, key: str) -> None:
+    def __init__(self, redis: Redis, per_minute: int, key: str, reserve: int = 0) -> None:
+        if not 0 <= reserve < per_minute:
+            raise ValueError(f"a reserve of {reserve} leaves nothing of {per_minute} a minute")
         self._redis = redis
         self._limiter = _moving_window(redis)
         self._item = RateLimitItemPerMinute(per_minute)
         self._key = key
         self.per_minute = per_minute
+        self.reserve = reserve
+        self._above_reserve = redis.register_script(_ACQUIRE_ABOVE_RESERVE)
+
+    def non_issuing(self) -> ReservedLimiter:
+        """The limiter for every Exotel call but issuing: it leaves the reserve alone."""
+        return ReservedLimiter(self)
+
+    def acquire_above_reserve(self, deadline: float) -> None:
+        """Take one slot while more than `reserve` are free, waiting until `deadline`
+        (time.monotonic()) at most; a wait that would not end by then fails at once."""
+        storage = self._limiter.storage
+        key = storage.prefixed_key(self._item.key_for(self._key))  # type: ignore[attr-defined]
+        expiry = self._item.get_expiry()
+        while True:
+            blocking = float(self._above_reserve(
+                keys=[key], args=[time.time(), self.per_minute, expiry, self.reserve]))
+            if blocking < 0:
+                return
+            wait = max(0.05, blocking + expiry - time.time())
+            if time.monotonic() + wait > deadline:
+                raise RateLimitExceeded(wait)
+            time.sleep(min(wait, 1.0))
 
     def wait_for(self, count: int) -> float:
         """Seconds until `count` requests fit the window (0: now), if no one else takes any.
@@ -67,6 +106,33 @@ class SharedRateLimiter:
             if time.monotonic() + wait > deadline:
                 raise RateLimitExceeded(wait)
             time.sleep(min(wait, 1.0))
+
+
+class ReservedLimiter:
+    """An Exotel `Limiter` that never takes the slots reserved for issuing."""
+
+    def __init__(self, shared: SharedRateLimiter) -> None:
+        self._shared = shared
+
+    def acquire(self, deadline: float) -> None:
+        self._shared.acquire_above_reserve(deadline)
+
+
+class UserRateLimit:
+    """At most `per_minute` of one kind of request per user in any 60 s, across processes."""
+
+    def __init__(self, redis: Redis, per_minute: int, name: str) -> None:
+        self._limiter = _moving_window(redis)
+        self._item = RateLimitItemPerMinute(per_minute)
+        self._name = name
+        self.per_minute = per_minute
+
+    def hit(self, team_id: str, user_id: str) -> float | None:
+        """Count one request; None if it fits, else the seconds until one more would."""
+        if self._limiter.hit(self._item, self._name, team_id, user_id):
+            return None
+        stats = self._limiter.get_window_stats(self._item, self._name, team_id, user_id)
+        return max(1.0, stats.reset_time - time.time())
 
 
 class QuotaExceeded(Exception):

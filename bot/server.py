@@ -2,7 +2,7 @@
 
 Each request is read whole on uvicorn's event loop, within a size limit and a deadline, before
 a thread runs the bot's WSGI application on it (through a2wsgi): a slow or huge request holds
-a cheap connection, never one of the threads that answer Slack (docs/decisions/0013-web-front.md).
+a cheap connection, never one of the threads that answer Slack (docs/decisions/0006-web-front.md).
 """
 
 from __future__ import annotations

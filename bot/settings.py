@@ -50,6 +50,10 @@ HINTS = {
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
     "METRICS_TOKEN": "a long random string (openssl rand -hex 32) that Prometheus sends as "
     "'Authorization: Bearer <token>', or leave it unset to serve no /metrics",
+    "CHECK_TOKEN_PER_MINUTE": "a whole number of /check-token commands per user a minute, "
+    "1 or more",
+    "ISSUE_RESERVE": "the share of Exotel's budget kept for issuing, from 0 up to just under 1 "
+    "(0.5)",
 }
 
 
@@ -112,6 +116,10 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1, alias="AUDIT_RETENTION_DAYS")
     max_links_per_user_per_day: int = Field(default=200, ge=1,
                                             alias="MAX_LINKS_PER_USER_PER_DAY")
+    # Fair use of Exotel's budget: one member's checks cannot spend it, and checks, status
+    # polls and reminders together never take the share of each minute kept for issuing.
+    check_token_per_minute: int = Field(default=30, ge=1, alias="CHECK_TOKEN_PER_MINUTE")
+    issue_reserve: float = Field(default=0.5, ge=0, lt=1, alias="ISSUE_RESERVE")
     # gunicorn's processes and threads (HTTP mode); checked here so a typo stops the bot early.
     web_concurrency: int = Field(default=2, ge=1, alias="WEB_CONCURRENCY")
     web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")
@@ -177,6 +185,11 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def issue_reserve_slots(self) -> int:
+        """Requests of each minute's Exotel budget only issuing may use."""
+        return int(self.exotel_rate_per_minute * self.issue_reserve)
 
     @property
     def exotel_url(self) -> str:

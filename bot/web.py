@@ -2,7 +2,7 @@
 
 Requests to /slack/events are checked here before Bolt sees them: size, encoding and
 signature first (a refused request is never parsed nor logged), then the body is parsed by
-field, as Bolt's own parser cannot be trusted to (docs/decisions/0013-web-front.md).
+field, as Bolt's own parser cannot be trusted to (docs/decisions/0006-web-front.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Buttons: Renew, Stop reminding, Post to channel, Forget."""
+"""Buttons: Renew, Stop reminding, Post to channel, Forget.
+
+Every click is checked before anything touches Redis: the value must be a batch id the bot
+made, and the clicker must be allowed to issue. Whose batch it is (its requester or an
+admin) is checked by the job, which reads the batch."""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import jobs
+from bot import jobs, messages
+from bot.access import valid_batch_id
+from bot.core import Core
 from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
 from handlers.enqueue import enqueue_then_ack
@@ -23,36 +29,62 @@ def clicker_of(body: dict[str, Any]) -> Requester:
                      channel_id=(body.get("channel") or {}).get("id", ""))
 
 
+def allowed_click(core: Core, ack: Ack, body: dict[str, Any], action: dict[str, Any],
+                  respond: Respond, name: str) -> tuple[Requester, str] | None:
+    """The clicker and the batch id, or None once the click was refused (and audited)."""
+    clicker = clicker_of(body)
+    value = action.get("value")
+    decision = core.access.may_click(clicker.user_id, clicker.channel_id, value)
+    if decision.allowed:
+        return clicker, str(value)
+    message = (refusal(core, clicker, name, decision.reason) if valid_batch_id(value)
+               else _not_a_batch(core, clicker, name, decision.reason))
+    enqueue_then_ack(core, ack, jobs.respond, body.get("response_url"), message,
+                     respond=respond)
+    return None
+
+
+def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> messages.Message:
+    # The value itself is neither stored nor echoed: it is whatever the sender made up.
+    core.onboarding.refused(clicker, name, "invalid button value")
+    return messages.text_message(f":no_entry: {reason}")
+
+
 def register(app: App, services: Services) -> None:
     core = services.core
 
     @app.action(RENEW_ACTION)
     def renew(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
               logger: Logger) -> None:
-        clicker = clicker_of(body)
-        url = body.get("response_url")
-        decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
-        if not decision.allowed:
-            enqueue_then_ack(core, ack, jobs.respond, url,
-                             refusal(core, clicker, "renew", decision.reason), respond=respond)
+        if (allowed := allowed_click(core, ack, body, action, respond, "renew")) is None:
             return
-        enqueue_then_ack(core, ack, jobs.renew_batch, url, clicker, action["value"],
-                         jobs.new_batch_id(), idempotent=False, respond=respond)
+        clicker, batch_id = allowed
+        enqueue_then_ack(core, ack, jobs.renew_batch, body.get("response_url"), clicker,
+                         batch_id, jobs.new_batch_id(), idempotent=False, respond=respond)
 
     @app.action(STOP_ACTION)
     def stop(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
              logger: Logger) -> None:
+        if (allowed := allowed_click(core, ack, body, action, respond, "stop_reminders")) is None:
+            return
+        clicker, batch_id = allowed
         enqueue_then_ack(core, ack, jobs.stop_reminders, body.get("response_url"),
-                         clicker_of(body), action["value"], respond=respond)
+                         clicker, batch_id, respond=respond)
 
     @app.action(SHARE_ACTION)
     def share(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
               logger: Logger) -> None:
+        if (allowed := allowed_click(core, ack, body, action, respond, "share")) is None:
+            return
+        clicker, batch_id = allowed
         enqueue_then_ack(core, ack, jobs.share_batch, body.get("response_url"),
-                         clicker_of(body), action["value"], respond=respond)
+                         clicker, batch_id, respond=respond)
 
     @app.action(FORGET_ACTION)
     def forget(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
                logger: Logger) -> None:
-        enqueue_then_ack(core, ack, jobs.forget, body.get("response_url"), clicker_of(body),
-                         None, action["value"], respond=respond)
+        if (allowed := allowed_click(core, ack, body, action, respond, "forget")) is None:
+            return
+        clicker, batch_id = allowed
+        enqueue_then_ack(core, ack, jobs.forget, body.get("response_url"), clicker,
+                         None, batch_id, respond=respond)

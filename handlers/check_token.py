@@ -9,12 +9,33 @@ from slack_bolt import Ack, App
 
 from bot import jobs, messages
 from bot.commands import Help, UsageError, parse_check
+from bot.core import Core
+from bot.models import Requester
+from bot.store import StoreUnavailable, redis_errors
 from handlers.enqueue import enqueue_then_ack
 from handlers.onboard_link import requester_of
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
     from bot.app import Services
+
+
+def rate_limited(core: Core, requester: Requester) -> messages.Message | None:
+    """A refusal if the requester ran more checks this minute than CHECK_TOKEN_PER_MINUTE
+    allows (every check costs Exotel's shared budget); Redis only, before the ack."""
+    try:
+        with redis_errors():
+            retry_in = core.check_rate.hit(requester.team_id, requester.user_id)
+    except StoreUnavailable as error:
+        return messages.problem(error)
+    if retry_in is None:
+        return None
+    limit = core.check_rate.per_minute
+    core.onboarding.refused(requester, "check-token", f"more than {limit} checks a minute",
+                            outcome="rate-limited")
+    return messages.text_message(
+        f":hourglass: You can check at most {limit} tokens a minute, to keep Exotel's "
+        f"request budget for everyone. Please try again in {retry_in:.0f} s.")
 
 
 def register(app: App, services: Services) -> None:
@@ -34,6 +55,9 @@ def register(app: App, services: Services) -> None:
         decision = core.access.may_check(requester.user_id, requester.channel_id)
         if not decision.allowed:
             ack(**refusal(core, requester, "check-token", decision.reason))
+            return
+        if (limited := rate_limited(core, requester)) is not None:
+            ack(**limited)
             return
         enqueue_then_ack(core, ack, jobs.check_token, command["response_url"], requester,
                          request.token, ack_with=messages.checking())

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, App
 
 from bot import jobs, messages
-from bot.access import Decision
 from bot.commands import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
 from bot.models import Requester
 from bot.store import StoreUnavailable
@@ -38,10 +37,9 @@ def register(app: App, services: Services) -> None:
             ack(**messages.onboard_help())
             return
         requester = requester_of(command)
-        decision = core.access.may_issue(requester.user_id, requester.channel_id)
-        if (decision.allowed and isinstance(request, ListRequest) and request.scope == "all"
-                and not core.access.is_admin(requester.user_id)):
-            decision = Decision(False, "Only admins can list everyone's links.")
+        decision = (core.access.may_list(requester.user_id, requester.channel_id, request.scope)
+                    if isinstance(request, ListRequest)
+                    else core.access.may_issue(requester.user_id, requester.channel_id))
         if not decision.allowed:
             ack(**refusal(core, requester, "onboard-link", decision.reason))
             return
