@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from redis import Redis
 from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -19,10 +20,12 @@ from bot.exotel import ExotelClient, ExotelError, Limiter
 from bot.home import HomeTabs
 from bot.metrics import Metrics
 from bot.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
+from bot.poller import StatusPoller
 from bot.queue import COMMANDS_QUEUE, CommandQueue
-from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter
+from bot.ratelimit import LinkQuota, PollBudget, QuotaExceeded, SharedRateLimiter
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
+from bot.status import StatusBook
 from bot.store import StoreUnavailable, TokenStore, connect_for
 
 # Failures that are news for the user, not bugs: logged without a traceback.
@@ -43,6 +46,8 @@ class Core:
     metrics: Metrics
     home: HomeTabs
     commands: CommandQueue
+    statuses: StatusBook
+    poller: StatusPoller
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -96,15 +101,34 @@ def build_core(settings: Settings) -> Core:
     slack = slack_client(settings)
     audit = Audit(client, timedelta(days=settings.audit_retention_days))
     quota = LinkQuota(client, settings.max_links_per_user_per_day)
-    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter)
+    statuses = StatusBook(client)
+    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses)
+    sandbox = exotel.sandbox
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
                                        metrics),
         slack=slack, access=AccessPolicy(settings, lookup_client(settings)), metrics=metrics,
-        home=HomeTabs(onboarding, slack),
+        home=HomeTabs(onboarding, slack, access_is_admin(settings)),
         commands=CommandQueue(Queue(COMMANDS_QUEUE, connection=jobs), settings.exotel_deadline),
+        statuses=statuses,
+        poller=StatusPoller(store, statuses,
+                            exotel_client(settings, poll_budget(settings, client, limiter),
+                                          observe=metrics.exotel_call),
+                            slack, sandbox),
     )
+
+
+def poll_budget(settings: Settings, client: Redis, shared: SharedRateLimiter) -> PollBudget:
+    """The status poller's bounded share of the account's Exotel budget (STATUS_POLL_SHARE)."""
+    share = max(1, int(settings.exotel_rate_per_minute * settings.status_poll_share))
+    own = SharedRateLimiter(client, share, key=f"exotel:{settings.exotel_account_sid}:poll")
+    return PollBudget(shared, own)
+
+
+def access_is_admin(settings: Settings) -> Callable[[str], bool]:
+    admins = set(settings.admin_user_ids)
+    return lambda user_id: user_id in admins
 
 
 def lookup_client(settings: Settings) -> WebClient:

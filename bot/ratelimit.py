@@ -50,6 +50,10 @@ class SharedRateLimiter:
             return 0.0
         return max(0.0, float(entry) + self._item.get_expiry() - time.time())
 
+    def try_acquire(self) -> bool:
+        """Take one request slot if the window has one now; never waits."""
+        return bool(self._limiter.hit(self._item, self._key))
+
     def acquire(self, deadline: float) -> None:
         """Take one request slot, waiting for one until `deadline` (time.monotonic())."""
         while not self._limiter.hit(self._item, self._key):
@@ -58,6 +62,26 @@ class SharedRateLimiter:
             if time.monotonic() + wait > deadline:
                 raise RateLimitExceeded(wait)
             time.sleep(min(wait, 1.0))
+
+
+class PollBudget:
+    """The status poller's share of Exotel's budget: it takes a slot only while the shared
+    window has more than `reserve` left for issuing, and at most `per_minute` of its own."""
+
+    def __init__(self, shared: SharedRateLimiter, own: SharedRateLimiter) -> None:
+        self.shared = shared
+        self.own = own
+        self.reserve = shared.per_minute - own.per_minute
+
+    def take(self) -> bool:
+        if self.shared.wait_for(self.reserve + 1) > 0:
+            return False  # issuing may need what is left
+        return self.own.try_acquire() and self.shared.try_acquire()
+
+    def acquire(self, deadline: float) -> None:
+        """The Limiter an Exotel client calls before each request: no slot, no request."""
+        if not self.take():
+            raise RateLimitExceeded(60.0)
 
 
 class QuotaExceeded(Exception):

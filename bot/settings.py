@@ -48,6 +48,8 @@ HINTS = {
     "LOG_FORMAT": "text or json",
     "AUDIT_RETENTION_DAYS": "a whole number of days, 1 or more",
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
+    "STATUS_POLL_SECONDS": "a whole number of seconds between status polls, 1 or more",
+    "STATUS_POLL_SHARE": "a fraction of EXOTEL_RATE_PER_MINUTE above 0 and at most 1 (0.25)",
 }
 
 
@@ -110,6 +112,10 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1, alias="AUDIT_RETENTION_DAYS")
     max_links_per_user_per_day: int = Field(default=200, ge=1,
                                             alias="MAX_LINKS_PER_USER_PER_DAY")
+    # How often live links' statuses are polled, and at most what share of Exotel's budget
+    # the polls take (issuing comes first: polls only use a window with room to spare).
+    status_poll_seconds: int = Field(default=300, ge=1, alias="STATUS_POLL_SECONDS")
+    status_poll_share: float = Field(default=0.25, gt=0, le=1, alias="STATUS_POLL_SHARE")
     # gunicorn's processes and threads (HTTP mode); checked here so a typo stops the bot early.
     web_concurrency: int = Field(default=2, ge=1, alias="WEB_CONCURRENCY")
     web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")

@@ -26,6 +26,7 @@ from bot import logs
 from bot.core import Core, build_core
 from bot.jobs import use_core
 from bot.lifetime import die_with_parent
+from bot.poller import start_polling
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def serve(core: Core, logging_level: str) -> None:
     """Work until asked to stop, riding out Redis outages: one log line each, then retries
     with backoff until Redis is back."""
     use_core(core)
+    # Every worker joins (or begins) the one chain of status polls; see bot.poller.
+    start_polling(core.reminders.queue, core.settings.status_poll_seconds)
     delay = 1.0
     down_since: float | None = None
     while True:
