@@ -131,7 +131,7 @@ def _funnel_line(funnel: Funnel, whose: str) -> str:
 
 
 def _duration(span: timedelta) -> str:
-    minutes = int(span.total_seconds() // 60)
+    minutes = round(span.total_seconds() / 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
