@@ -20,7 +20,7 @@ from bot.exotel import ExotelClient, ExotelError, Limiter
 from bot.home import HomeTabs
 from bot.metrics import Metrics
 from bot.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
-from bot.poller import StatusPoller
+from bot.poller import STATUS_QUEUE, StatusPoller
 from bot.queue import COMMANDS_QUEUE, CommandQueue
 from bot.ratelimit import LinkQuota, PollBudget, QuotaExceeded, SharedRateLimiter
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
@@ -115,7 +115,7 @@ def build_core(settings: Settings) -> Core:
         poller=StatusPoller(store, statuses,
                             exotel_client(settings, poll_budget(settings, client, limiter),
                                           observe=metrics.exotel_call),
-                            slack, sandbox),
+                            slack, sandbox, Queue(STATUS_QUEUE, connection=jobs)),
     )
 
 

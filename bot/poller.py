@@ -1,7 +1,7 @@
 """The completion signal: live links' statuses polled in the background, within a share of
 Exotel's budget; the requester gets one DM when a link turns USED.
 
-It runs as a chain of RQ jobs on the reminders queue (behind every command), one per
+It runs as a chain of RQ jobs on its own queue, which workers take last, one per
 STATUS_POLL_SECONDS slot of the clock. A slot's job id is its number, so every worker that
 starts (and every round that ends) schedules the same next job: duplicates collapse into one
 chain, and a slot that still runs twice does its round once (a SET NX per slot).
@@ -27,6 +27,7 @@ from bot.store import TokenStore, now
 
 log = logging.getLogger(__name__)
 
+STATUS_QUEUE = "onboard-status"
 MAX_BATCHES = 1000  # live batches looked at per round, newest first
 ROUND_SECONDS = 60  # a round stops asking Exotel after this, whatever budget is left
 JOB_TIMEOUT = ROUND_SECONDS + 60
@@ -47,6 +48,7 @@ class StatusPoller:
     exotel: ExotelClient  # its limiter is the PollBudget: no slot, no request
     slack: WebClient
     sandbox: bool
+    queue: Queue  # STATUS_QUEUE: workers take it after commands and reminders
 
     def poll_once(self) -> Round:
         result = Round()
@@ -97,7 +99,7 @@ class StatusPoller:
             links = self.store.links_of(batch)
             statuses = self.book.get_many([item.token for item in links])
             message = linkviews.link_used(batch, link, links, statuses)
-            if self.sandbox:
+            if self.sandbox or self.exotel.sandbox:
                 message = linkviews.sandboxed(message)
             channel = self.slack.conversations_open(users=link.requester.user_id)["channel"]["id"]
             self.slack.chat_postMessage(channel=channel, **message)
@@ -151,7 +153,7 @@ def poll_statuses(slot: int) -> str:
         return outcome
     finally:
         try:
-            schedule_next(core.reminders.queue, interval)
+            schedule_next(core.poller.queue, interval)
         except Exception:  # Redis down: the next worker start begins the chain again
             log.warning("could not schedule the next status poll", exc_info=True)
 

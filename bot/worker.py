@@ -75,7 +75,7 @@ class Worker(SimpleWorker):
 
 
 def build_worker(core: Core) -> Worker:
-    return Worker([core.commands.queue, core.reminders.queue],
+    return Worker([core.commands.queue, core.reminders.queue, core.poller.queue],
                   connection=core.commands.queue.connection, worker_ttl=WORKER_TTL,
                   maintenance_interval=MAINTENANCE_SECONDS)
 
@@ -85,7 +85,7 @@ def serve(core: Core, logging_level: str) -> None:
     with backoff until Redis is back."""
     use_core(core)
     # Every worker joins (or begins) the one chain of status polls; see bot.poller.
-    start_polling(core.reminders.queue, core.settings.status_poll_seconds)
+    start_polling(core.poller.queue, core.settings.status_poll_seconds)
     delay = 1.0
     down_since: float | None = None
     while True:
@@ -125,7 +125,8 @@ class Pool(WorkerPool):
     """RQ's WorkerPool, its workers built by `serve` with the bot's settings and core."""
 
     def __init__(self, settings: Settings, core: Core) -> None:
-        super().__init__([core.commands.queue.name, core.reminders.queue.name],
+        super().__init__([core.commands.queue.name, core.reminders.queue.name,
+                          core.poller.queue.name],
                          connection=core.commands.queue.connection,
                          num_workers=settings.worker_processes)
         self._settings = settings

@@ -129,8 +129,8 @@ def test_the_rq_poll_chain_brings_the_dm_within_three_intervals(
     caplog.set_level(logging.INFO, logger="bot.poller")
     core = make_core(STATUS_POLL_SECONDS=1)
     result = core.onboarding.issue(REP, 2, "Lifecycle Co")
-    poller.start_polling(core.reminders.queue, 1)
-    poller.start_polling(core.reminders.queue, 1)  # a second worker joins the same chain
+    poller.start_polling(core.poller.queue, 1)
+    poller.start_polling(core.poller.queue, 1)  # a second worker joins the same chain
 
     def rounds() -> int:  # poll rounds done, each logged once by the RQ job
         return sum(r.getMessage().startswith("status poll:") for r in caplog.records)
@@ -170,8 +170,8 @@ def test_the_poll_chain_is_one_job_per_slot_whoever_starts_it(
 ) -> None:
     core = make_core(STATUS_POLL_SECONDS=300)
     for _ in range(3):  # three workers start
-        poller.start_polling(core.reminders.queue, 300)
-    registry = ScheduledJobRegistry(queue=core.reminders.queue)
+        poller.start_polling(core.poller.queue, 300)
+    registry = ScheduledJobRegistry(queue=core.poller.queue)
     ids = [i for i in registry.get_job_ids() if i.startswith("status-poll-")]
     assert len(ids) == 1
     slot = int(ids[0].rsplit("-", 1)[1])
@@ -310,3 +310,15 @@ def test_the_sandbox_is_known_from_the_settings_before_any_exotel_call(
     assert talks_to_exotel("https://api.exotel.com")
     assert talks_to_exotel("https://api.in.exotel.com/")
     assert not talks_to_exotel("http://127.0.0.1:8080")
+
+
+def test_the_funnel_forgets_what_is_older_than_31_days(
+    make_core: Callable[..., Core], clock: FrozenDateTimeFactory, redis_client: redis.Redis
+) -> None:
+    core = make_core()
+    core.onboarding.issue(REP, 2, "Old Co")
+    clock.tick(timedelta(days=32))
+    core.onboarding.issue(REP, 1, "New Co")
+    assert redis_client.zcard("onboard:funnel:issued:T0FAKE") == 1
+    funnel = core.statuses.funnel("T0FAKE", "U0REP")
+    assert (funnel.issued, funnel.used, funnel.expired) == (1, 0, 0)
