@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from redis import Redis
 from rq import Queue
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -20,10 +21,18 @@ from bot.groups import GroupCache
 from bot.home import HomeTabs
 from bot.metrics import Metrics
 from bot.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
+from bot.poller import STATUS_QUEUE, StatusPoller
 from bot.queue import COMMANDS_QUEUE, CommandQueue, Reply
-from bot.ratelimit import LinkQuota, QuotaExceeded, SharedRateLimiter, UserRateLimit
+from bot.ratelimit import (
+    LinkQuota,
+    PollBudget,
+    QuotaExceeded,
+    SharedRateLimiter,
+    UserRateLimit,
+)
 from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
 from bot.settings import Settings
+from bot.status import StatusBook
 from bot.store import StoreUnavailable, TokenStore, connect_for
 
 # Failures that are news for the user, not bugs: logged without a traceback.
@@ -45,6 +54,8 @@ class Core:
     home: HomeTabs
     commands: CommandQueue
     check_rate: UserRateLimit  # /check-token commands per user a minute
+    statuses: StatusBook
+    poller: StatusPoller
 
 
 def slack_client(settings: Settings) -> WebClient:
@@ -106,17 +117,30 @@ def build_core(settings: Settings) -> Core:
     access = AccessPolicy(settings, GroupCache(
         client, lambda timeout: lookup_client(settings, timeout),
         refresh=lambda group_id: _refresh_group(commands, group_id)))
-    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter,
+    statuses = StatusBook(client)
+    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
                             access=access)
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
                                        metrics),
         slack=slack, access=access, metrics=metrics,
-        home=HomeTabs(onboarding, slack),
+        home=HomeTabs(onboarding, slack, access.is_admin),
         commands=commands,
         check_rate=UserRateLimit(client, settings.check_token_per_minute, "check-token"),
+        statuses=statuses,
+        poller=StatusPoller(store, statuses,
+                            exotel_client(settings, poll_budget(settings, client, limiter),
+                                          observe=metrics.exotel_call),
+                            slack, exotel.sandbox, Queue(STATUS_QUEUE, connection=jobs)),
     )
+
+
+def poll_budget(settings: Settings, client: Redis, shared: SharedRateLimiter) -> PollBudget:
+    """The status poller's bounded share of the account's Exotel budget (STATUS_POLL_SHARE)."""
+    share = max(1, int(settings.exotel_rate_per_minute * settings.status_poll_share))
+    own = SharedRateLimiter(client, share, key=f"exotel:{settings.exotel_account_sid}:poll")
+    return PollBudget(shared, own)
 
 
 def lookup_client(settings: Settings, timeout: float = 2) -> WebClient:

@@ -147,7 +147,9 @@ class ExotelClient:
         self._deadline = deadline
         self._concurrency = concurrency
         self._observe = observe  # (method, outcome, seconds) of every call, for metrics
-        self.sandbox = False  # set once the API answers as `python -m bot sandbox` does
+        # Known from the settings (anything but Exotel's own hosts is a stand-in), so that a
+        # process that has not called Exotel yet marks its messages too; or from the answers.
+        self.sandbox = not talks_to_exotel(base_url)
 
     def create_links(self, count: int,
                      on_link: Callable[[OnboardingLink], object] | None = None) -> CreateOutcome:
@@ -271,6 +273,14 @@ class ExotelClient:
             if self._observe:
                 self._observe(method, outcome, seconds)
         return _parse(response, not_found)
+
+
+def talks_to_exotel(base_url: str) -> bool:
+    """True for Exotel's own API hosts (api.exotel.com, api.in.exotel.com, ...)."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == "exotel.com" or host.endswith(".exotel.com")
 
 
 def _unreachable() -> ExotelUnavailable:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from slack_sdk import WebClient
 
-from bot import messages
+from bot import linkviews, messages
 from bot.models import Requester
 from bot.onboarding import Onboarding
 
@@ -21,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class HomeTabs:
-    def __init__(self, onboarding: Onboarding, slack: WebClient) -> None:
+    def __init__(self, onboarding: Onboarding, slack: WebClient,
+                 is_admin: Callable[[str], bool] = lambda _: False) -> None:
         self._onboarding = onboarding
         self._slack = slack
+        self._is_admin = is_admin
         self._lock = threading.Lock()
         self._publishing: set[str] = set()
         self._again: set[str] = set()
@@ -46,8 +50,20 @@ class HomeTabs:
     def _publish(self, viewer: Requester) -> None:
         """A failure here must not spoil the command's own reply: it is logged only."""
         try:
-            listing = self._onboarding.live(viewer, "user", messages.MAX_LISTED)
-            view = messages.home_view(listing)
+            view = self.view(viewer)
             self._slack.views_publish(user_id=viewer.user_id, view=view)
         except Exception:
             log.warning("could not publish the App Home of %s", viewer.user_id, exc_info=True)
+
+    def view(self, viewer: Requester) -> dict[str, Any]:
+        """The viewer's live links in full with their status, and the 30-day funnel (the
+        team's too, for admins)."""
+        onboarding = self._onboarding
+        listing = onboarding.live(viewer, "user", messages.MAX_LISTED)
+        details = onboarding.details(listing)
+        if onboarding.statuses is None:
+            return messages.home_view(listing)
+        mine = onboarding.statuses.funnel(viewer.team_id, viewer.user_id)
+        team = (onboarding.statuses.funnel(viewer.team_id, None)
+                if self._is_admin(viewer.user_id) else None)
+        return linkviews.home(listing, details, viewer.user_id, mine, team)

@@ -28,12 +28,12 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.webhook import WebhookClient
 
-from bot import messages, surfaces
+from bot import linkviews, messages, surfaces
 from bot.commands import MAX_NOTE
 from bot.core import EXPECTED_FAILURES, Core, build_core
 from bot.inputs import USER_ID, note_of
 from bot.models import Requester
-from bot.onboarding import BudgetWait, IssueResult
+from bot.onboarding import AlreadyForgotten, BudgetWait, IssueResult
 from bot.previews import MAX_PREVIEWS, LinkPreviews
 from bot.queue import RESPONSE_URL_LIFE, Reply
 from bot.settings import load_settings
@@ -67,8 +67,13 @@ def new_batch_id() -> str:
 # The jobs. Listeners enqueue these by reference (see bot.queue.CommandQueue).
 
 def issue_links(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
-                told_to_wait: bool = False) -> None:
+                told_to_wait: bool = False, force: bool = False) -> None:
+    """`force`: issue even if the customer has live links ("Issue a new one anyway")."""
     def work(core: Core) -> messages.Message | None:
+        if not (told_to_wait or force):
+            existing = core.onboarding.existing(requester, count, note)
+            if existing is not None:  # no Exotel call: the customer has live links
+                return linkviews.already_issued(*existing, count, note)
         try:
             result = core.onboarding.issue(requester, count, note, batch_id=batch_id)
         except BudgetWait as wait:
@@ -103,9 +108,10 @@ def check_token(reply: Reply, requester: Requester, token: str) -> None:
 
 def stop_reminders(reply: Reply, requester: Requester, batch_id: str) -> None:
     def work(core: Core) -> messages.Message:
-        core.onboarding.stop_reminders(requester, batch_id,
-                                       is_admin=core.access.is_admin(requester.user_id))
-        return {**messages.stopped(), **KEEP_ORIGINAL}
+        first = core.onboarding.stop_reminders(requester, batch_id,
+                                               is_admin=core.access.is_admin(requester.user_id))
+        return {**(messages.stopped() if first else linkviews.already_stopped()),
+                **KEEP_ORIGINAL}
 
     _perform(reply, "stop_reminders", work)
 
@@ -113,8 +119,11 @@ def stop_reminders(reply: Reply, requester: Requester, batch_id: str) -> None:
 def forget(reply: Reply, requester: Requester, token: str | None,
            batch_id: str | None) -> None:
     def work(core: Core) -> messages.Message:
-        result = core.onboarding.forget(requester, token=token, batch_id=batch_id,
-                                        is_admin=core.access.is_admin(requester.user_id))
+        try:
+            result = core.onboarding.forget(requester, token=token, batch_id=batch_id,
+                                            is_admin=core.access.is_admin(requester.user_id))
+        except AlreadyForgotten:
+            return {**linkviews.already_forgotten(), **KEEP_ORIGINAL}
         core.home.refresh(requester)
         return {**messages.forgotten(result), **KEEP_ORIGINAL}
 
@@ -125,14 +134,23 @@ def share_batch(reply: Reply, requester: Requester, batch_id: str) -> None:
     def work(core: Core) -> messages.Message:
         from slack_sdk.errors import SlackApiError
 
-        batch, links = core.onboarding.share(requester, batch_id,
-                                             is_admin=core.access.is_admin(requester.user_id))
+        shared = core.onboarding.share_once(requester, batch_id,
+                                            is_admin=core.access.is_admin(requester.user_id))
+        if shared is None:  # posted on an earlier click
+            return {**linkviews.already_posted(), **KEEP_ORIGINAL}
+        batch, links = shared
+        post = messages.shared(batch, links, batch.requester)
+        if core.onboarding.exotel.sandbox:
+            post = messages.sandboxed(post)
         try:
-            core.slack.chat_postMessage(channel=batch.requester.channel_id,
-                                        **messages.shared(batch, links, batch.requester))
+            core.slack.chat_postMessage(channel=batch.requester.channel_id, **post)
         except SlackApiError as error:
+            core.onboarding.share_failed(batch_id)
             return {**messages.cannot_post_here(str(error.response.get("error"))),
                     **KEEP_ORIGINAL}
+        except Exception:
+            core.onboarding.share_failed(batch_id)  # RQ retries it: let that post
+            raise
         return {**messages.posted_to_channel(), **KEEP_ORIGINAL}
 
     _perform(reply, "share_batch", work)

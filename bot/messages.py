@@ -25,6 +25,7 @@ from bot.commands import MAX_LINKS, MAX_NOTE, strip_bidi
 from bot.exotel import ExotelError
 from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.onboarding import (
+    AlreadyForgotten,
     BatchGone,
     BudgetWait,
     CheckResult,
@@ -42,8 +43,8 @@ SECTION_LIMIT = 3000
 CUSTOMERS_PER_LINK = 5
 LATE_NOTICE = timedelta(minutes=1)
 RULES = (
-    f"Each link works for 24 hours and can onboard up to {CUSTOMERS_PER_LINK} customers. "
-    "Send each customer their link; the bot reminds this channel before they expire."
+    f"Each link works for 24 hours and can onboard up to {CUSTOMERS_PER_LINK} customers, so "
+    "one link may go to several customers; the bot reminds this channel before it expires."
 )
 RENEW_ACTION = "renew_batch"
 STOP_ACTION = "stop_reminders"
@@ -58,7 +59,7 @@ MAX_LISTED = 20
 LISTED_NOTE = 60
 REMINDER_STATUS = {
     "VALID": "still usable",
-    "USED": ":white_check_mark: done (used by five customers)",
+    "USED": ":white_check_mark: USED: a customer finished onboarding with it",
     "EXPIRED": "expired",
 }
 STATUS_TEXT = {
@@ -261,7 +262,8 @@ def checked(result: CheckResult) -> Message:
     blocks: list[Block] = [_section(f"Token `…{result.token[-4:]}`: {status}")]
     tracked = result.tracked
     if tracked is None:
-        blocks.append(_context("This bot has no record of issuing it (it keeps links for 24 h)."))
+        blocks.append(_context("This link is not tracked by this bot: it was forgotten, or "
+                               "this bot never issued it. The status above is Exotel's."))
     else:
         blocks.append(_context(
             f"Issued by <@{tracked.requester.user_id}> on {slack_date(tracked.issued_at)}; "
@@ -286,10 +288,15 @@ def problem(error: BaseException) -> Message:
             f":hourglass: Exotel's request budget is booked for the next {minutes} min, longer "
             "than Slack lets the bot answer this command. Nothing was issued; please try again "
             f"in {minutes} min.")
+    if isinstance(error, AlreadyForgotten):
+        return text_message(":wastebasket: The bot had already forgotten those links; nothing "
+                            "more to do.")
     if isinstance(error, BatchGone):
+        # Not "expired": the bot cannot know that without asking Exotel (/check-token does).
         return text_message(
-            ":information_source: Those links have expired and the bot no longer tracks "
-            "them. Create new ones with `/onboard-link`."
+            ":information_source: Those links are not tracked by this bot any more (they were "
+            "forgotten, or their 24 hours are over). `/check-token` asks Exotel about a link; "
+            "`/onboard-link` creates new ones."
         )
     if isinstance(error, ExotelError):
         return text_message(f":x: {escape(str(error))}")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from bot.exotel import ExotelClient, ExotelError, ExotelNotFound, ExotelRateLimited, OnboardingLink
 from bot.models import Batch, Listing, Requester, TrackedLink
 from bot.ratelimit import QuotaExceeded
-from bot.store import Scope, StoreUnavailable, TokenStore, redis_errors
+from bot.store import Scope, StoreUnavailable, TokenStore, now, redis_errors
 from bot.tokens import mask
 
 if TYPE_CHECKING:
@@ -22,8 +22,12 @@ if TYPE_CHECKING:
     from bot.metrics import Metrics
     from bot.ratelimit import LinkQuota, SharedRateLimiter
     from bot.reminders import Reminders
+    from bot.status import LinkStatus, StatusBook
 
 log = logging.getLogger(__name__)
+FORGOTTEN_KEY = "onboard:forgotten:{}"  # a batch id or token forgotten, until its link expires
+# Per requester and customer note: their newest batch for that customer, while it lives.
+NOTE_KEY = "onboard:note:{}:{}:{}"
 RENEW_WINDOW = timedelta(minutes=10)  # a second "Renew" click within this is a double click
 # A wait this short for Exotel's budget is slept through; a longer one is queued for.
 BUDGET_NAP = 2.0
@@ -31,6 +35,10 @@ BUDGET_NAP = 2.0
 
 class BatchGone(Exception):
     """The batch a button refers to has expired or was forgotten."""
+
+
+class AlreadyForgotten(BatchGone):
+    """The batch or link was forgotten already (by this user or another)."""
 
 
 class NotYours(Exception):
@@ -93,8 +101,10 @@ class Forgotten:
 class Onboarding:
     def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders,
                  audit: Audit, quota: LinkQuota, metrics: Metrics,
-                 budget: SharedRateLimiter, access: AccessPolicy | None = None) -> None:
+                 budget: SharedRateLimiter, statuses: StatusBook | None = None,
+                 access: AccessPolicy | None = None) -> None:
         self.exotel = exotel
+        self.statuses = statuses
         self.access = access  # who may act on a batch; without it, its requester only
         self.budget = budget
         self.store = store
@@ -126,9 +136,11 @@ class Onboarding:
                                        self.reminders.lead)
 
         def record(link: OnboardingLink) -> None:
-            recorder.add(link)
+            tracked = recorder.add(link)
             with redis_errors():
                 self.quota.charge(requester.team_id, requester.user_id)
+            if self.statuses is not None:
+                self.statuses.issued(tracked)
 
         started = time.monotonic()
         outcome = self.exotel.create_links(count, on_link=record)
@@ -137,8 +149,47 @@ class Onboarding:
         if recorder.links:
             result.batch, result.links = recorder.batch, list(recorder.links)
             self.reminders.schedule(result.batch)
+            self._index_note(result.batch)
         self._issued(action, requester, result, exotel_seconds)
         return result
+
+    def existing(self, requester: Requester, count: int,
+                 note: str) -> tuple[Batch, list[tuple[TrackedLink, LinkStatus | None]]] | None:
+        """The requester's live links for this customer, if `count` of them are still
+        unused: issuing again would only spend Exotel's budget. Never calls Exotel."""
+        if not note.strip():
+            return None
+        with redis_errors():
+            batch_id = self.store.redis.get(_note_key(requester, note))
+        batch = self.store.get_batch(batch_id) if batch_id else None
+        if batch is None:
+            return None
+        links = self.store.links_of(batch)
+        records = self.statuses.get_many([lk.token for lk in links]) if self.statuses else {}
+        live = [(lk, records.get(lk.token)) for lk in links
+                if (records.get(lk.token) is None
+                    or records[lk.token].status not in ("USED", "EXPIRED"))]
+        if len(live) < count:
+            return None
+        self._record("issue_repeat", requester, batch, count=len(live),
+                     tokens=[mask(lk.token) for lk, _ in live], detail="existing links shown")
+        return batch, live
+
+    def _index_note(self, batch: Batch) -> None:
+        if not batch.note.strip():
+            return
+        with redis_errors():
+            self.store.redis.set(_note_key(batch.requester, batch.note), batch.batch_id,
+                                 exat=int(batch.expires_at.timestamp()))
+
+    def details(self, listing: Listing) -> dict[str, list[tuple[TrackedLink, LinkStatus | None]]]:
+        """Each listed batch's links with their last known status."""
+        found: dict[str, list[tuple[TrackedLink, LinkStatus | None]]] = {}
+        for batch in listing.batches:
+            links = self.store.links_of(batch)
+            records = self.statuses.get_many([lk.token for lk in links]) if self.statuses else {}
+            found[batch.batch_id] = [(lk, records.get(lk.token)) for lk in links]
+        return found
 
     def account_for(self, requester: Requester, count: int, note: str,
                     batch_id: str) -> IssueResult:
@@ -178,7 +229,10 @@ class Onboarding:
         log.info("check: %s is %s", mask(token), status, extra=_fields(
             "check", requester, status, round(time.monotonic() - started, 3), None))
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
-        return CheckResult(token=token, status=status, tracked=self.store.get_link(token))
+        tracked = self.store.get_link(token)
+        if tracked is not None and self.statuses is not None:
+            self.statuses.record(tracked, status)
+        return CheckResult(token=token, status=status, tracked=tracked)
 
     def renew(self, requester: Requester, batch_id: str, new_batch_id: str | None = None,
               again: bool = False) -> IssueResult | None:
@@ -196,10 +250,12 @@ class Onboarding:
                           batch_id=new_batch_id)
 
     def stop_reminders(self, requester: Requester, batch_id: str,
-                       is_admin: bool = False) -> None:
+                       is_admin: bool = False) -> bool:
+        """False if they were stopped already (a second click): each click is audited."""
         batch = self._own_batch(requester, batch_id, is_admin, "stop_reminders")
-        self.reminders.stop(batch.batch_id)
-        self._record("stop_reminders", requester, batch)
+        first = self.reminders.stop(batch.batch_id)
+        self._record("stop_reminders", requester, batch, outcome="ok" if first else "already")
+        return first
 
     def live(self, requester: Requester, scope: Scope, limit: int) -> Listing:
         return self.store.live_batches(scope, requester, limit)
@@ -212,27 +268,63 @@ class Onboarding:
                      tokens=[mask(link.token) for link in links])
         return batch, links
 
+    def share_once(self, requester: Requester, batch_id: str,
+                   is_admin: bool = False) -> tuple[Batch, list[TrackedLink]] | None:
+        """`share`, or None if the batch was posted already (a second click)."""
+        batch = self._own_batch(requester, batch_id, is_admin, "share")
+        if not self.store.first_time(f"shared:{batch_id}", batch.expires_at - now()
+                                     + timedelta(seconds=1)):
+            self._record("share", requester, batch, outcome="already")
+            return None
+        return self.share(requester, batch_id, is_admin)
+
+    def share_failed(self, batch_id: str) -> None:
+        """The post did not happen: a later click may try again."""
+        with redis_errors():
+            self.store.redis.delete(f"onboard:once:shared:{batch_id}")
+
     def forget(self, requester: Requester, *, token: str | None = None,
                batch_id: str | None = None, is_admin: bool = False) -> Forgotten:
         """Stop tracking a batch, or one link of it, and its reminder when nothing is left."""
         if token is not None:
             link = self.store.get_link(token)
             if link is None:
+                self._already_forgotten(requester, token, tokens=[mask(token)])
                 self._record("forget", requester, None, tokens=[mask(token)], outcome="gone")
                 raise BatchGone(mask(token))
             batch = self._own_batch(requester, link.batch_id, is_admin, "forget")
             remaining = self.store.forget_link(link)
+            self._mark_forgotten(token, batch)
             if remaining is None:
                 self.reminders.stop(batch.batch_id)
+                self._mark_forgotten(batch.batch_id, batch)
             self._record("forget", requester, batch, tokens=[mask(token)])
             return Forgotten(batch, token)
         assert batch_id is not None
+        if self.store.get_batch(batch_id) is None:
+            self._already_forgotten(requester, batch_id, batch_id=batch_id)
         batch = self._own_batch(requester, batch_id, is_admin, "forget")
         self.store.forget_batch(batch)
+        self._mark_forgotten(batch.batch_id, batch)
         self.reminders.stop(batch.batch_id)
         self._record("forget", requester, batch, count=len(batch.tokens),
                      tokens=[mask(t) for t in batch.tokens])
         return Forgotten(batch)
+
+    def _mark_forgotten(self, key: str, batch: Batch) -> None:
+        with redis_errors():
+            self.store.redis.set(FORGOTTEN_KEY.format(key), "1",
+                                 exat=int(max(batch.expires_at, now()).timestamp()) + 1)
+
+    def _already_forgotten(self, requester: Requester, key: str, *, batch_id: str = "",
+                           tokens: list[str] | None = None) -> None:
+        """AlreadyForgotten (audited) if `key` was forgotten; otherwise nothing."""
+        with redis_errors():
+            gone = self.store.redis.exists(FORGOTTEN_KEY.format(key))
+        if gone:
+            self._record("forget", requester, None, batch_id=batch_id, tokens=tokens,
+                         outcome="already")
+            raise AlreadyForgotten(key)
 
     def refused(self, requester: Requester, action: str, reason: str,
                 outcome: str = "refused", batch_id: str = "") -> None:
@@ -276,6 +368,16 @@ def _check_outcome(error: ExotelError) -> str:
     if isinstance(error, ExotelRateLimited):
         return "rate-limited"
     return "failed"
+
+
+def _note_key(requester: Requester, note: str) -> str:
+    """Customer notes compare trimmed, case and inner spaces ignored; hashed, so any note
+    makes a short key."""
+    import hashlib
+
+    normal = " ".join(note.split()).casefold()
+    return NOTE_KEY.format(requester.team_id, requester.user_id,
+                           hashlib.sha256(normal.encode()).hexdigest()[:32])
 
 
 def _fields(command: str, requester: Requester, outcome: str, exotel_seconds: float,

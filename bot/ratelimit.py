@@ -135,6 +135,29 @@ class UserRateLimit:
         return max(1.0, stats.reset_time - time.time())
 
 
+class PollBudget:
+    """The status poller's share of Exotel's budget: a slot only while the shared window
+    has more than the issuing reserve free, and at most `own.per_minute` of its own."""
+
+    def __init__(self, shared: SharedRateLimiter, own: SharedRateLimiter) -> None:
+        self.shared = shared
+        self.own = own
+
+    def take(self) -> bool:
+        if self.own.wait_for(1) > 0:
+            return False  # its own minute is spent
+        try:
+            self.shared.acquire_above_reserve(time.monotonic())  # never waits
+        except RateLimitExceeded:
+            return False
+        return self.own.try_acquire()
+
+    def acquire(self, deadline: float) -> None:
+        """The Limiter an Exotel client calls before each request: no slot, no request."""
+        if not self.take():
+            raise RateLimitExceeded(60.0)
+
+
 class QuotaExceeded(Exception):
     """A user asked for more links than their rolling day allows."""
 

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis import Redis
 from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -32,6 +32,7 @@ from bot.exotel import ExotelClient
 from bot.metrics import Metrics
 from bot.models import Batch, Requester
 from bot.settings import LINK_TTL
+from bot.status import StatusBook
 from bot.store import TokenStore, now, redis_errors
 from bot.tokens import mask
 
@@ -131,12 +132,16 @@ class Reminders:
                    f"reminder for batch {batch_id}, attempt {attempt}", send_reminder,
                    batch_id, due.isoformat(), attempt)
 
-    def stop(self, batch_id: str) -> None:
-        """No reminder for this batch from now on, even one already queued."""
-        with redis_errors(), suppress(NoSuchJobError):
+    def stop(self, batch_id: str) -> bool:
+        """No reminder for this batch from now on, even one already queued; False if it
+        was stopped already. Any number of calls, in any order with forgetting, is fine."""
+        with redis_errors():
             # The batch lives at most LINK_TTL from now: so long is long enough.
-            self.redis.set(STOPPED_KEY.format(batch_id), "1", ex=LINK_TTL)
-            Job.fetch(job_id(batch_id), connection=self.queue.connection).cancel()
+            first = bool(self.redis.set(STOPPED_KEY.format(batch_id), "1", ex=LINK_TTL, nx=True))
+            # A job cancelled (or finished) before cannot be cancelled again: RQ says so.
+            with suppress(NoSuchJobError, InvalidJobOperation):
+                Job.fetch(job_id(batch_id), connection=self.queue.connection).cancel()
+        return first
 
     def is_stopped(self, batch_id: str) -> bool:
         return bool(self.redis.exists(STOPPED_KEY.format(batch_id)))
@@ -283,12 +288,22 @@ class ReminderSender:
         return False
 
     def _send(self, batch: Batch, claim: Claim, late_by: timedelta) -> str:
-        statuses = self.exotel.token_statuses(batch.tokens)
+        # A link known USED is asked about no more; the others' answers are kept.
+        book = StatusBook(self.store.redis)
+        used = {t for t, r in book.get_many(batch.tokens).items() if r.status == "USED"}
+        statuses: dict[str, Any] = {t: "USED" for t in used}
+        statuses.update(self.exotel.token_statuses([t for t in batch.tokens if t not in used]))
+        links = {link.token: link for link in self.store.links_of(batch)}
+        for token, status in statuses.items():
+            if isinstance(status, str) and token in links and token not in used:
+                book.record(links[token], status)
         known = {token: s for token, s in statuses.items() if isinstance(s, str)}
         if len(known) == len(statuses) and "VALID" not in known.values():
             summary = ",".join(f"{mask(t)}={s}" for t, s in known.items())
             return f"not posted: no link is still valid ({summary})"
         message = messages.reminder(batch, known, late_by)
+        if self.exotel.sandbox:
+            message = messages.sandboxed(message)
         return f"posted to {self._post(batch, claim, message)}"
 
     def _post(self, batch: Batch, claim: Claim, message: messages.Message) -> str:

@@ -54,6 +54,8 @@ HINTS = {
     "1 or more",
     "ISSUE_RESERVE": "the share of Exotel's budget kept for issuing, from 0 up to just under 1 "
     "(0.5)",
+    "STATUS_POLL_SECONDS": "a whole number of seconds between status polls, 1 or more",
+    "STATUS_POLL_SHARE": "a fraction of EXOTEL_RATE_PER_MINUTE above 0 and at most 1 (0.25)",
 }
 
 
@@ -120,6 +122,10 @@ class Settings(BaseSettings):
     # polls and reminders together never take the share of each minute kept for issuing.
     check_token_per_minute: int = Field(default=30, ge=1, alias="CHECK_TOKEN_PER_MINUTE")
     issue_reserve: float = Field(default=0.5, ge=0, lt=1, alias="ISSUE_RESERVE")
+    # How often live links' statuses are polled, and at most what share of Exotel's budget
+    # the polls take (issuing comes first: polls only use a window with room to spare).
+    status_poll_seconds: int = Field(default=300, ge=1, alias="STATUS_POLL_SECONDS")
+    status_poll_share: float = Field(default=0.25, gt=0, le=1, alias="STATUS_POLL_SHARE")
     # gunicorn's processes and threads (HTTP mode); checked here so a typo stops the bot early.
     web_concurrency: int = Field(default=2, ge=1, alias="WEB_CONCURRENCY")
     web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")

@@ -142,6 +142,14 @@ class TokenStore:
             raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
         return Listing([Batch.model_validate_json(raw) for raw in raws if raw], total)
 
+    def all_live_batches(self, limit: int) -> list[Batch]:
+        """The `limit` live batches that expire last (the newest), everyone's."""
+        moment = now().timestamp()
+        with redis_errors():
+            ids = self.redis.zrevrangebyscore(ALL_INDEX, "+inf", moment, start=0, num=limit)
+            raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
+        return [Batch.model_validate_json(raw) for raw in raws if raw]
+
     def forget_batch(self, batch: Batch) -> None:
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(BATCH_KEY.format(batch.batch_id),
@@ -182,7 +190,7 @@ class BatchRecorder:
         self._store = store
         self._lock = threading.Lock()  # links arrive on several threads of one command
 
-    def add(self, link: OnboardingLink) -> None:
+    def add(self, link: OnboardingLink) -> TrackedLink:
         with self._lock:
             batch = self.batch
             tracked = TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
@@ -192,3 +200,4 @@ class BatchRecorder:
             self._store.write(grown, [tracked])
             self.batch = grown
             self.links.append(tracked)
+            return tracked

@@ -26,6 +26,7 @@ from bot import logs
 from bot.core import Core, build_core
 from bot.jobs import use_core
 from bot.lifetime import die_with_parent
+from bot.poller import start_polling
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Worker(SimpleWorker):
 
 
 def build_worker(core: Core) -> Worker:
-    return Worker([core.commands.queue, core.reminders.queue],
+    return Worker([core.commands.queue, core.reminders.queue, core.poller.queue],
                   connection=core.commands.queue.connection, worker_ttl=WORKER_TTL,
                   maintenance_interval=MAINTENANCE_SECONDS)
 
@@ -83,6 +84,8 @@ def serve(core: Core, logging_level: str) -> None:
     """Work until asked to stop, riding out Redis outages: one log line each, then retries
     with backoff until Redis is back."""
     use_core(core)
+    # Every worker joins (or begins) the one chain of status polls; see bot.poller.
+    start_polling(core.poller.queue, core.settings.status_poll_seconds)
     delay = 1.0
     down_since: float | None = None
     while True:
@@ -126,7 +129,8 @@ class Pool(WorkerPool):
     """RQ's WorkerPool, its workers built by `serve` with the bot's settings and core."""
 
     def __init__(self, settings: Settings, core: Core) -> None:
-        super().__init__([core.commands.queue.name, core.reminders.queue.name],
+        super().__init__([core.commands.queue.name, core.reminders.queue.name,
+                          core.poller.queue.name],
                          connection=core.commands.queue.connection,
                          num_workers=settings.worker_processes)
         self._settings = settings

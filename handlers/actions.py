@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import jobs, messages
+from bot import jobs, linkviews, messages
 from bot.access import valid_batch_id
+from bot.commands import OnboardRequest, UsageError, parse_onboard
 from bot.core import Core
 from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from bot.models import Requester
@@ -88,3 +89,25 @@ def register(app: App, services: Services) -> None:
         clicker, batch_id = allowed
         enqueue_then_ack(core, ack, jobs.forget, body.get("response_url"), clicker,
                          None, batch_id, respond=respond)
+
+    @app.action(linkviews.ISSUE_ANYWAY_ACTION)
+    def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                     logger: Logger) -> None:
+        """"Issue a new one anyway": the repeat-issue answer's count and note, parsed again
+        as the command would (the value comes back from Slack, so it is checked again)."""
+        clicker = clicker_of(body)
+        url = body.get("response_url")
+        try:
+            request = parse_onboard(str(action.get("value") or ""))
+        except UsageError:
+            request = None
+        if not isinstance(request, OnboardRequest):
+            ack()
+            return
+        decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
+        if not decision.allowed:
+            enqueue_then_ack(core, ack, jobs.respond, url,
+                             refusal(core, clicker, "issue", decision.reason), respond=respond)
+            return
+        enqueue_then_ack(core, ack, jobs.issue_links, url, clicker, request.count, request.note,
+                         jobs.new_batch_id(), False, True, idempotent=False, respond=respond)

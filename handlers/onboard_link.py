@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import jobs, messages
+from bot import jobs, linkviews, messages
 from bot.commands import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
 from bot.models import Requester
 from bot.store import StoreUnavailable
@@ -46,7 +46,8 @@ def register(app: App, services: Services) -> None:
         if isinstance(request, ListRequest):
             try:
                 listing = core.onboarding.live(requester, request.scope, messages.MAX_LISTED)
-                ack(**messages.batch_list(listing, request.scope))
+                ack(**linkviews.listing(listing, core.onboarding.details(listing),
+                                        request.scope, requester.user_id))
             except StoreUnavailable as error:
                 ack(**messages.problem(error))
             return

@@ -48,7 +48,7 @@ def test_commands_acked_by_a_web_process_killed_at_once_are_all_answered(
     env = bot_env(exotel, slack, REDIS_URL=redis_url)
     web = BotProcess(env, "web").start()
     with ThreadPoolExecutor(20) as pool:
-        acks = list(pool.map(lambda n: send(web, slack, f"c{n}", "1 ACME"), range(20)))
+        acks = list(pool.map(lambda n: send(web, slack, f"c{n}", f"1 ACME {n}"), range(20)))
     kill_tree(web)  # right after the acks: no worker has run yet
     assert all("Creating 1 onboarding link" in block_text(ack) for ack in acks)
     assert exotel.calls_of("POST") == []

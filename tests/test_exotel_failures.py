@@ -153,7 +153,8 @@ def test_no_secret_reaches_the_logs_or_slack(
     caplog.set_level(logging.DEBUG)
     bot = make_bot(EXOTEL_TIMEOUT=1, EXOTEL_DEADLINE=3)
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
-    work = {"/onboard-link": (jobs.issue_links, (requester, 1, "ACME Corp", "b1")),
+    # force: issue each time (not "you already have a live link" for the same note)
+    work = {"/onboard-link": (jobs.issue_links, (requester, 1, "ACME Corp", "b1", False, True)),
             "/check-token": (jobs.check_token, (requester, SOME_TOKEN))}
     scenarios = [
         ("/onboard-link", [Fault(status=401)], "credentials"),

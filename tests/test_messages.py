@@ -110,7 +110,7 @@ def test_checked_shows_status_issuer_note_and_time_left() -> None:
 def test_checked_untracked_token_and_unknown_status() -> None:
     message = messages.checked(CheckResult("tok1", "<weird>", None))
     text = shown(message)
-    assert "no record of issuing it" in text
+    assert "not tracked by this bot" in text
     assert_inert(message, "<weird>")
 
 

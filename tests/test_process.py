@@ -43,7 +43,7 @@ def test_python_m_bot_serves_commands_and_stops_on_sigterm(
 ) -> None:
     bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url)).start()
     try:
-        body = command_body("/onboard-link", "2 ACME", slack.response_url("proc"))
+        body = command_body("/onboard-link", "2 ACME proc", slack.response_url("proc"))
         ack = requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=sign(body),
                             timeout=5)
         assert ack.status_code == 200
@@ -64,7 +64,7 @@ def test_sigterm_lets_a_worker_finish_the_job_in_hand(
     web = BotProcess(env, "web").start()
     worker = BotProcess(env, "worker").start()
     try:
-        body = command_body("/onboard-link", "1 ACME", slack.response_url("late"))
+        body = command_body("/onboard-link", "1 ACME late", slack.response_url("late"))
         ack = requests.post(f"{web.url}/slack/events", data=body.encode(), headers=sign(body),
                             timeout=5)
         assert ack.status_code == 200
@@ -88,7 +88,7 @@ def test_a_killed_web_worker_is_replaced_and_the_next_command_works(
         os.kill(web_worker, signal.SIGKILL)
         wait_until(lambda: children_of(bot.proc.pid) not in ([], [web_worker]), 15,
                    "gunicorn starts a new worker")
-        body = command_body("/onboard-link", "1 ACME", slack.response_url("after"))
+        body = command_body("/onboard-link", "1 ACME after", slack.response_url("after"))
         wait_until(lambda: requests.post(f"{bot.url}/slack/events", data=body.encode(),
                                          headers=sign(body), timeout=5).ok, 15,
                    "the new worker acks")

@@ -263,7 +263,7 @@ def test_some_used_some_valid_shows_each(
     clock.move_to(result.reminder_due + timedelta(seconds=1))
     fire_due(core)
     text = json.dumps(posts(slack))
-    assert "done (used by five customers)" in text and "still usable" in text
+    assert "USED: a customer finished onboarding" in text and "still usable" in text
 
 
 def test_exotel_unreachable_still_reminds_with_status_unknown(
