@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from slack_bolt import App
 
-from bot.core import Core, build_core
+from bot.core import build_core
+from bot.services import Services
 from bot.settings import Settings
 from handlers import register_listeners
-
-
-@dataclass
-class Services:
-    core: Core
 
 
 def build_services(settings: Settings) -> Services:

@@ -30,7 +30,8 @@ from bot.ratelimit import (
     SharedRateLimiter,
     UserRateLimit,
 )
-from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders, ReminderSender
+from bot.reminder_sender import ReminderSender
+from bot.reminders import QUEUE_NAME, ReminderBusy, Reminders
 from bot.settings import Settings
 from bot.status import StatusBook
 from bot.store import StoreUnavailable, TokenStore, connect_for
@@ -152,6 +153,5 @@ def lookup_client(settings: Settings, timeout: float = 2) -> WebClient:
 
 
 def _refresh_group(commands: CommandQueue, group_id: str) -> None:
-    from bot import jobs  # the job module imports this one
-
-    commands.enqueue(jobs.refresh_usergroup, Reply.to(None), group_id)
+    # By name: the job module sits in the layer above this one.
+    commands.enqueue("bot.jobs.refresh_usergroup", Reply.to(None), group_id)

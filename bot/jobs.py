@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -28,7 +29,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.webhook import WebhookClient
 
-from bot import linkviews, messages, surfaces
+from bot import linkviews, messages, poller, surfaces
 from bot.commands import MAX_NOTE
 from bot.core import EXPECTED_FAILURES, Core, build_core
 from bot.inputs import USER_ID, note_of
@@ -478,3 +479,29 @@ def _author_note(core: Core, author: str) -> str:
         with contextlib.suppress(SlackApiError, KeyError, TypeError):  # the id will do
             team = str(core.slack.team_info(team=team_id)["team"]["name"])
     return note_of((f"{name} ({team})" if team else name)[:MAX_NOTE])
+
+
+def send_reminder(batch_id: str, due: str, attempt: int = 0) -> str:
+    """The reminder job (queue onboard-reminders): post one batch's reminder, once."""
+    from datetime import datetime
+
+    return current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due), attempt)
+
+
+def poll_statuses(slot: int) -> str:
+    """The RQ job: one round of polling, then the next round scheduled."""
+    core = current_core()
+    interval = core.settings.status_poll_seconds
+    try:
+        if not core.store.first_time(f"poll:{slot}", timedelta(seconds=interval * 2)):
+            return "already polled in this slot"
+        result = core.poller.poll_once()
+        outcome = (f"checked {result.checked}, used {','.join(result.used) or 'none'}"
+                   + (", out of budget" if result.out_of_budget else ""))
+        log.info("status poll: %s", outcome)
+        return outcome
+    finally:
+        try:
+            poller.schedule_next(core.poller.queue, interval)
+        except Exception:  # Redis down: the next worker start begins the chain again
+            log.warning("could not schedule the next status poll", exc_info=True)

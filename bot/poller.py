@@ -119,7 +119,9 @@ def _masked(link: TrackedLink) -> str:
     return mask(link.token)
 
 
-# The RQ chain.
+# The RQ chain. Its job, `bot.jobs.poll_statuses`, is named, not imported: the job module
+# sits in the layer above.
+POLL_JOB = "bot.jobs.poll_statuses"
 
 def slot_of(moment: float, interval: int) -> int:
     return math.floor(moment / interval)
@@ -129,33 +131,12 @@ def schedule_next(queue: Queue, interval: int) -> str:
     """The next slot's round (the same job id whoever asks); its id."""
     slot = slot_of(time.time(), interval) + 1
     job_id = f"status-poll-{slot}"
-    queue.enqueue_at(datetime.fromtimestamp(slot * interval, UTC), poll_statuses, slot,
+    queue.enqueue_at(datetime.fromtimestamp(slot * interval, UTC), POLL_JOB, slot,
                      job_id=job_id, job_timeout=JOB_TIMEOUT, result_ttl=0,
                      failure_ttl=int(timedelta(days=1).total_seconds()),
                      ttl=max(interval * 3, 600), retry=Retry(max=1, interval=[5]),
                      description="status poll")
     return job_id
-
-
-def poll_statuses(slot: int) -> str:
-    """The RQ job: one round of polling, then the next round scheduled."""
-    from bot.jobs import current_core
-
-    core = current_core()
-    interval = core.settings.status_poll_seconds
-    try:
-        if not core.store.first_time(f"poll:{slot}", timedelta(seconds=interval * 2)):
-            return "already polled in this slot"
-        result = core.poller.poll_once()
-        outcome = (f"checked {result.checked}, used {','.join(result.used) or 'none'}"
-                   + (", out of budget" if result.out_of_budget else ""))
-        log.info("status poll: %s", outcome)
-        return outcome
-    finally:
-        try:
-            schedule_next(core.poller.queue, interval)
-        except Exception:  # Redis down: the next worker start begins the chain again
-            log.warning("could not schedule the next status poll", exc_info=True)
 
 
 def start_polling(queue: Queue, interval: int) -> None:

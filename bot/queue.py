@@ -55,9 +55,13 @@ class CommandQueue:
         # Issuing may take Exotel's whole deadline, then record, remind and reply.
         self._issue_seconds = int(exotel_deadline) + 25
 
-    def enqueue(self, job: Callable[..., Any], reply: Reply, *args: Any,
+    def enqueue(self, job: Callable[..., Any] | str, reply: Reply, *args: Any,
                 idempotent: bool = True, delay: float = 0.0) -> None:
-        """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it."""
+        """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it.
+
+        `job` by name ("bot.jobs.x") where importing it would point an import upwards."""
+        name = job if isinstance(job, str) else job.__name__
+        name = name.rsplit(".", 1)[-1]
         options: dict[str, Any] = {
             "job_timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
             "ttl": int(UNSTARTED_TTL.total_seconds()),
@@ -65,9 +69,9 @@ class CommandQueue:
             "failure_ttl": int(KEEP_FAILED.total_seconds()),
             "retry": RETRY if idempotent else None,
             "on_failure": ON_FAILURE,
-            "description": job.__name__,
+            "description": name,
             # Not RQ's default uuid4: that has an onboarding token's shape, which logs mask.
-            "job_id": f"{job.__name__}-{uuid.uuid4().hex}",
+            "job_id": f"{name}-{uuid.uuid4().hex}",
         }
         try:
             if delay > 0:

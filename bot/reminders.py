@@ -24,17 +24,11 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from rq.utils import import_attribute
 
-from bot import messages
-from bot.exotel import ExotelClient
-from bot.metrics import Metrics
-from bot.models import Batch, Requester
+from bot.models import Batch
 from bot.settings import LINK_TTL
-from bot.status import StatusBook
-from bot.store import TokenStore, now, redis_errors
-from bot.tokens import mask
+from bot.store import now, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +39,7 @@ def _seconds(name: str, default: str) -> list[int]:
 
 
 QUEUE_NAME = "onboard-reminders"
+SEND_JOB = "bot.jobs.send_reminder"  # by name: the job module sits in the layer above
 SENT_KEY = "onboard:reminder:sent:{}"
 CLAIM_KEY = "onboard:reminder:claim:{}"
 STOPPED_KEY = "onboard:reminder:stopped:{}"
@@ -82,7 +77,7 @@ def job_id(batch_id: str) -> str:
 
 
 def enqueue_at(queue: Queue, due: datetime, job_id: str, description: str,
-               job: Callable[..., Any], *args: Any) -> None:
+               job: Callable[..., Any] | str, *args: Any) -> None:
     """`job(*args)` at `due`, with the retries, timeout and TTLs every reminder job has.
 
     A finished job is deleted at once (its outcome is logged and counted in /metrics); a
@@ -123,13 +118,13 @@ class Reminders:
     def schedule(self, batch: Batch) -> datetime:
         due = batch.reminder_due or batch.expires_at - self.lead
         enqueue_at(self.queue, due, job_id(batch.batch_id), f"reminder for batch {batch.batch_id}",
-                   send_reminder, batch.batch_id, due.isoformat())
+                   SEND_JOB, batch.batch_id, due.isoformat())
         return due
 
     def reschedule(self, batch_id: str, due: datetime, attempt: int, delay: timedelta) -> None:
         """The same reminder again after `delay`, as a job of its own (this one is ending)."""
         enqueue_at(self.queue, now() + delay, f"{job_id(batch_id)}-{attempt}",
-                   f"reminder for batch {batch_id}, attempt {attempt}", send_reminder,
+                   f"reminder for batch {batch_id}, attempt {attempt}", SEND_JOB,
                    batch_id, due.isoformat(), attempt)
 
     def stop(self, batch_id: str) -> bool:
@@ -203,150 +198,8 @@ class Reminders:
         return int(end.timestamp())
 
 
-@dataclass
-class ReminderSender:
-    """What the reminder job does when it fires."""
-
-    reminders: Reminders
-    store: TokenStore
-    exotel: ExotelClient
-    slack: WebClient  # with no rate-limit retries: a 429 puts the job back, see send()
-    metrics: Metrics
-
-    def send(self, batch_id: str, due: datetime, attempt: int = 0) -> str:
-        if self.reminders.is_stopped(batch_id):
-            return "stopped by a user"
-        batch = self.store.get_batch(batch_id)
-        if batch is None:
-            return "batch no longer tracked"
-        claim = self.reminders.claim(batch)
-        if claim is None:
-            return "already sent"
-        try:
-            outcome = self._recover(batch, claim) or self._send(batch, claim, now() - due)
-        except SlackRateLimited as limited:
-            self.reminders.give_up(batch, claim)
-            return self._later(batch_id, due, attempt, limited.retry_after)
-        except BaseException:
-            self.reminders.give_up(batch, claim)
-            self.metrics.count("onboard_reminders", outcome="failed")
-            raise
-        self.reminders.mark_sent(batch)
-        posted = outcome.startswith(("posted", "already posted"))
-        self.metrics.count("onboard_reminders", outcome="sent" if posted else "skipped")
-        if posted and now() - due > LATE:
-            self.metrics.count("onboard_reminders", outcome="late")
-        log.info("reminder batch=%s: %s", batch_id, outcome)
-        return outcome
-
-    def _later(self, batch_id: str, due: datetime, attempt: int, retry_after: int) -> str:
-        """Slack said 429: this worker goes on to other reminders; this one comes back."""
-        if attempt >= MAX_RESCHEDULES:
-            raise SlackRateLimited(retry_after)  # RQ's own retries, then failed
-        self.reminders.reschedule(batch_id, due, attempt + 1, timedelta(seconds=retry_after))
-        self.metrics.count("onboard_reminders", outcome="rate_limited")
-        log.info("reminder batch=%s: Slack rate limit, again in %s s", batch_id, retry_after)
-        return f"rate limited: again in {retry_after} s"
-
-    def _recover(self, batch: Batch, claim: Claim) -> str | None:
-        """After an attempt that did not finish: its post, if it reached Slack."""
-        if not claim.taken_over or not claim.where:
-            return None
-        oldest = f"{(claim.at - CLOCK_SKEW).timestamp():.6f}"
-        for channel in claim.where:
-            try:
-                if self._posted_in(channel, batch.batch_id, oldest):
-                    return f"already posted to {channel} (found in its history)"
-            except SlackApiError as error:
-                if error.response.status_code == 429:
-                    # Not worth waiting for: at least once beats never.
-                    log.warning("reminder batch=%s: rate limited reading %s", batch.batch_id,
-                                channel)
-                    continue
-                log.warning("reminder batch=%s: cannot read %s to see whether the last "
-                            "attempt posted (%s); posting (maybe again)", batch.batch_id,
-                            channel, error.response.get("error"))
-            except (SlackClientError, OSError) as error:
-                log.warning("reminder batch=%s: cannot read %s (%s); posting (maybe again)",
-                            batch.batch_id, channel, type(error).__name__)
-        return None
-
-    def _posted_in(self, channel: str, batch_id: str, oldest: str) -> bool:
-        cursor = None
-        for _ in range(HISTORY_PAGES):
-            page = self.slack.conversations_history(
-                channel=channel, oldest=oldest, include_all_metadata=True, limit=200,
-                cursor=cursor)
-            for message in page.get("messages") or []:
-                metadata = message.get("metadata") or {}
-                if (metadata.get("event_type") == EVENT_TYPE
-                        and (metadata.get("event_payload") or {}).get("batch_id") == batch_id):
-                    return True
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                return False
-        return False
-
-    def _send(self, batch: Batch, claim: Claim, late_by: timedelta) -> str:
-        # A link known USED is asked about no more; the others' answers are kept.
-        book = StatusBook(self.store.redis)
-        used = {t for t, r in book.get_many(batch.tokens).items() if r.status == "USED"}
-        statuses: dict[str, Any] = {t: "USED" for t in used}
-        statuses.update(self.exotel.token_statuses([t for t in batch.tokens if t not in used]))
-        links = {link.token: link for link in self.store.links_of(batch)}
-        for token, status in statuses.items():
-            if isinstance(status, str) and token in links and token not in used:
-                book.record(links[token], status)
-        known = {token: s for token, s in statuses.items() if isinstance(s, str)}
-        if len(known) == len(statuses) and "VALID" not in known.values():
-            summary = ",".join(f"{mask(t)}={s}" for t, s in known.items())
-            return f"not posted: no link is still valid ({summary})"
-        message = messages.reminder(batch, known, late_by)
-        if self.exotel.sandbox:
-            message = messages.sandboxed(message)
-        return f"posted to {self._post(batch, claim, message)}"
-
-    def _post(self, batch: Batch, claim: Claim, message: messages.Message) -> str:
-        requester: Requester = batch.requester
-        metadata = {"event_type": EVENT_TYPE, "event_payload": {"batch_id": batch.batch_id}}
-        try:
-            self._post_to(batch, claim, requester.channel_id, message, metadata)
-            return requester.channel_id
-        except SlackApiError as error:
-            if error.response.get("error") not in DM_INSTEAD:
-                raise
-            log.info("channel %s refused the reminder (%s); sending it as a DM",
-                     requester.channel_id, error.response.get("error"))
-        dm = self._call(self.slack.conversations_open, users=requester.user_id)["channel"]["id"]
-        self._post_to(batch, claim, dm, message, metadata)
-        return f"a DM to {requester.user_id}"
-
-    def _post_to(self, batch: Batch, claim: Claim, channel: str, message: messages.Message,
-                 metadata: dict[str, Any]) -> None:
-        self.reminders.posting_to(batch, claim, channel)
-        self._call(self.slack.chat_postMessage, channel=channel, metadata=metadata, **message)
-
-    @staticmethod
-    def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
-        """A Web API call; Slack's 429 becomes SlackRateLimited with its Retry-After."""
-        try:
-            return method(**kwargs)
-        except SlackApiError as error:
-            if error.response.status_code != 429:
-                raise
-            raise SlackRateLimited(_retry_after(error.response.headers)) from None
-
-
-def _retry_after(headers: Any) -> int:
-    for name, value in dict(headers or {}).items():
-        if name.lower() == "retry-after":
-            with suppress(TypeError, ValueError):
-                return max(1, int(value[0] if isinstance(value, list) else value))
-    return 60  # Slack always sends it; a minute if a proxy dropped it
-
-
 def send_reminder(batch_id: str, due: str, attempt: int = 0) -> str:
-    """The RQ job: post the reminder for one batch (run by `python -m bot worker`)."""
-    from bot.jobs import current_core
-
-    return current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due), attempt)
+    """Reminder jobs scheduled before the job moved to `bot.jobs` name this function; RQ
+    resolves it by name, and so does this, to that job (no import of the layer above)."""
+    job: Callable[..., str] = import_attribute(SEND_JOB)  # type: ignore[assignment]
+    return job(batch_id, due, attempt)

@@ -23,8 +23,8 @@ from slack_bolt.request import BoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot import metrics
-from bot.app import Services
 from bot.core import Core
+from bot.services import Services
 from bot.store import StoreUnavailable, TokenStore
 
 EVENTS_PATH = "/slack/events"

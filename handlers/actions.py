@@ -21,7 +21,7 @@ from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
 
 
 def clicker_of(body: dict[str, Any]) -> Requester:

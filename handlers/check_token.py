@@ -17,7 +17,7 @@ from handlers.onboard_link import requester_of
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
 
 
 def rate_limited(core: Core, requester: Requester) -> messages.Message | None:

@@ -13,7 +13,7 @@ from bot.queue import Reply
 from bot.store import StoreUnavailable
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
 
 
 def register(app: App, services: Services) -> None:

@@ -19,7 +19,7 @@ from handlers.enqueue import enqueue_or_tell, enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
 
 FORM_UNAVAILABLE = "count"  # the field that shows a problem that is no field's fault
 

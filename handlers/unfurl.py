@@ -17,7 +17,7 @@ from handlers.enqueue import enqueue_or_tell
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
 
 
 def register(app: App, services: Services) -> None:

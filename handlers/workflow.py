@@ -14,7 +14,7 @@ from bot.models import Requester
 from handlers.enqueue import enqueue_or_tell
 
 if TYPE_CHECKING:
-    from bot.app import Services
+    from bot.services import Services
 
 NO_USER = ("The step needs to know who ran the workflow: set its Requester input to "
            "“Person who used this workflow”.")

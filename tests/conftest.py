@@ -16,11 +16,12 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from bot import jobs, worker
-from bot.app import Services, build_services, create_app
+from bot.app import build_services, create_app
 from bot.core import Core, build_core
 from bot.logs import RedactSecrets
 from bot.models import Requester
 from bot.sandbox import ExotelSandbox
+from bot.services import Services
 from bot.settings import Settings, load_settings
 from bot.store import connect
 from bot.web import create_wsgi

@@ -18,7 +18,7 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 from rq.registry import ScheduledJobRegistry
 
-from bot import messages, poller
+from bot import jobs, messages, poller
 from bot.core import Core
 from bot.exotel import talks_to_exotel
 from bot.linkviews import ISSUE_ANYWAY_ACTION
@@ -175,8 +175,8 @@ def test_the_poll_chain_is_one_job_per_slot_whoever_starts_it(
     ids = [i for i in registry.get_job_ids() if i.startswith("status-poll-")]
     assert len(ids) == 1
     slot = int(ids[0].rsplit("-", 1)[1])
-    poller.poll_statuses(slot)  # a round reschedules the same next slot
-    poller.poll_statuses(slot)  # run twice: polls once, still one job
+    jobs.poll_statuses(slot)  # a round reschedules the same next slot
+    jobs.poll_statuses(slot)  # run twice: polls once, still one job
     assert [i for i in registry.get_job_ids() if i.startswith("status-poll-")] == ids
 
 

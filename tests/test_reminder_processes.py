@@ -174,7 +174,7 @@ def test_a_worker_killed_mid_post_leaves_one_reminder_after_the_retry(
         time.sleep(0.1)
 
     retry = subprocess.run(
-        [sys.executable, "-c", "import sys; from bot.reminders import send_reminder; "
+        [sys.executable, "-c", "import sys; from bot.jobs import send_reminder; "
          "print(send_reminder(*sys.argv[1:]))", batch_id, result.reminder_due.isoformat()],
         cwd=ROOT, env={"PATH": os.environ["PATH"], **settings}, capture_output=True, text=True,
         timeout=60)
