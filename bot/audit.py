@@ -10,6 +10,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis import Redis
 
@@ -30,7 +31,7 @@ class Audit:
                tokens: Iterable[str] = (), detail: str = "") -> None:
         """Append one entry; `tokens` must already be masked."""
         moment = now()
-        entry = {"at": moment.isoformat(), "action": action, "outcome": outcome,
+        entry: dict[Any, Any] = {"at": moment.isoformat(), "action": action, "outcome": outcome,
                  "team_id": team_id, "user_id": user_id, "channel_id": channel_id,
                  "batch_id": batch_id, "count": "" if count is None else str(count),
                  "tokens": ",".join(tokens), "detail": detail}
@@ -45,8 +46,8 @@ class Audit:
     def entries(self, since: datetime | None = None) -> Iterator[dict[str, str]]:
         start = "-" if since is None else f"{int(since.timestamp() * 1000)}-0"
         with redis_errors():
-            for _, fields in self.redis.xrange(STREAM, min=start):
-                yield fields
+            for _, fields in self.redis.xrange(STREAM, min=start) or []:
+                yield {str(k): str(v) for k, v in (fields or {}).items()}
 
 
 def export(entries: Iterable[dict[str, str]], fmt: str) -> str:

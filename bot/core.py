@@ -148,6 +148,7 @@ def lookup_client(settings: Settings, timeout: float = 2) -> WebClient:
     """For look-ups: the timeout given (what is left of an ack's deadline), no retries (a
     retried look-up would be a repeated one)."""
     return WebClient(token=settings.slack_bot_token.get_secret_value(),
+                     # slack_sdk annotates timeout as int; it passes it on to urllib as is
                      base_url=settings.slack_api_url, timeout=timeout,  # type: ignore[arg-type]
                      retry_handlers=[])
 

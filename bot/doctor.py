@@ -23,6 +23,7 @@ from typing import TextIO
 
 import redis
 from rq import Queue, Worker
+from rq.worker import BaseWorker
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
@@ -388,7 +389,7 @@ def check_worker(settings: Settings) -> Check:
                  f"({', '.join(_describe(w) for w in workers)})")
 
 
-def _describe(worker: Worker) -> str:
+def _describe(worker: BaseWorker) -> str:
     beat = worker.last_heartbeat
     if beat is None:
         return worker.name

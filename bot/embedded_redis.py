@@ -110,7 +110,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_until_up(proc: subprocess.Popen, url: str) -> None:
+def _wait_until_up(proc: subprocess.Popen[bytes], url: str) -> None:
     deadline = time.monotonic() + START_SECONDS
     while not _answers(url):
         if proc.poll() is not None:
@@ -121,7 +121,7 @@ def _wait_until_up(proc: subprocess.Popen, url: str) -> None:
         time.sleep(0.05)
 
 
-def _stop(proc: subprocess.Popen, owner: int) -> None:
+def _stop(proc: subprocess.Popen[bytes], owner: int) -> None:
     """SIGTERM lets Redis flush its append-only file; only the starting process stops it."""
     if os.getpid() != owner or proc.poll() is not None:
         return  # a fork (gunicorn's workers) inherited this hook

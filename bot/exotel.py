@@ -17,8 +17,10 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
+    stop_any,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from bot.ratelimit import RateLimitExceeded
 from bot.tokens import token_from_link
@@ -187,7 +189,7 @@ class ExotelClient:
 
         return dict(zip(tokens, self._concurrently(status, tokens), strict=True))
 
-    def _concurrently(self, fn: Callable[[T], R], items: Sequence[T] | range) -> list[R]:
+    def _concurrently(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """fn over items, a bounded number at a time; the usual single item needs no pool."""
         if len(items) == 1:
             return [fn(items[0])]
@@ -232,7 +234,7 @@ class ExotelClient:
         retrying = Retrying(
             retry=retry_if_exception(lambda e: getattr(e, "retryable", False)),
             wait=_backoff,
-            stop=stop_after_attempt(MAX_ATTEMPTS) | _StopBefore(deadline),
+            stop=stop_any(stop_after_attempt(MAX_ATTEMPTS), _StopBefore(deadline)),
             reraise=True,
         )
         return retrying(once)
@@ -384,14 +386,14 @@ def _backoff(state: RetryCallState) -> float:
     error = state.outcome.exception() if state.outcome else None
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
-        return retry_after
+        return float(retry_after)
     return _exponential(state)
 
 
 _exponential = wait_exponential_jitter(initial=1, max=8, jitter=0.5)
 
 
-class _StopBefore:
+class _StopBefore(stop_base):
     """Stop retrying when the next attempt could not start before the deadline."""
 
     def __init__(self, deadline: float) -> None:

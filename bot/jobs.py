@@ -237,8 +237,8 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
                   exc_type.__name__)
         return
     core = current_core()
-    core.metrics.count("onboard_commands", command=job.func_name.rsplit(".", 1)[-1],
-                       outcome="failed")
+    name = job.func_name or ""
+    core.metrics.count("onboard_commands", command=name.rsplit(".", 1)[-1], outcome="failed")
     log.error("job %s failed for good: %s", job.func_name, exc_type.__name__)
     message = messages.problem(exc)
     if job.func_name in (f"{__name__}.issue_links", f"{__name__}.renew_batch"):
@@ -248,7 +248,7 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
 
 def _account_for(core: Core, job: Job) -> IssueResult:
     """What an issuing job cut short made, from the batch it was recording."""
-    if job.func_name.endswith("issue_links"):
+    if (job.func_name or "").endswith("issue_links"):
         _, requester, count, note, batch_id, *_ = job.args
     else:  # renew: the count and note are those of the batch renewed
         _, requester, old_batch_id, batch_id, *_ = job.args
@@ -375,7 +375,7 @@ def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
                                 detail=preview.status or "unknown")
     if not unfurls:
         return
-    where = ({"unfurl_id": target.unfurl_id, "source": target.source}
+    where: dict[str, Any] = ({"unfurl_id": target.unfurl_id, "source": target.source}
              if target.source == "composer" else {"channel": target.channel, "ts": target.ts})
     try:
         core.slack.chat_unfurl(**where, unfurls=unfurls)

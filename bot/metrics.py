@@ -70,7 +70,7 @@ class _RedisCollector(Collector):
         self.queue = queue
 
     def collect(self) -> Iterator[Metric]:
-        raw = {k: float(v) for k, v in self.redis.hgetall(KEY).items()}
+        raw = {str(k): float(v) for k, v in self.redis.hgetall(KEY).items()}
         yield from self._counters(raw)
         yield self._histogram(raw)
         jobs = GaugeMetricFamily("onboard_jobs", "Reminder jobs by state", labels=["state"])

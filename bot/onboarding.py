@@ -161,7 +161,7 @@ class Onboarding:
             return None
         with redis_errors():
             batch_id = self.store.redis.get(_note_key(requester, note))
-        batch = self.store.get_batch(batch_id) if batch_id else None
+        batch = self.store.get_batch(str(batch_id)) if batch_id else None
         if batch is None:
             return None
         links = self.store.links_of(batch)

@@ -74,9 +74,10 @@ class CommandQueue:
             "job_id": f"{name}-{uuid.uuid4().hex}",
         }
         try:
+            target: Any = job  # RQ takes a callable or a dotted name; its types say one of them
             if delay > 0:
-                self.queue.enqueue_in(timedelta(seconds=delay), job, reply, *args, **options)
+                self.queue.enqueue_in(timedelta(seconds=delay), target, reply, *args, **options)
             else:
-                self.queue.enqueue(job, reply, *args, **options)
+                self.queue.enqueue(target, reply, *args, **options)
         except redis.RedisError:
             raise StoreUnavailable("Redis is not answering") from None

@@ -55,6 +55,13 @@ class SharedRateLimiter:
         self.reserve = reserve
         self._above_reserve = redis.register_script(_ACQUIRE_ABOVE_RESERVE)
 
+    def _window_key(self) -> str:
+        """The Redis list `limits` keeps this window in, newest entry first."""
+        # RedisStorage has prefixed_key; limits types `storage` as any of its backends.
+        key: str = self._limiter.storage.prefixed_key(  # type: ignore[attr-defined]
+            self._item.key_for(self._key))
+        return key
+
     def non_issuing(self) -> ReservedLimiter:
         """The limiter for every Exotel call but issuing: it leaves the reserve alone."""
         return ReservedLimiter(self)
@@ -62,8 +69,7 @@ class SharedRateLimiter:
     def acquire_above_reserve(self, deadline: float) -> None:
         """Take one slot while more than `reserve` are free, waiting until `deadline`
         (time.monotonic()) at most; a wait that would not end by then fails at once."""
-        storage = self._limiter.storage
-        key = storage.prefixed_key(self._item.key_for(self._key))  # type: ignore[attr-defined]
+        key = self._window_key()
         expiry = self._item.get_expiry()
         while True:
             blocking = float(self._above_reserve(
@@ -82,9 +88,7 @@ class SharedRateLimiter:
         at `limit - count` has aged out: the same test its acquire script makes."""
         if count > self.per_minute:
             raise ValueError(f"{count} requests can never fit a window of {self.per_minute}")
-        storage = self._limiter.storage
-        key = storage.prefixed_key(self._item.key_for(self._key))  # type: ignore[attr-defined]
-        entry = self._redis.lindex(key, self.per_minute - count)
+        entry = self._redis.lindex(self._window_key(), self.per_minute - count)
         if entry is None:
             return 0.0
         return max(0.0, float(entry) + self._item.get_expiry() - time.time())

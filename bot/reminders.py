@@ -158,7 +158,7 @@ class Reminders:
                 raw = pipe.get(key)
                 if raw is None:
                     raise ReminderBusy(batch.batch_id)  # released just now: retry soon
-                previous = Claim.load(raw)
+                previous = Claim.load(str(raw))
                 if previous.until > moment:
                     raise ReminderBusy(batch.batch_id)
                 taken = Claim(previous.at, fresh.until, previous.where, taken_over=True)
@@ -201,5 +201,5 @@ class Reminders:
 def send_reminder(batch_id: str, due: str, attempt: int = 0) -> str:
     """Reminder jobs scheduled before the job moved to `bot.jobs` name this function; RQ
     resolves it by name, and so does this, to that job (no import of the layer above)."""
-    job: Callable[..., str] = import_attribute(SEND_JOB)  # type: ignore[assignment]
+    job: Callable[..., str] = import_attribute(SEND_JOB)
     return job(batch_id, due, attempt)

@@ -122,7 +122,9 @@ class ThreadedWSGI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
-        environ = build_environ(scope, io.BytesIO(message.get("body", b"")))  # type: ignore
+        # a2wsgi's environ is a TypedDict; the bot's WSGI side reads it as a plain dict.
+        environ: dict[str, Any] = build_environ(  # type: ignore[assignment]
+            scope, io.BytesIO(message.get("body", b"")))  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         status, headers, body = await loop.run_in_executor(self.executor, self._run, environ)
         await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -231,6 +231,7 @@ def check_redis_url(url: str) -> None:
 def load_settings(**overrides: object) -> Settings:
     """Read and validate settings, or raise SettingsError naming every problem."""
     try:
+        # Overrides are by alias (REDIS_URL=...), which pydantic's signature doesn't show.
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None

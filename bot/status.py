@@ -119,7 +119,8 @@ class StatusBook:
         with redis_errors():
             issued: list[Any] = self.redis.zrangebyscore(
                 FUNNEL_ISSUED.format(team_id), since, "+inf", withscores=True)
-            used = dict(self.redis.zrangebyscore(
+            # With withscores, redis-py answers pairs; its annotation allows flat lists too.
+            used: dict[Any, Any] = dict(self.redis.zrangebyscore(  # type: ignore[arg-type]
                 FUNNEL_USED.format(team_id), since, "+inf", withscores=True))
         prefix = f"{user_id}|" if user_id else ""
         durations: list[float] = []

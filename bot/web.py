@@ -30,6 +30,7 @@ from bot.store import StoreUnavailable, TokenStore
 EVENTS_PATH = "/slack/events"
 # Slack's requests are a few kB; anything over this is refused unread (413).
 MAX_BODY = 1 << 20
+Environ = dict[str, Any]  # a WSGI environ
 StartResponse = Callable[..., Any]
 _TIMESTAMP = re.compile(r"\d{1,12}")
 
@@ -42,7 +43,7 @@ class Refused(Exception):
         self.status = status
 
 
-def create_wsgi(app: App, services: Services) -> Callable[[dict, StartResponse], Iterable[bytes]]:
+def create_wsgi(app: App, services: Services) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
     core = services.core
     settings = core.settings
     secret = settings.slack_signing_secret
@@ -50,7 +51,7 @@ def create_wsgi(app: App, services: Services) -> Callable[[dict, StartResponse],
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     store = core.store
 
-    def application(environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+    def application(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
             return _healthz(store, start_response)
@@ -106,7 +107,7 @@ class SlackEvents:
         self._app = app
         self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
 
-    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = WsgiHttpRequest(environ)
         try:
             bolt_request = self._checked(request)
@@ -153,7 +154,7 @@ class SlackEvents:
             raise Refused("401 Unauthorized")
 
 
-def read_body(environ: dict) -> bytes:
+def read_body(environ: Environ) -> bytes:
     """The request body, refused with 413 past MAX_BODY without reading more than that."""
     length = environ.get("CONTENT_LENGTH") or ""
     if length and not length.isdigit():
@@ -163,7 +164,7 @@ def read_body(environ: dict) -> bytes:
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""
-    raw = stream.read(int(length)) if length else stream.read(MAX_BODY + 1)
+    raw: bytes = stream.read(int(length)) if length else stream.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise Refused("413 Content Too Large")
     return raw
@@ -177,7 +178,7 @@ def _healthz(store: TokenStore, start_response: StartResponse) -> Iterable[bytes
     return _plain(start_response, "200 OK", "ok\n")
 
 
-def _metrics(core: Core, token: str, environ: dict,
+def _metrics(core: Core, token: str, environ: Environ,
              start_response: StartResponse) -> Iterable[bytes]:
     offered = environ.get("HTTP_AUTHORIZATION", "")
     if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):

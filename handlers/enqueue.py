@@ -35,8 +35,8 @@ def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_ur
 
 
 def enqueue_or_tell(core: Core, job: Callable[..., None], response_url: str | None,
-                    *args: Any, then: Callable[[], None],
-                    tell: Callable[[messages.Message], None],
+                    *args: Any, then: Callable[[], object],
+                    tell: Callable[[messages.Message], object],
                     idempotent: bool = True) -> None:
     """`job` on a worker, then `then()` (the ack); if Redis will not take it, `tell(problem)`
     instead: for surfaces whose ack is not a message (modals, workflow steps, events)."""
