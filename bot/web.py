@@ -43,7 +43,10 @@ class Refused(Exception):
         self.status = status
 
 
-def create_wsgi(app: App, services: Services) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def create_wsgi(app: App, services: Services) -> WSGIApp:
     core = services.core
     settings = core.settings
     secret = settings.slack_signing_secret
