@@ -642,15 +642,20 @@ def tree_memory(root: int) -> list[ProcessMemory]:
     return [m for m in found if m is not None]
 
 
-def memory(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
+def memory(exotel: ExotelSandbox, slack: FakeSlack,
+           **overrides: str) -> tuple[list[ProcessMemory], int]:
+    """The process tree of `python -m bot`, idle after MEMORY_COMMANDS commands, and how
+    many of them got their link."""
     data_dir = tempfile.mkdtemp(prefix="onboard-bench-data-")
-    env = bot_env(exotel, slack, ONBOARD_DATA_DIR=data_dir, **WEB, **UNLIMITED)
+    env = bot_env(exotel, slack, **{"ONBOARD_DATA_DIR": data_dir, **WEB, **UNLIMITED,
+                                     **overrides})
     bot = BotProcess(env)  # `python -m bot`: web, workers and embedded Redis
     try:
         bot.start(timeout=60)
-        timed_commands_elsewhere(bot.url, slack.response_url("memory"), MEMORY_COMMANDS,
+        name = f"memory-{len(slack.responses)}"
+        timed_commands_elsewhere(bot.url, slack.response_url(name), MEMORY_COMMANDS,
                                  CONCURRENCY, "1 memory")
-        answers = slack.wait_for_replies("memory", MEMORY_COMMANDS, timeout=120)
+        answers = slack.wait_for_replies(name, MEMORY_COMMANDS, timeout=120)
         time.sleep(IDLE_SECONDS)
         assert bot.proc is not None
         processes = tree_memory(bot.proc.pid)
@@ -658,20 +663,38 @@ def memory(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
         bot.stop(30)
         Path(bot.log.name).unlink(missing_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-    answered = sum(links_in(a) == 1 for a in answers)
-    return memory_section(processes, answered)
+    return processes, sum(links_in(a) == 1 for a in answers)
 
 
-def memory_section(processes: list[ProcessMemory], answered: int) -> Section:
-    total = sum(p.pss_kb for p in processes) / 1024
+# For context: the same with one process fewer on either side, to show what each costs.
+MEMORY_VARIANTS = ({"WEB_CONCURRENCY": "1"}, {"WORKER_PROCESSES": "3"})
+
+
+def memory_part(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
+    processes, answered = memory(exotel, slack)
+    variants = [(overrides, memory(exotel, slack, **overrides)[0])
+                for overrides in MEMORY_VARIANTS]
+    return memory_section(processes, answered, variants)
+
+
+def total_mb(processes: list[ProcessMemory]) -> float:
+    return sum(p.pss_kb for p in processes) / 1024
+
+
+def memory_section(processes: list[ProcessMemory], answered: int,
+                   variants: list[tuple[dict[str, str], list[ProcessMemory]]]) -> Section:
+    total = total_mb(processes)
     pythons = [p for p in processes if "redis-server" not in p.role]
     figures = [
         Figure(f"PSS of `python -m bot`, idle after {MEMORY_COMMANDS} commands "
                f"({len(processes)} processes)", f"{total:.0f} MB",
                f"≤ {MEMORY_TARGET_MB} MB", total <= MEMORY_TARGET_MB),
         Figure("same, the Python processes only",
-               f"{sum(p.pss_kb for p in pythons) / 1024:.0f} MB over {len(pythons)}"),
+               f"{total_mb(pythons):.0f} MB over {len(pythons)}"),
     ]
+    figures += [Figure("same, with " + ", ".join(f"{k}={v}" for k, v in overrides.items()),
+                       f"{total_mb(found):.0f} MB ({len(found)} processes)")
+                for overrides, found in variants]
     notes = [
         f"`python -m bot` with REDIS_URL unset (embedded Redis) and a fresh "
         f"ONBOARD_DATA_DIR, WEB_CONCURRENCY=2, WORKER_PROCESSES=4 (defaults); "
@@ -843,7 +866,7 @@ def run(parts: tuple[str, ...], reminders: int) -> list[Section]:
             sections.append(backlog(exotel, slack))
         if "memory" in parts:
             announce("4. Memory of `python -m bot`")
-            sections.append(memory(exotel, slack))
+            sections.append(memory_part(exotel, slack))
         if "reminders" in parts:
             results = []
             for scenario in (Scenario(reminders, REMINDERS_SPREAD),
