@@ -196,8 +196,14 @@ def bot_processes(exotel: ExotelSandbox, slack: FakeSlack, redis_url: str,
         yield Bot(web=procs[1], worker=procs[0], redis_url=redis_url)
 
 
+@dataclass
+class Served:
+    url: str
+    pid: int
+
+
 @contextmanager
-def served(name: str, exotel: ExotelSandbox, slack: FakeSlack) -> Iterator[str]:
+def served(name: str, exotel: ExotelSandbox, slack: FakeSlack) -> Iterator[Served]:
     """`python -m bench.serve <name>`: a bench app served as `python -m bot web` is."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
@@ -208,7 +214,7 @@ def served(name: str, exotel: ExotelSandbox, slack: FakeSlack) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_acking(url, proc, log)
-            yield url
+            yield Served(url, proc.pid)
         finally:
             proc.terminate()
             try:
@@ -251,6 +257,18 @@ def start_as_remote(*fakes: ExotelSandbox | FakeSlack) -> None:
     starter = threading.Thread(target=start, name="start-fakes")
     starter.start()
     starter.join()
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time used so far by `root` and its descendants (user and system)."""
+    total = 0
+    for pid in {root, *descendants_of(root)}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def idle_queues(bot: Bot, timeout: float = 30) -> int:
@@ -310,6 +328,7 @@ class Load:
     latencies: list[float]
     windows: list[tuple[float, float]]  # (began, ended) of each run, while acks were timed
     dropped: int = 0  # the bot's commands left queued after the run, dropped (idle_queues)
+    cpu: float = 0.0  # CPU seconds the app's web processes used during the run
 
     @property
     def wall(self) -> float:
@@ -332,18 +351,22 @@ class Load:
 LOAD_TEXT = "1 load test"
 
 
-def load(url: str, slack: FakeSlack, name: str, count: int = COMMANDS) -> Load:
-    """`count` timed commands, CONCURRENCY at a time, as fast as the app acks them."""
+def load(url: str, slack: FakeSlack, name: str, count: int = COMMANDS,
+         pid: int | None = None) -> Load:
+    """`count` timed commands, CONCURRENCY at a time, as fast as the app acks them; with
+    `pid`, the CPU time its process tree used meanwhile."""
+    cpu = cpu_seconds(pid) if pid else 0.0
     window, latencies = timed_commands_elsewhere(url, slack.response_url(name), count,
                                                  CONCURRENCY, LOAD_TEXT)
-    return Load(latencies, [window])
+    return Load(latencies, [window], cpu=cpu_seconds(pid) - cpu if pid else 0.0)
 
 
 def pooled(loads: list[Load]) -> Load:
     """Every round's acks as one sample, over the rounds' summed wall time."""
     return Load(sorted(t for load in loads for t in load.latencies),
                 [window for load in loads for window in load.windows],
-                dropped=sum(load.dropped for load in loads))
+                dropped=sum(load.dropped for load in loads),
+                cpu=sum(load.cpu for load in loads))
 
 
 def begun_during(load: Load, calls: list[float]) -> int:
@@ -352,8 +375,10 @@ def begun_during(load: Load, calls: list[float]) -> int:
 
 
 def ack_rounds(exotel: ExotelSandbox, slack: FakeSlack, bot: Bot) -> Section:
-    with served("bare", exotel, slack) as bare_url, served("lazy", exotel, slack) as lazy_url:
-        urls = {"bot": bot.url, "bare": bare_url, "lazy": lazy_url}
+    with served("bare", exotel, slack) as bare, served("lazy", exotel, slack) as lazy:
+        urls = {"bot": bot.url, "bare": bare.url, "lazy": lazy.url}
+        assert bot.web.proc is not None
+        pids = {"bot": bot.web.proc.pid, "bare": bare.pid, "lazy": lazy.pid}
         exotel.always = Fault(passthrough=True, delay=SLOW_EXOTEL)
         for app, url in urls.items():
             load(url, slack, f"{app}-warm", count=WARM_UP)
@@ -361,7 +386,7 @@ def ack_rounds(exotel: ExotelSandbox, slack: FakeSlack, bot: Bot) -> Section:
         rounds: dict[str, list[Load]] = {app: [] for app in APPS}
         for n in range(ROUNDS):
             for app in APPS[n % 3:] + APPS[:n % 3]:  # each app first, second, third in turn
-                result = load(urls[app], slack, f"{app}-{n}")
+                result = load(urls[app], slack, f"{app}-{n}", pid=pids[app])
                 if app == "bot":
                     result.dropped = idle_queues(bot)
                 rounds[app].append(result)
@@ -387,6 +412,8 @@ def ack_section(apps: dict[str, Load], calls: list[float], dropped_at_end: int) 
                "bot ≤ lazy", bot.p99 <= lazy.p99),
         Figure("commands/s, bot / bare / lazy",
                f"{bot.rate:.0f} / {bare.rate:.0f} / {lazy.rate:.0f}"),
+        Figure("web processes' CPU per command, bot / bare / lazy", " / ".join(
+            f"{1000 * a.cpu / len(a.latencies):.2f} ms" for a in (bot, bare, lazy))),
     ]
     total = len(bot.latencies)
     notes = [
@@ -408,6 +435,14 @@ def ack_section(apps: dict[str, Load], calls: list[float], dropped_at_end: int) 
         "Exotel calls begun while a round's acks were being timed: bot "
         f"{begun_during(bot, calls):,}, lazy {begun_during(lazy, calls):,}, bare "
         f"{begun_during(bare, calls):,} (the others' leftover work).",
+        "CPU per command: user and system time of the app's gunicorn master and workers "
+        "over its rounds, divided by its commands (the lazy app's includes the Exotel calls "
+        "and replies its listener threads made meanwhile; the bot's worker process is not "
+        "counted). At 20 in flight as fast as each app acks, all three saturate this "
+        "machine's 2 cores (shared with the client, Redis and the fakes), so ack latency "
+        "follows CPU per command. The bot's ack enqueues its job before acking: RQ's "
+        "`Queue.enqueue`, two MULTI/EXEC transactions and 11 Redis commands per command, "
+        "about two thirds of the bot's ack time in a profile of its WSGI app.",
     ]
     return Section("1. Ack latency, 20 concurrent commands sustained, Exotel 1 s", figures,
                    notes)
