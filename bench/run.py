@@ -931,13 +931,34 @@ def machine() -> str:
             f"Python {platform.python_version()}, {platform.system()}")
 
 
-def report(sections: list[Section], started: datetime, seconds: float,
-           loads: tuple[float, float]) -> str:
+class LoadSampler:
+    """The machine's 1-minute load average every few seconds while the bench runs: other
+    work on the machine (other engineers' tests) makes the figures noisier."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join()
+        mean = sum(self.samples) / len(self.samples)
+        return (f"{self.samples[0]:.2f} at the start, {mean:.2f} on average, "
+                f"{max(self.samples):.2f} at most, {self.samples[-1]:.2f} at the end")
+
+
+def report(sections: list[Section], started: datetime, seconds: float, loads: str) -> str:
     lines = [
         "# Benchmark results", "",
         f"`{COMMAND}` on {started:%Y-%m-%d %H:%M} UTC, {machine()}; the run took "
-        f"{seconds:.0f} s. Machine load (1-minute load average, other work included): "
-        f"{loads[0]:.2f} at the start, {loads[1]:.2f} at the end.", "",
+        f"{seconds:.0f} s. Machine load (1-minute load average, other work on the machine "
+        f"included; the bench alone keeps it near 2): {loads}.", "",
         "| figure | measured | target | |", "|---|---|---|---|",
     ]
     for section in sections:
@@ -976,14 +997,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     started_at = datetime.now(UTC)
-    load_before = os.getloadavg()[0]  # other work on the machine makes the figures noisier
+    sampler = LoadSampler()
     clock = time.monotonic()
     sections = run(parts, args.reminders)
     seconds = time.monotonic() - clock
-    loads = (load_before, os.getloadavg()[0])
+    loads = sampler.stop()
     print_table(sections)
-    print(f"\nThe run took {seconds:.0f} s; load average {loads[0]:.2f} at the start, "
-          f"{loads[1]:.2f} at the end.")
+    print(f"\nThe run took {seconds:.0f} s; load average {loads}.")
     if set(parts) == set(PARTS):
         RESULTS.write_text(report(sections, started_at, seconds, loads))
         print(f"Written to {RESULTS.relative_to(ROOT)}.")
