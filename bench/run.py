@@ -958,7 +958,7 @@ def report(sections: list[Section], started: datetime, seconds: float, loads: st
         "# Benchmark results", "",
         f"`{COMMAND}` on {started:%Y-%m-%d %H:%M} UTC, {machine()}; the run took "
         f"{seconds:.0f} s. Machine load (1-minute load average, other work on the machine "
-        f"included; the bench alone keeps it near 2): {loads}.", "",
+        f"included): {loads}.", "",
         "| figure | measured | target | |", "|---|---|---|---|",
     ]
     for section in sections:
