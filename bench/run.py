@@ -20,7 +20,7 @@ processes and throwaway `redis-server`s:
    processes; for context, the same 10,000 due within 10 s.
 
 Prints each figure beside its target (PASS/MISS), then writes `bench/RESULTS.md`. Takes
-about six minutes on a 2-core machine. Redis bytes per batch: `python -m bench.redis_bytes`.
+about five minutes on a 2-core machine. Redis bytes per batch: `python -m bench.redis_bytes`.
 """
 
 from __future__ import annotations
