@@ -2,10 +2,7 @@
 
 Built like the bot's app (same signing secret, a Web API client pointed at the fake Slack,
 `process_before_response=True`) but with nothing behind the ack. The benchmark serves it
-with gunicorn's gthread workers, as the bot is served:
-
-    SLACK_API_URL=http://127.0.0.1:PORT/api/ uv run gunicorn --worker-class gthread \
-        --workers 2 --threads 32 --bind 127.0.0.1:PORT bench.bare_app:app
+exactly as the bot is served (`python -m bench.serve bare`).
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ from __future__ import annotations
 import os
 
 from slack_bolt import Ack, App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 
 from tests.support import BOT_TOKEN, SIGNING_SECRET
@@ -30,6 +26,3 @@ bolt = App(
 @bolt.command("/onboard-link")
 def onboard_link(ack: Ack) -> None:
     ack("ok")
-
-
-app = SlackRequestHandler(bolt)

@@ -230,8 +230,13 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict[str, Any]) -> None:
+    """gunicorn serving the bot's ASGI application, or what `loader` builds in each worker
+    (the benchmark's comparison apps, served exactly as the bot is)."""
+
+    def __init__(self, options: dict[str, Any],
+                 loader: Callable[[], ASGIApp] | None = None) -> None:
         self._options = options
+        self._loader = loader or asgi_application
         super().__init__()
 
     def load_config(self) -> None:
@@ -239,7 +244,7 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> ASGIApp:
-        return asgi_application()
+        return self._loader()
 
 
 def serve_http(settings: Settings) -> None:

@@ -32,6 +32,8 @@ class FakeSlack:
     def __init__(self, port: int = 0) -> None:
         self.api_calls: list[ApiCall] = []
         self.responses: dict[str, list[dict[str, Any]]] = {}
+        # response URL name -> when each reply arrived (time.monotonic(), for the benchmark)
+        self.arrivals: dict[str, list[float]] = {}
         # method name -> the Slack error to answer with, e.g. {"chat.postMessage": "not_in_channel"}
         self.errors: dict[str, str] = {}
         self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
@@ -75,6 +77,7 @@ class FakeSlack:
         with self.lock:
             self.api_calls.clear()
             self.responses.clear()
+            self.arrivals.clear()
             self.errors.clear()
             self.channel_errors.clear()
             self.rate_limited.clear()
@@ -190,6 +193,7 @@ class FakeSlack:
                 self._api({k: v[0] for k, v in parse_qs(query).items()})
 
             def do_POST(self) -> None:
+                arrived = time.monotonic()  # before reading: the request is here
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
                     params = json.loads(raw or "{}")
@@ -199,6 +203,7 @@ class FakeSlack:
                     name = self.path.removeprefix("/response/")
                     with fake.lock:
                         fake.responses.setdefault(name, []).append(params)
+                        fake.arrivals.setdefault(name, []).append(arrived)
                     self._send(b"ok", "text/plain")
                     return
                 self._api(params)
