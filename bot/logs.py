@@ -126,6 +126,8 @@ def safe_url(url: str) -> str:
         netloc = f"{user}:***@{hostport}" if colon else f"***@{hostport}"
     query = "&".join(_masked_param(pair) for pair in parts.query.split("&")) if parts.query \
         else ""
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # nothing to hide: as given (urlunsplit would drop unix://'s slashes)
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
