@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 
 from bot.core import build_core
 from bot.services import Services
@@ -35,5 +36,12 @@ def create_app(services: Services) -> App:
         process_before_response=True,
         logger=bolt_logger,
     )
+    core = services.core
+
+    @app.middleware
+    def give_listeners_the_core(context: BoltContext, next: Callable[[], None]) -> None:
+        context["core"] = core  # listeners take their dependencies from Bolt's context
+        next()
+
     register_listeners(app, services)
     return app

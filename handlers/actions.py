@@ -6,10 +6,11 @@ admin) is checked by the job, which reads the batch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from logging import Logger
 from typing import TYPE_CHECKING, Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 
 from bot import jobs, linkviews, messages
 from bot.access import valid_batch_id
@@ -51,44 +52,33 @@ def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> mess
     return messages.text_message(f":no_entry: {reason}")
 
 
+# The buttons that act on one batch differ only in this: action id -> (name in the audit,
+# the job, the job's arguments after the clicker, whether a repeat of the job is harmless).
+BatchArgs = Callable[[str], tuple[Any, ...]]
+BATCH_BUTTONS: dict[str, tuple[str, Callable[..., None], BatchArgs, bool]] = {
+    RENEW_ACTION: ("renew", jobs.renew_batch, lambda b: (b, jobs.new_batch_id()), False),
+    STOP_ACTION: ("stop_reminders", jobs.stop_reminders, lambda b: (b,), True),
+    SHARE_ACTION: ("share", jobs.share_batch, lambda b: (b,), True),
+    FORGET_ACTION: ("forget", jobs.forget, lambda b: (None, b), True),
+}
+
+
+def batch_button(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                 context: BoltContext) -> None:
+    """Renew, Stop reminding, Post to channel and Forget: checked, then their job."""
+    core: Core = context["core"]
+    name, job, job_args, idempotent = BATCH_BUTTONS[action["action_id"]]
+    if (allowed := allowed_click(core, ack, body, action, respond, name)) is None:
+        return
+    clicker, batch_id = allowed
+    enqueue_then_ack(core, ack, job, body.get("response_url"), clicker, *job_args(batch_id),
+                     idempotent=idempotent, respond=respond)
+
+
 def register(app: App, services: Services) -> None:
     core = services.core
-
-    @app.action(RENEW_ACTION)
-    def renew(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-              logger: Logger) -> None:
-        if (allowed := allowed_click(core, ack, body, action, respond, "renew")) is None:
-            return
-        clicker, batch_id = allowed
-        enqueue_then_ack(core, ack, jobs.renew_batch, body.get("response_url"), clicker,
-                         batch_id, jobs.new_batch_id(), idempotent=False, respond=respond)
-
-    @app.action(STOP_ACTION)
-    def stop(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-             logger: Logger) -> None:
-        if (allowed := allowed_click(core, ack, body, action, respond, "stop_reminders")) is None:
-            return
-        clicker, batch_id = allowed
-        enqueue_then_ack(core, ack, jobs.stop_reminders, body.get("response_url"),
-                         clicker, batch_id, respond=respond)
-
-    @app.action(SHARE_ACTION)
-    def share(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-              logger: Logger) -> None:
-        if (allowed := allowed_click(core, ack, body, action, respond, "share")) is None:
-            return
-        clicker, batch_id = allowed
-        enqueue_then_ack(core, ack, jobs.share_batch, body.get("response_url"),
-                         clicker, batch_id, respond=respond)
-
-    @app.action(FORGET_ACTION)
-    def forget(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-               logger: Logger) -> None:
-        if (allowed := allowed_click(core, ack, body, action, respond, "forget")) is None:
-            return
-        clicker, batch_id = allowed
-        enqueue_then_ack(core, ack, jobs.forget, body.get("response_url"), clicker,
-                         None, batch_id, respond=respond)
+    for action_id in BATCH_BUTTONS:
+        app.action(action_id)(batch_button)
 
     @app.action(linkviews.ISSUE_ANYWAY_ACTION)
     def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
