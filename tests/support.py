@@ -278,21 +278,6 @@ def timed_commands(url: str, response_url: str, count: int, concurrency: int,
     return sorted(latencies)
 
 
-def timed_commands_elsewhere(url: str, response_url: str, count: int, concurrency: int,
-                             text: str = "1 load test") -> list[float]:
-    """`timed_commands` from a process of its own, so that the fakes serving in this one
-    don't share its GIL and add their own delays to what is measured."""
-    import json
-    import sys
-
-    code = ("import json, sys; from tests.support import timed_commands; "
-            "print(json.dumps(timed_commands(*json.loads(sys.argv[1]))))")
-    done = subprocess.run(
-        [sys.executable, "-c", code, json.dumps([url, response_url, count, concurrency, text])],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(done.stdout)
-
-
 def percentile(sorted_values: list[float], fraction: float) -> float:
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
