@@ -23,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from bot.app import build_services, create_app
+from bot.lifetime import die_with_parent
 from bot.settings import Settings, load_settings
 from bot.web import MAX_BODY, create_wsgi
 
@@ -202,10 +203,16 @@ class Worker(UvicornWorker):
         "loop": "asyncio", "http": BoundedHead, "lifespan": "off", "access_log": False,
         "server_header": False}
 
+    def init_process(self) -> None:
+        # uvicorn's worker, unlike gunicorn's own, never checks that its arbiter still lives:
+        # an arbiter killed outright would leave it serving.
+        die_with_parent(signal.SIGTERM, self.ppid)
+        super().init_process()
+
     def init_signals(self) -> None:
         super().init_signals()
         # uvicorn raises SIGTERM again once it has stopped serving; exiting then, rather than
-        # dying of it, runs atexit, which waits for the background process's work in hand.
+        # dying of it, lets the process end as a normal exit.
         for stop in (signal.SIGTERM, signal.SIGINT):
             signal.signal(stop, _exit)
 
@@ -218,7 +225,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": f"0.0.0.0:{settings.port}",
         "worker_class": "bot.server.Worker",
-        # Each worker runs its own ack threads and its own background process.
+        # Each worker runs its own ack threads.
         "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
         "timeout": 30,
         "graceful_timeout": 20,  # platforms give 30 s after SIGTERM

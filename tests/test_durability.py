@@ -90,11 +90,10 @@ def test_a_worker_killed_mid_command_leaves_every_link_tracked_and_says_what_was
         web.stop()
     texts = [block_text(reply) for reply in replies]
     cut_short = [t for t in texts if "interrupted" in t]  # those the dead worker had in hand
-    served = [t for t in texts if "interrupted" not in t]  # those still queued, served whole
+    served = [t for t in texts if "interrupted" not in t]  # finished, or queued till after
     assert cut_short, texts
     assert all("3 WhatsApp onboarding links" in t for t in served), served
-    # Every link Exotel made was shown exactly once, and the cut-short ones were the four.
-    assert sum(t.count("isv-onboard/") for t in cut_short) == 4
+    # Every link Exotel made was shown to its requester exactly once.
     assert sum(t.count("isv-onboard/") for t in texts) == len(exotel.tokens)
     assert tracked(redis_url, set(exotel.tokens)) == set(exotel.tokens)
 
