@@ -1,8 +1,8 @@
 """Counters in Redis, shown at /metrics in Prometheus' text format.
 
-The bot's work happens in several processes, often on several hosts (web, its background
-child, the worker), so counts are kept in one Redis hash rather than in process memory,
-and the web process reads them back when Prometheus scrapes it.
+The bot's work happens in several processes, often on several hosts (web and workers), so
+counts are kept in one Redis hash rather than in process memory, and the web process reads
+them back when Prometheus scrapes it.
 """
 
 from __future__ import annotations
