@@ -14,7 +14,7 @@ import importlib
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.server import ASGIApp, ThreadedWSGI, WholeBody, _Gunicorn, gunicorn_options, web_threads
+from bot.server import ASGIApp, ThreadedWSGI, WholeBody, _Gunicorn, gunicorn_options
 from bot.settings import load_settings
 
 APPS = {"bare": "bench.bare_app", "lazy": "bench.lazy_app"}
@@ -23,7 +23,7 @@ APPS = {"bare": "bench.bare_app", "lazy": "bench.lazy_app"}
 def loader(name: str) -> ASGIApp:
     """Build the app in each gunicorn worker, as `asgi_application` builds the bot."""
     bolt = importlib.import_module(APPS[name]).bolt
-    return WholeBody(ThreadedWSGI(SlackRequestHandler(bolt), web_threads()))
+    return WholeBody(ThreadedWSGI(SlackRequestHandler(bolt), load_settings().web_threads))
 
 
 def main(argv: list[str] | None = None) -> None:

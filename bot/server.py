@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -153,16 +152,15 @@ def _no_write(data: bytes) -> None:
     raise NotImplementedError("the bot's WSGI application returns its body")
 
 
-def web_threads() -> int:
-    return int(os.environ.get("WEB_THREADS", "32"))
 
 
 def asgi_application() -> ASGIApp:
     """Build the whole bot from the environment; each gunicorn worker calls this once."""
-    services = build_services(load_settings())
+    settings = load_settings()
+    services = build_services(settings)
     wsgi = create_wsgi(create_app(services), services)
     # Bolt's listeners are synchronous: they run on these threads, one request each.
-    return WholeBody(ThreadedWSGI(wsgi, web_threads()))
+    return WholeBody(ThreadedWSGI(wsgi, settings.web_threads))
 
 
 class BoundedHead(HttpToolsProtocol):
@@ -226,7 +224,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": f"0.0.0.0:{settings.port}",
         "worker_class": "bot.server.Worker",
         # Each worker runs its own ack threads.
-        "workers": int(os.environ.get("WEB_CONCURRENCY", "2")),
+        "workers": settings.web_concurrency,
         "timeout": 30,
         "graceful_timeout": 20,  # platforms give 30 s after SIGTERM
         "keepalive": 5,
