@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,19 +30,12 @@ from bot.settings import Settings, SettingsError, load_settings
 from bot.store import TokenStore, connect
 from tests.conftest import settings_for
 from tests.fakes.slack import FakeSlack
-from tests.support import ROOT, BotProcess, RedisProcess, bot_env, free_port
+from tests.support import ROOT, BotProcess, RedisProcess, bot_env, free_port, wait_until
 
 REQUIREMENTS = ROOT / "requirements.txt"
 EXPORT_COMMAND = ("uv export --no-hashes --no-dev --no-emit-project --format requirements-txt "
                   "-o requirements.txt")
 ALIASES = sorted(str(field.alias) for field in Settings.model_fields.values())
-
-
-def wait_until(what: str, done: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
 
 
 # 1. requirements.txt ------------------------------------------------------------------------
@@ -300,7 +293,7 @@ def test_web_waits_for_slack_then_serves(
         assert bot.proc is not None and bot.proc.poll() is None  # waiting, not exited
         assert not bot._healthy()  # not serving before Slack is back
         stand_in = FakeSlack(port).start()  # Slack is back, on the same address
-        wait_until("the web process serves", bot._healthy, timeout=90)
+        wait_until(bot._healthy, 90, "the web process serves")
         assert stand_in.calls("auth.test")  # Bolt's check passed once Slack was back
     finally:
         bot.stop()
@@ -326,13 +319,13 @@ def test_worker_waits_for_redis_then_works(
                                    env=worker.env, stdout=worker.log,
                                    stderr=subprocess.STDOUT)
     try:
-        wait_until("the worker says Redis is down", lambda: line in worker.output())
+        wait_until(lambda: line in worker.output(), 60, "the worker says Redis is down")
         assert worker.proc.poll() is None
         server.start()
         from rq import Worker
 
         jobs = redis.Redis.from_url(server.url)
-        wait_until("the worker registers", lambda: bool(Worker.all(connection=jobs)), 90)
+        wait_until(lambda: bool(Worker.all(connection=jobs)), 90, "the worker registers")
     finally:
         worker.stop()
         server.stop()
@@ -525,7 +518,7 @@ def test_jobs_finds_the_embedded_redis_of_a_running_bot(
         def sees_the_worker() -> bool:
             return "workers: 4" in run_jobs(env, tmp_path).stdout  # WORKER_PROCESSES
 
-        wait_until("jobs sees the bot's worker", sees_the_worker, timeout=60)
+        wait_until(sees_the_worker, 60, "jobs sees the bot's worker")
         done = run_jobs(env, tmp_path)
     finally:
         bot.stop()

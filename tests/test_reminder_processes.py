@@ -72,23 +72,16 @@ def reminders_posted(slack: FakeSlack) -> list[dict]:
     return [c.params for c in slack.calls("chat.postMessage")]
 
 
-def wait_for_posts(slack: FakeSlack, count: int, timeout: float) -> float:
-    started = time.monotonic()
-    while len(reminders_posted(slack)) < count:
-        assert time.monotonic() - started < timeout, f"{len(reminders_posted(slack))} posts"
-        time.sleep(0.1)
-    return time.monotonic() - started
+def wait_for_posts(slack: FakeSlack, count: int, timeout: float) -> None:
+    wait_until(lambda: len(reminders_posted(slack)) >= count, timeout, f"{count} posts")
 
 
 def wait_until_all_done(redis_url: str, timeout: float = 30) -> None:
     """Until no reminder is scheduled, queued or running: nothing more can be posted."""
-    jobs = redis.Redis.from_url(redis_url)
-    queue = Queue(QUEUE_NAME, connection=jobs)
-    deadline = time.monotonic() + timeout
-    while (ScheduledJobRegistry(queue=queue).count or queue.count
-           or StartedJobRegistry(queue=queue).count):
-        assert time.monotonic() < deadline, "reminder jobs still pending"
-        time.sleep(0.1)
+    queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(redis_url))
+    wait_until(lambda: not (ScheduledJobRegistry(queue=queue).count or queue.count
+                            or StartedJobRegistry(queue=queue).count),
+               timeout, "no reminder job pending")
 
 
 def test_the_procfile_processes_post_the_reminder_within_15_seconds(

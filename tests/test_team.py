@@ -21,6 +21,7 @@ from bot.sandbox import ExotelSandbox
 from tests.blockkit import assert_within_slack_limits
 from tests.conftest import REP, START, Bot, block_text, fire_due
 from tests.fakes.slack import FakeSlack
+from tests.support import wait_until
 
 LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
 TEAM = {"ALLOWED_USER_IDS": "U0REP", "ALLOWED_USERGROUP_IDS": "S0SALES",
@@ -254,13 +255,8 @@ def test_links_that_failed_cost_no_quota(make_bot, exotel: ExotelSandbox) -> Non
 
 
 def wait_for(get: Callable[[], list], count: int, timeout: float = 15) -> list:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while len(found := get()) < count:
-        assert time.monotonic() < deadline, f"{len(found)} of {count}"
-        time.sleep(0.05)
-    return found
+    wait_until(lambda: len(get()) >= count, timeout, f"{count} found")
+    return get()
 
 
 @pytest.mark.slow
