@@ -315,7 +315,7 @@ def test_no_full_token_in_the_log_after_forgetting_twice_and_an_unknown_check(
 
     worker = BotProcess(web.env, "worker").start()  # the commands' work is done there
     try:
-        issued = json.dumps(command("/onboard-link", "1 ACME"))
+        issued = json.dumps(command("/onboard-link", f"1 Token Co {uuid.uuid4().hex[:6]}"))
         [token] = set(re.findall(r"isv-onboard/([0-9a-f-]{36})", issued))
         link = f"https://messaging.exotel.com/ua-links/isv-onboard/{token}"
         command("/onboard-link", f"forget {link}")
