@@ -125,7 +125,7 @@ class HttpServer:
     def __init__(self, application: Any) -> None:
         self._server = make_server("127.0.0.1", 0, application,
                                    server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
 
     @property
     def url(self) -> str:

@@ -109,6 +109,7 @@ def test_500_every_time_gives_up_by_the_deadline(
     assert 2 <= len(exotel.calls) <= 5  # retried, but not for ever
 
 
+@pytest.mark.slow  # waits out real Exotel deadlines and timeouts
 @BOTH
 def test_no_answer_for_30_s_is_reported_long_before(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, command: str) -> None:
@@ -145,6 +146,7 @@ def test_one_of_five_failing_still_delivers_and_tracks_the_other_four(
     assert len(exotel.calls_of("POST")) == 5
 
 
+@pytest.mark.slow  # waits out real Exotel deadlines and timeouts
 def test_no_secret_reaches_the_logs_or_slack(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, slack: FakeSlack,
         caplog: pytest.LogCaptureFixture) -> None:
