@@ -25,6 +25,9 @@ SOME_TOKEN = "0b7c6a1e-3f2d-4c55-9e8a-1d2b3c4d5e6f"
 ARGUMENT = {"/onboard-link": "ACME Corp", "/check-token": SOME_TOKEN}
 BOTH = pytest.mark.parametrize("command", ["/onboard-link", "/check-token"])
 
+# Every test here waits out real retries, backoffs or deadlines against the fake Exotel.
+pytestmark = pytest.mark.slow
+
 
 def timed(bot: Bot, command: str, text: str, within: float) -> str:
     """Run a command; return the text of its final reply, which must come within `within` s."""
@@ -109,7 +112,6 @@ def test_500_every_time_gives_up_by_the_deadline(
     assert 2 <= len(exotel.calls) <= 5  # retried, but not for ever
 
 
-@pytest.mark.slow  # waits out real Exotel deadlines and timeouts
 @BOTH
 def test_no_answer_for_30_s_is_reported_long_before(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, command: str) -> None:
@@ -146,7 +148,6 @@ def test_one_of_five_failing_still_delivers_and_tracks_the_other_four(
     assert len(exotel.calls_of("POST")) == 5
 
 
-@pytest.mark.slow  # waits out real Exotel deadlines and timeouts
 def test_no_secret_reaches_the_logs_or_slack(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, slack: FakeSlack,
         caplog: pytest.LogCaptureFixture) -> None:
