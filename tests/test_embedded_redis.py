@@ -166,6 +166,7 @@ def _pings(client: redis.Redis) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # the reminder falls due 2 min after the links
 def test_python_m_bot_killed_whole_keeps_its_links_and_reminder(
     tmp_path: Path, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
