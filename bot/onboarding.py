@@ -130,6 +130,8 @@ class Onboarding:
                 raise
             wait = self.budget.wait_for(count)
         if wait > BUDGET_NAP:
+            with redis_errors():  # the window it waits for is all issuing's: no polls take any
+                self.budget.issuing_waits(wait + BUDGET_NAP)
             raise BudgetWait(wait, count)
         time.sleep(wait)
         recorder = self.store.recorder(requester, note, batch_id or uuid.uuid4().hex,

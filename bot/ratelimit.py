@@ -68,6 +68,13 @@ class SharedRateLimiter:
             self._item.key_for(self._key))
         return key
 
+    def issuing_waits(self, seconds: float) -> None:
+        """Commands are queued for this window: until then, status polls take none of it."""
+        self._redis.set(f"{self._key}:issuing-waits", "1", px=max(1, int(seconds * 1000)))
+
+    def issuing_is_waiting(self) -> bool:
+        return bool(self._redis.exists(f"{self._key}:issuing-waits"))
+
     def non_issuing(self) -> ReservedLimiter:
         """The limiter for every Exotel call but issuing: it leaves the reserve alone."""
         return ReservedLimiter(self)
@@ -154,8 +161,8 @@ class PollBudget:
         self.own = own
 
     def take(self) -> bool:
-        if self.own.wait_for(1) > 0:
-            return False  # its own minute is spent
+        if self.own.wait_for(1) > 0 or self.shared.issuing_is_waiting():
+            return False  # its own minute is spent, or a backlog of commands needs it all
         try:
             self.shared.acquire_above_reserve(time.monotonic())  # never waits
         except RateLimitExceeded:

@@ -322,3 +322,14 @@ def test_the_funnel_forgets_what_is_older_than_31_days(
     assert redis_client.zcard("onboard:funnel:issued:T0FAKE") == 1
     funnel = core.statuses.funnel("T0FAKE", "U0REP")
     assert (funnel.issued, funnel.used, funnel.expired) == (1, 0, 0)
+
+
+def test_status_polls_leave_a_window_alone_that_queued_commands_wait_for(
+    make_core: Callable[..., Core], exotel: ExotelSandbox, redis_client: redis.Redis
+) -> None:
+    core = make_core(EXOTEL_RATE_PER_MINUTE=40, STATUS_POLL_SHARE=0.25)
+    core.onboarding.issue(REP, 5, "Polled Co")
+    core.onboarding.budget.issuing_waits(30)  # what a command told to wait for the budget sets
+    assert core.poller.poll_once().checked == 0 and exotel.calls_of("GET") == []
+    redis_client.delete(*redis_client.keys("*issuing-waits"))
+    assert core.poller.poll_once().checked == 5
