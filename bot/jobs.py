@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from bot.inputs import USER_ID, note_of
 from bot.models import Requester
 from bot.onboarding import AlreadyForgotten, BudgetWait, IssueResult
 from bot.previews import MAX_PREVIEWS, LinkPreviews
-from bot.queue import RESPONSE_URL_LIFE, Reply
+from bot.queue import Reply
 from bot.settings import load_settings
 from bot.tokens import mask
 
@@ -198,7 +197,7 @@ def _wait_for_budget(core: Core, reply: Reply, wait: BudgetWait, told: bool,
                      job: Callable[..., None], *args: Any) -> messages.Message | None:
     """Queue the command again for when Exotel's budget has room; tell the user once."""
     seconds = wait.seconds
-    if reply.requested_at + RESPONSE_URL_LIFE.total_seconds() < time.time() + seconds + 60:
+    if reply.lapsed(after=seconds + 60):
         requester = args[0]
         core.onboarding.refused(requester, "issue" if job is issue_links else "renew",
                                 str(wait), outcome="rate-limited")

@@ -43,8 +43,9 @@ class Reply:
     def to(cls, url: str | None) -> Reply:
         return cls(url, time.time())
 
-    def lapsed(self) -> bool:
-        return time.time() > self.requested_at + RESPONSE_URL_LIFE.total_seconds()
+    def lapsed(self, after: float = 0.0) -> bool:
+        """Whether the response URL is past its life (or will be `after` seconds from now)."""
+        return time.time() + after > self.requested_at + RESPONSE_URL_LIFE.total_seconds()
 
 
 class CommandQueue:

@@ -89,10 +89,7 @@ class SharedRateLimiter:
                 keys=[key], args=[time.time(), self.per_minute, expiry, self.reserve]))
             if blocking < 0:
                 return
-            wait = max(0.05, blocking + expiry - time.time())
-            if time.monotonic() + wait > deadline:
-                raise RateLimitExceeded(wait)
-            time.sleep(min(wait, 1.0))
+            _pause(max(0.05, blocking + expiry - time.time()), deadline)
 
     def wait_for(self, count: int) -> float:
         """Seconds until `count` requests fit the window (0: now), if no one else takes any.
@@ -119,10 +116,15 @@ class SharedRateLimiter:
         """Take one request slot, waiting for one until `deadline` (time.monotonic())."""
         while not self._limiter.hit(self._item, self._key):
             reset_at = self._limiter.get_window_stats(self._item, self._key).reset_time
-            wait = max(0.05, reset_at - time.time())
-            if time.monotonic() + wait > deadline:
-                raise RateLimitExceeded(wait)
-            time.sleep(min(wait, 1.0))
+            _pause(max(0.05, reset_at - time.time()), deadline)
+
+
+def _pause(wait: float, deadline: float) -> None:
+    """Sleep towards a slot freeing in `wait` s (a second at most, then look again), or
+    RateLimitExceeded at once if it would not free before `deadline` (time.monotonic())."""
+    if time.monotonic() + wait > deadline:
+        raise RateLimitExceeded(wait)
+    time.sleep(min(wait, 1.0))
 
 
 class ReservedLimiter:
@@ -172,7 +174,7 @@ class PollBudget:
     def acquire(self, deadline: float) -> None:
         """The Limiter an Exotel client calls before each request: no slot, no request."""
         if not self.take():
-            raise RateLimitExceeded(60.0)
+            raise RateLimitExceeded(float(WINDOW_SECONDS))
 
 
 class QuotaExceeded(Exception):
