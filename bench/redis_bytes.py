@@ -25,12 +25,12 @@ from datetime import timedelta
 
 import redis
 
-from bot import worker
-from bot.audit import STREAM
-from bot.core import Core, build_core
-from bot.models import Requester
-from bot.sandbox import ExotelSandbox
+from bot.domain.audit import STREAM
+from bot.domain.models import Requester
+from bot.exotel.sandbox import ExotelSandbox
+from bot.runtime import worker
 from bot.settings import load_settings
+from bot.slack.core import Core, build_core
 from tests.fakes.slack import FakeSlack
 from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, RedisProcess, bot_env
 

@@ -49,11 +49,11 @@ from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 
 from bench.jobs import LATENESS_KEY, record_lateness
-from bot.core import build_core
-from bot.queue import COMMANDS_QUEUE
-from bot.reminders import QUEUE_NAME, enqueue_at
-from bot.sandbox import ExotelSandbox, Fault
+from bot.domain.reminders import QUEUE_NAME, enqueue_at
+from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.runtime.queue import COMMANDS_QUEUE
 from bot.settings import Settings, load_settings
+from bot.slack.core import build_core
 from tests.fakes.slack import FakeSlack
 from tests.support import (
     EXOTEL_KEY,

@@ -14,7 +14,7 @@ import importlib
 
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.server import ASGIApp, ThreadedWSGI, WholeBody, _Gunicorn, gunicorn_options
+from bot.runtime.server import ASGIApp, ThreadedWSGI, WholeBody, _Gunicorn, gunicorn_options
 from bot.settings import load_settings
 
 APPS = {"bare": "bench.bare_app", "lazy": "bench.lazy_app"}

@@ -20,7 +20,8 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 
-from bot import embedded_redis, logs
+from bot.ops import logs
+from bot.runtime import embedded_redis
 from bot.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("bot")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if args.process == "sandbox":
         # Before the settings: the sandbox needs no Slack settings, and takes its own options.
-        from bot import sandbox
+        from bot.exotel import sandbox
 
         return sandbox.main(rest)
     if rest:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     if args.process == "doctor":
         # Before _with_redis: the doctor looks at what is configured, it starts nothing.
-        from bot import doctor
+        from bot.ops import doctor
 
         return doctor.run_doctor(settings)
     settings = _with_redis(settings)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if not _wait_until_reachable(settings, slack=args.process != "worker"):
         return 2
     if args.process == "worker":
-        from bot import worker
+        from bot.runtime import worker
 
         worker.run(settings)
         return 0
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             # One command, one host: one web process acks plenty, and saves ~30 MB.
             settings = settings.model_copy(update={"web_concurrency": 1})
 
-    from bot import server  # after settings: importing Bolt is slow, errors should be quick
+    from bot.runtime import server  # after settings: importing Bolt is slow, errors should be quick
 
     if settings.socket_mode and args.process == "all":
         # Exit through atexit on SIGTERM, so the worker beside stops too.
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _date(text: str) -> datetime:
-    from bot.audit import parse_since
+    from bot.domain.audit import parse_since
 
     try:
         return parse_since(text)
@@ -94,8 +95,8 @@ def _date(text: str) -> datetime:
 
 
 def _print_audit(settings: Settings, since: datetime | None, fmt: str) -> int:
-    from bot.audit import Audit, export
-    from bot.store import StoreUnavailable, connect_for
+    from bot.domain.audit import Audit, export
+    from bot.domain.store import StoreUnavailable, connect_for
 
     audit = Audit(connect_for(settings), timedelta(days=settings.audit_retention_days))
     try:
@@ -109,9 +110,9 @@ def _print_audit(settings: Settings, since: datetime | None, fmt: str) -> int:
 def _print_jobs(settings: Settings) -> int:
     import redis
 
-    from bot.jobs_report import report
-    from bot.logs import safe_url
-    from bot.store import connect_for
+    from bot.domain.store import connect_for
+    from bot.ops.jobs_report import report
+    from bot.ops.logs import safe_url
 
     assert settings.redis_url is not None
     try:
@@ -125,7 +126,7 @@ def _print_jobs(settings: Settings) -> int:
 
 def _wait_until_reachable(settings: Settings, *, slack: bool) -> bool:
     """Wait for Redis (and Slack, for what serves it); False on what no wait can mend."""
-    from bot import startup
+    from bot.runtime import startup
 
     assert settings.redis_url is not None
     try:
@@ -149,7 +150,7 @@ def _with_redis(settings: Settings) -> Settings:
 
 def _start_worker_beside() -> None:
     """The workers as a child process, stopped when this one exits, however it exits."""
-    from bot.lifetime import die_with_parent
+    from bot.runtime.lifetime import die_with_parent
 
     child = subprocess.Popen([sys.executable, "-m", "bot", "worker"],
                              preexec_fn=die_with_parent)

@@ -9,7 +9,7 @@ from slack_bolt import App
 from handlers import actions, check_token, errors, home, onboard_link, shortcuts, unfurl, workflow
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 
 def register_listeners(app: App, services: Services) -> None:

@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 
-from bot import jobs, linkviews, messages
-from bot.access import valid_batch_id
-from bot.commands import OnboardRequest, UsageError, parse_onboard
-from bot.core import Core
-from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
-from bot.models import Requester
+from bot.domain.access import valid_batch_id
+from bot.domain.models import Requester
+from bot.runtime import jobs
+from bot.slack import linkviews, messages
+from bot.slack.command_text import OnboardRequest, UsageError, parse_onboard
+from bot.slack.core import Core
+from bot.slack.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 
 def clicker_of(body: dict[str, Any]) -> Requester:

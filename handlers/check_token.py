@@ -7,17 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import jobs, messages
-from bot.commands import Help, UsageError, parse_check
-from bot.core import Core
-from bot.models import Requester
-from bot.store import StoreUnavailable, redis_errors
+from bot.domain.models import Requester
+from bot.domain.store import StoreUnavailable, redis_errors
+from bot.runtime import jobs
+from bot.slack import messages
+from bot.slack.command_text import Help, UsageError, parse_check
+from bot.slack.core import Core
 from handlers.enqueue import enqueue_then_ack
 from handlers.onboard_link import requester_of
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 
 def rate_limited(core: Core, requester: Requester) -> messages.Message | None:

@@ -8,10 +8,10 @@ from typing import Any
 
 from slack_bolt import Ack, Respond
 
-from bot import messages
-from bot.core import Core
-from bot.queue import Reply
-from bot.store import StoreUnavailable
+from bot.domain.store import StoreUnavailable
+from bot.runtime.queue import Reply
+from bot.slack import messages
+from bot.slack.core import Core
 
 
 def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_url: str | None,

@@ -7,7 +7,7 @@ from logging import Logger
 
 from slack_bolt import App, BoltResponse
 
-from bot import messages
+from bot.slack import messages
 
 
 def register(app: App) -> None:

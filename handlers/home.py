@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 
-from bot import jobs
-from bot.models import Requester
-from bot.queue import Reply
-from bot.store import StoreUnavailable
+from bot.domain.models import Requester
+from bot.domain.store import StoreUnavailable
+from bot.runtime import jobs
+from bot.runtime.queue import Reply
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 
 def register(app: App, services: Services) -> None:

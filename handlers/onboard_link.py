@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App
 
-from bot import jobs, linkviews, messages
-from bot.commands import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
-from bot.models import Requester
-from bot.store import StoreUnavailable
+from bot.domain.models import Requester
+from bot.domain.store import StoreUnavailable
+from bot.runtime import jobs
+from bot.slack import linkviews, messages
+from bot.slack.command_text import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 
 def requester_of(command: dict[str, Any]) -> Requester:

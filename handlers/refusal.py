@@ -3,9 +3,9 @@ whom to ask. Every listener that authorises refuses this one way."""
 
 from __future__ import annotations
 
-from bot import messages
-from bot.core import Core
-from bot.models import Requester
+from bot.domain.models import Requester
+from bot.slack import messages
+from bot.slack.core import Core
 
 
 def refusal(core: Core, requester: Requester, action: str, reason: str) -> messages.Message:

@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk.errors import SlackApiError
 
-from bot import jobs, messages, surfaces
-from bot.access import Decision
-from bot.commands import UsageError
-from bot.core import Core, lookup_client
-from bot.inputs import CHANNEL_ID, MESSAGE_TS, TEAM_ID, USER_ID, count_of, matches, note_of
-from bot.models import Requester
+from bot.domain.access import Decision
+from bot.domain.models import Requester
+from bot.runtime import jobs
+from bot.slack import messages, surfaces
+from bot.slack.command_text import UsageError
+from bot.slack.core import Core, lookup_client
+from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, TEAM_ID, USER_ID, count_of, matches, note_of
 from handlers.enqueue import enqueue_or_tell, enqueue_then_ack
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 FORM_UNAVAILABLE = "count"  # the field that shows a problem that is no field's fault
 

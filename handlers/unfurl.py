@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 
-from bot import jobs
-from bot.inputs import CHANNEL_ID, MESSAGE_TS, OPAQUE_ID, TEAM_ID, USER_ID, matches
-from bot.models import Requester
-from bot.previews import MAX_PREVIEWS, token_of
+from bot.domain.models import Requester
+from bot.domain.previews import MAX_PREVIEWS, token_of
+from bot.runtime import jobs
+from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, OPAQUE_ID, TEAM_ID, USER_ID, matches
 from handlers.enqueue import enqueue_or_tell
 from handlers.refusal import refusal
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 
 def register(app: App, services: Services) -> None:

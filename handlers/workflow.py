@@ -7,14 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App, BoltContext, Fail
 
-from bot import jobs, surfaces
-from bot.commands import UsageError
-from bot.inputs import CHANNEL_ID, OPAQUE_ID, TEAM_ID, USER_ID, count_of, matches, note_of
-from bot.models import Requester
+from bot.domain.models import Requester
+from bot.runtime import jobs
+from bot.slack import surfaces
+from bot.slack.command_text import UsageError
+from bot.slack.inputs import CHANNEL_ID, OPAQUE_ID, TEAM_ID, USER_ID, count_of, matches, note_of
 from handlers.enqueue import enqueue_or_tell
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.slack.services import Services
 
 NO_USER = ("The step needs to know who ran the workflow: set its Requester input to "
            "“Person who used this workflow”.")

@@ -15,16 +15,16 @@ import requests
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
-from bot import jobs, worker
-from bot.app import build_services, create_app
-from bot.core import Core, build_core
-from bot.logs import RedactSecrets
-from bot.models import Requester
-from bot.sandbox import ExotelSandbox
-from bot.services import Services
+from bot.domain.models import Requester
+from bot.domain.store import connect
+from bot.exotel.sandbox import ExotelSandbox
+from bot.ops.logs import RedactSecrets
+from bot.runtime import jobs, worker
+from bot.runtime.web import create_wsgi
 from bot.settings import Settings, load_settings
-from bot.store import connect
-from bot.web import create_wsgi
+from bot.slack.app import build_services, create_app
+from bot.slack.core import Core, build_core
+from bot.slack.services import Services
 from tests.fakes.slack import FakeSlack
 from tests.support import (
     BOT_TOKEN,
@@ -200,7 +200,7 @@ REP = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
 # The frozen clock starts at the real hour: worker processes (which freezegun cannot reach)
 # run on the real clock, and a fixed date would fall ever further behind it.
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-REAL_CLOCK = ["urllib3", "bot.exotel", "bot.ratelimit", "tenacity"]
+REAL_CLOCK = ["urllib3", "bot.exotel.client", "bot.domain.ratelimit", "tenacity"]
 
 
 @pytest.fixture

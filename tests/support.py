@@ -23,7 +23,7 @@ import redis
 import requests
 
 if TYPE_CHECKING:
-    from bot.sandbox import ExotelSandbox
+    from bot.exotel.sandbox import ExotelSandbox
     from tests.fakes.slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret-5b1f"
@@ -316,7 +316,7 @@ class ThreadWorker:
     def __init__(self, core: Any) -> None:
         from rq.timeouts import TimerDeathPenalty
 
-        from bot.worker import Worker
+        from bot.runtime.worker import Worker
 
         class _Threaded(Worker):
             death_penalty_class = TimerDeathPenalty

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from bot.sandbox import ExotelSandbox
+from bot.exotel.sandbox import ExotelSandbox
 from tests.blockkit import assert_inert
 from tests.conftest import Bot, block_text
 from tests.test_onboard_link import LINK

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import (
+from bot.exotel.tokens import mask, parse_token_argument
+from bot.slack.command_text import (
     MAX_NOTE,
     CheckRequest,
     Help,
@@ -13,7 +14,6 @@ from bot.commands import (
     parse_check,
     parse_onboard,
 )
-from bot.tokens import mask, parse_token_argument
 
 TOKEN = "3f1c2a9e-5b7d-4e0f-9a21-7c6d5e4b3a10"
 LINK = f"https://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}"

@@ -23,11 +23,12 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from bot import doctor, startup
-from bot.reminders import QUEUE_NAME
-from bot.sandbox import ExotelSandbox
+from bot.domain.reminders import QUEUE_NAME
+from bot.domain.store import TokenStore, connect
+from bot.exotel.sandbox import ExotelSandbox
+from bot.ops import doctor
+from bot.runtime import startup
 from bot.settings import Settings, SettingsError, load_settings
-from bot.store import TokenStore, connect
 from tests.conftest import settings_for
 from tests.fakes.slack import FakeSlack
 from tests.support import ROOT, BotProcess, RedisProcess, bot_env, free_port, wait_until
@@ -341,7 +342,7 @@ def test_wait_for_redis_retries_until_it_answers(caplog: pytest.LogCaptureFixtur
     later = threading.Timer(1.0, server.start)
     later.start()
     try:
-        with caplog.at_level("INFO", logger="bot.startup"):
+        with caplog.at_level("INFO", logger="bot.runtime.startup"):
             startup.wait_for_redis(server.url, longest_wait=0.5)
         assert redis.Redis.from_url(server.url).ping()
     finally:
@@ -440,7 +441,7 @@ def test_the_store_works_over_tls_without_verification_and_is_refused_with_it(
     with tls_redis(tmp_path) as server:
         # Verification off (REDIS_TLS_VERIFY=false): the store reads and writes.
         settings = settings_for(server.url, exotel, slack, REDIS_TLS_VERIFY="false")
-        from bot.core import build_core
+        from bot.slack.core import build_core
 
         core = build_core(settings)
         core.store.ensure_available()

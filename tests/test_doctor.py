@@ -19,9 +19,9 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from bot import doctor
-from bot.reminders import QUEUE_NAME
-from bot.sandbox import ExotelSandbox
+from bot.domain.reminders import QUEUE_NAME
+from bot.exotel.sandbox import ExotelSandbox
+from bot.ops import doctor
 from tests.conftest import settings_for
 from tests.fakes.slack import FakeSlack
 from tests.support import (

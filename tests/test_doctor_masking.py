@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from bot import doctor
-from bot.sandbox import ExotelSandbox
+from bot.exotel.sandbox import ExotelSandbox
+from bot.ops import doctor
 from tests.conftest import settings_for
 from tests.fakes.slack import FakeSlack
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 import requests
 
-from bot.sandbox import ExotelSandbox, Fault
-from bot.store import TOKEN_KEY
+from bot.domain.store import TOKEN_KEY
+from bot.exotel.sandbox import ExotelSandbox, Fault
 from tests.conftest import block_text
 from tests.fakes.slack import FakeSlack
 from tests.support import (

@@ -16,9 +16,9 @@ import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from bot import embedded_redis
-from bot.reminders import QUEUE_NAME, job_id
-from bot.sandbox import ExotelSandbox
+from bot.domain.reminders import QUEUE_NAME, job_id
+from bot.exotel.sandbox import ExotelSandbox
+from bot.runtime import embedded_redis
 from tests.fakes.slack import FakeSlack
 from tests.support import ROOT, BotProcess, bot_env, command_body, sign, wait_until
 
@@ -27,7 +27,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 import redis
-from bot import embedded_redis
+from bot.runtime import embedded_redis
 url = embedded_redis.start(Path(sys.argv[1]))
 redis.Redis.from_url(url).set("kept", sys.argv[2])
 print(url, flush=True)

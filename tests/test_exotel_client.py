@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import redis
 
-from bot.exotel import (
+from bot.domain.ratelimit import WINDOW_SECONDS, RateLimitExceeded, SharedRateLimiter
+from bot.exotel.client import (
     ExotelAuthError,
     ExotelBadRequest,
     ExotelBadResponse,
@@ -24,8 +25,7 @@ from bot.exotel import (
     ExotelTimeout,
     ExotelUnavailable,
 )
-from bot.ratelimit import WINDOW_SECONDS, RateLimitExceeded, SharedRateLimiter
-from bot.sandbox import LINK_BASE, ExotelSandbox, Fault
+from bot.exotel.sandbox import LINK_BASE, ExotelSandbox, Fault
 from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN
 
 TOKEN = "0b7c6a1e-3f2d-4c55-9e8a-1d2b3c4d5e6f"
@@ -284,7 +284,7 @@ def test_limiter_lets_five_through_then_refuses_the_sixth(redis_client: redis.Re
 
 
 def test_two_limiters_share_one_budget(redis_url: str, redis_client: redis.Redis) -> None:
-    from bot.store import connect
+    from bot.domain.store import connect
 
     one = SharedRateLimiter(redis_client, per_minute=5, key="exotel:shared")
     two = SharedRateLimiter(connect(redis_url), per_minute=5, key="exotel:shared")

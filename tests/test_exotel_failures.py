@@ -12,10 +12,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from bot import jobs
-from bot.models import Requester
-from bot.queue import Reply
-from bot.sandbox import ExotelSandbox, Fault
+from bot.domain.models import Requester
+from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.runtime import jobs
+from bot.runtime.queue import Reply
 from tests.conftest import Bot, block_text
 from tests.fakes.slack import FakeSlack
 from tests.support import BOT_TOKEN, EXOTEL_KEY, EXOTEL_TOKEN, SIGNING_SECRET
@@ -181,7 +181,8 @@ def test_no_secret_reaches_the_logs_or_slack(
     basic = base64.b64encode(f"{EXOTEL_KEY}:{EXOTEL_TOKEN}".encode()).decode()
     secrets = [EXOTEL_TOKEN, BOT_TOKEN, SIGNING_SECRET, basic]
     names = {record.name for record in caplog.records}
-    assert {"bot.exotel", "bot.jobs", "bot.onboarding"} <= names  # logs were captured
+    logged = {"bot.exotel.client", "bot.runtime.jobs", "bot.domain.onboarding"}
+    assert logged <= names  # logs were captured
     assert any(" failed: " in record.getMessage() for record in caplog.records)
     for record in caplog.records:
         exception = (logging.Formatter().formatException(record.exc_info)

@@ -15,15 +15,15 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 
 from bot import __main__ as cli
-from bot.audit import STREAM
-from bot.core import Core
-from bot.exotel import ExotelNotFound, ExotelRateLimited
-from bot.groups import FAILED_KEY, MEMBERS_KEY
-from bot.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
-from bot.models import Requester
-from bot.ratelimit import RateLimitExceeded, SharedRateLimiter
-from bot.sandbox import ExotelSandbox, Fault
+from bot.domain.audit import STREAM
+from bot.domain.models import Requester
+from bot.domain.ratelimit import RateLimitExceeded, SharedRateLimiter
+from bot.exotel.client import ExotelNotFound, ExotelRateLimited
+from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.settings import HINTS, SettingsError
+from bot.slack.core import Core
+from bot.slack.groups import FAILED_KEY, MEMBERS_KEY
+from bot.slack.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from tests.conftest import REP, Bot, block_text, fire_due, settings_for
 from tests.fakes.slack import FakeSlack
 from tests.support import wait_until

@@ -18,12 +18,13 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 from rq.registry import ScheduledJobRegistry
 
-from bot import jobs, messages, poller
-from bot.core import Core
-from bot.exotel import talks_to_exotel
-from bot.linkviews import ISSUE_ANYWAY_ACTION
-from bot.messages import FORGET_ACTION, SHARE_ACTION, STOP_ACTION
-from bot.sandbox import ExotelSandbox
+from bot.exotel.client import talks_to_exotel
+from bot.exotel.sandbox import ExotelSandbox
+from bot.runtime import jobs
+from bot.slack import messages, poller
+from bot.slack.core import Core
+from bot.slack.linkviews import ISSUE_ANYWAY_ACTION
+from bot.slack.messages import FORGET_ACTION, SHARE_ACTION, STOP_ACTION
 from tests.conftest import REP, Bot, block_text, fire_due
 from tests.fakes.slack import FakeSlack
 from tests.support import wait_until
@@ -126,7 +127,7 @@ def test_the_rq_poll_chain_brings_the_dm_within_three_intervals(
     make_core: Callable[..., Core], slack: FakeSlack, exotel: ExotelSandbox,
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.poller")
+    caplog.set_level(logging.INFO, logger="bot.slack.poller")
     core = make_core(STATUS_POLL_SECONDS=1)
     result = core.onboarding.issue(REP, 2, "Lifecycle Co")
     poller.start_polling(core.poller.queue, 1)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from unittest.mock import MagicMock
 
-from bot import jobs
-from bot.access import Decision
-from bot.messages import FORGET_ACTION, STOP_ACTION
+from bot.domain.access import Decision
+from bot.runtime import jobs
+from bot.slack.messages import FORGET_ACTION, STOP_ACTION
 from handlers.actions import batch_button
 
 BATCH = "0123456789abcdef0123456789abcdef"

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
-from bot import messages
-from bot.exotel import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
-from bot.models import Batch, Listing, Requester, TrackedLink
-from bot.onboarding import BudgetWait, CheckResult, IssueResult
-from bot.store import StoreUnavailable
+from bot.domain.models import Batch, Listing, Requester, TrackedLink
+from bot.domain.onboarding import BudgetWait, CheckResult, IssueResult
+from bot.domain.store import StoreUnavailable
+from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
+from bot.slack import messages
 from tests.blockkit import (
     assert_inert,
     assert_within_slack_limits,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bot.sandbox import ExotelSandbox, Fault
+from bot.exotel.sandbox import ExotelSandbox, Fault
 from tests.blockkit import assert_inert, assert_within_slack_limits
 from tests.conftest import Bot, block_text
 from tests.support import EXOTEL_KEY, EXOTEL_TOKEN

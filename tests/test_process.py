@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from bot.sandbox import ExotelSandbox, Fault
+from bot.exotel.sandbox import ExotelSandbox, Fault
 from tests.fakes.slack import FakeSlack
 from tests.support import (
     BOT_TOKEN,

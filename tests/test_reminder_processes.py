@@ -18,8 +18,8 @@ import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from bot.reminders import CLAIM_KEY, QUEUE_NAME, SENT_KEY, Claim
-from bot.sandbox import ExotelSandbox
+from bot.domain.reminders import CLAIM_KEY, QUEUE_NAME, SENT_KEY, Claim
+from bot.exotel.sandbox import ExotelSandbox
 from tests.conftest import REP
 from tests.fakes.slack import FakeSlack
 from tests.support import (

@@ -12,12 +12,12 @@ import pytest
 from freezegun.api import FrozenDateTimeFactory
 from rq.registry import ScheduledJobRegistry
 
-from bot import reminders
-from bot.core import Core
-from bot.messages import RENEW_ACTION, SHARE_ACTION, STOP_ACTION
-from bot.onboarding import IssueResult
-from bot.reminders import job_id
-from bot.sandbox import ExotelSandbox, Fault
+from bot.domain import reminders
+from bot.domain.onboarding import IssueResult
+from bot.domain.reminders import job_id
+from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.slack.core import Core
+from bot.slack.messages import RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from tests.conftest import REP, START, Bot, block_text, close_to, fire_due
 from tests.fakes.slack import FakeSlack
 

@@ -16,8 +16,8 @@ from typing import Any
 import requests
 from freezegun import freeze_time
 
-from bot.exotel import ExotelClient
-from bot.sandbox import CONTROL_PREFIX, LINK_BASE, ExotelSandbox, Fault
+from bot.exotel.client import ExotelClient
+from bot.exotel.sandbox import CONTROL_PREFIX, LINK_BASE, ExotelSandbox, Fault
 from tests.conftest import START
 from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, ROOT, free_port
 

@@ -11,8 +11,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.sandbox import ExotelSandbox, Fault
-from bot.web import parse_slack_body
+from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.runtime.web import parse_slack_body
 from tests.conftest import Bot, block_text
 from tests.support import action_body, command_body, sign
 

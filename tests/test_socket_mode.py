@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from bot.sandbox import ExotelSandbox
+from bot.exotel.sandbox import ExotelSandbox
 from tests.conftest import block_text
 from tests.fakes.slack import FakeSlack
 from tests.fakes.socket_mode import FakeSocketMode

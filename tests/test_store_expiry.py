@@ -9,9 +9,9 @@ from datetime import timedelta
 import redis
 from freezegun.api import FrozenDateTimeFactory
 
-from bot.audit import STREAM, Audit
-from bot.core import Core
-from bot.store import ALL_INDEX, CHANNEL_INDEX, USER_INDEX
+from bot.domain.audit import STREAM, Audit
+from bot.domain.store import ALL_INDEX, CHANNEL_INDEX, USER_INDEX
+from bot.slack.core import Core
 from tests.conftest import REP, fire_due
 from tests.fakes.slack import FakeSlack
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
-from bot.audit import STREAM
-from bot.models import Requester
-from bot.sandbox import ExotelSandbox
-from bot.tokens import token_from_link
+from bot.domain.audit import STREAM
+from bot.domain.models import Requester
+from bot.exotel.sandbox import ExotelSandbox
+from bot.exotel.tokens import token_from_link
 from tests.conftest import Bot, block_text
 from tests.fakes.slack import FakeSlack
 from tests.support import (
@@ -101,7 +101,7 @@ def test_a_step_without_its_user_says_which_input_to_set(
 def test_the_step_token_is_never_logged_nor_shown_in_job_arguments(
     bot: Bot, slack: FakeSlack, caplog: Any
 ) -> None:
-    from bot.jobs import StepExecution
+    from bot.runtime.jobs import StepExecution
 
     assert STEP_TOKEN not in repr(StepExecution("Fx0STEP", STEP_TOKEN))  # RQ logs job args
     caplog.set_level("INFO")
@@ -130,8 +130,8 @@ def test_the_global_shortcut_opens_the_form(bot: Bot, slack: FakeSlack) -> None:
 
 
 def test_the_app_home_button_opens_the_same_form(bot: Bot, slack: FakeSlack) -> None:
-    from bot import messages
-    from bot.models import Listing
+    from bot.domain.models import Listing
+    from bot.slack import messages
 
     home = messages.home_view(Listing([], 0))
     buttons = [e for b in home["blocks"] if b["type"] == "actions" for e in b["elements"]]
@@ -337,8 +337,8 @@ def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
     from rq.exceptions import AbandonedJobError
     from rq.job import Job
 
-    from bot import jobs
-    from bot.queue import Reply
+    from bot.runtime import jobs
+    from bot.runtime.queue import Reply
 
     core = make_core()
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="")

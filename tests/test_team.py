@@ -13,11 +13,11 @@ import pytest
 import redis
 from freezegun.api import FrozenDateTimeFactory
 
-from bot.audit import STREAM
-from bot.commands import MAX_NOTE
-from bot.core import Core
-from bot.messages import FORGET_ACTION, MAX_LISTED, SHARE_ACTION
-from bot.sandbox import ExotelSandbox
+from bot.domain.audit import STREAM
+from bot.exotel.sandbox import ExotelSandbox
+from bot.slack.command_text import MAX_NOTE
+from bot.slack.core import Core
+from bot.slack.messages import FORGET_ACTION, MAX_LISTED, SHARE_ACTION
 from tests.blockkit import assert_within_slack_limits
 from tests.conftest import REP, START, Bot, block_text, fire_due
 from tests.fakes.slack import FakeSlack
@@ -241,7 +241,7 @@ def test_the_201st_link_of_a_day_is_refused_with_when_more_come(
 
 
 def test_links_that_failed_cost_no_quota(make_bot, exotel: ExotelSandbox) -> None:
-    from bot.sandbox import Fault
+    from bot.exotel.sandbox import Fault
 
     bot = make_bot(MAX_LINKS_PER_USER_PER_DAY="5")
     exotel.always = Fault(status=401)  # every link fails, none is made

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from bot.sandbox import ExotelSandbox
-from bot.server import gunicorn_options
+from bot.exotel.sandbox import ExotelSandbox
+from bot.runtime.server import gunicorn_options
 from bot.settings import load_settings
 from tests.fakes.slack import FakeSlack
 from tests.support import BotProcess, bot_env, command_body, sign
@@ -363,7 +363,7 @@ def _echo_wsgi(environ: dict, start_response) -> list[bytes]:
 
 
 def test_whole_body_refuses_before_the_application_sees_anything() -> None:
-    from bot.server import ThreadedWSGI, WholeBody
+    from bot.runtime.server import ThreadedWSGI, WholeBody
 
     app = WholeBody(ThreadedWSGI(_echo_wsgi, 2), limit=100, deadline=0.2)
     part = {"type": "http.request", "body": b"x" * 60, "more_body": True}

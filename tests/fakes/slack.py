@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from bot.sandbox import LoopbackServer
+from bot.exotel.sandbox import LoopbackServer
 from tests.support import APP_TOKEN
 
 # Parameters slack_sdk sends as JSON text in form-encoded calls.

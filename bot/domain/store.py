@@ -1,0 +1,203 @@
+"""Issued tokens and batches in Redis, each kept exactly as long as Exotel's link lives."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import redis
+from redis import Redis
+
+from bot.domain.models import Batch, Listing, Requester, TrackedLink
+from bot.exotel.client import OnboardingLink
+from bot.settings import LINK_TTL, Settings
+
+TOKEN_KEY = "onboard:token:{}"
+BATCH_KEY = "onboard:batch:{}"
+# Batch ids by expiry time, for listings: each requester's, each channel's, everyone's.
+USER_INDEX = "onboard:batches:user:{}:{}"
+CHANNEL_INDEX = "onboard:batches:channel:{}"
+ALL_INDEX = "onboard:batches:all"
+Scope = Literal["user", "channel", "all"]
+
+
+def _indexes(requester: Requester) -> dict[Scope, str]:
+    """The listing indexes a requester's batch belongs to, by scope."""
+    return {"user": USER_INDEX.format(requester.team_id, requester.user_id),
+            "channel": CHANNEL_INDEX.format(requester.channel_id), "all": ALL_INDEX}
+
+
+class StoreUnavailable(Exception):
+    """Redis did not answer; nothing was read or written."""
+
+
+def tls_options(url: str, tls_verify: bool = True) -> dict[str, Any]:
+    """The TLS part of every connection's options: the one place REDIS_TLS_VERIFY acts.
+
+    With verification off a rediss:// connection is still encrypted, but accepts any
+    certificate (a managed Redis that signs its own); someone able to intercept the
+    traffic could then pose as the server."""
+    if urlsplit(url).scheme == "rediss" and not tls_verify:
+        return {"ssl_cert_reqs": None}  # redis-py also skips the host name check then
+    return {}
+
+
+def connect(url: str, *, tls_verify: bool = True, decode_responses: bool = True,
+            socket_timeout: float = 2, health_check_interval: int = 15) -> Redis:
+    """A client that fails fast when Redis is down and reconnects by itself when it is back.
+
+    Every Redis connection of the bot (store, RQ, doctor, start-up wait) is made here."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=2,
+        health_check_interval=health_check_interval,
+        decode_responses=decode_responses,
+        **tls_options(url, tls_verify),
+    )
+
+
+def connect_for(settings: Settings, **options: Any) -> Redis:
+    """`connect` with the settings' REDIS_URL and REDIS_TLS_VERIFY."""
+    if settings.redis_url is None:
+        raise ValueError("REDIS_URL must be resolved (embedded Redis started) first")
+    return connect(settings.redis_url, tls_verify=settings.redis_tls_verify, **options)
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Any Redis failure inside becomes StoreUnavailable, which users get explained."""
+    try:
+        yield
+    except redis.RedisError:
+        raise StoreUnavailable("Redis is not answering") from None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class TokenStore:
+    def __init__(self, client: Redis) -> None:
+        self.redis = client
+
+    def ensure_available(self) -> None:
+        with redis_errors():
+            self.redis.ping()
+
+    def recorder(self, requester: Requester, note: str, batch_id: str,
+                 reminder_lead: timedelta) -> BatchRecorder:
+        """A new batch, to be recorded link by link (see `BatchRecorder`)."""
+        issued_at = now()
+        expires_at = issued_at + LINK_TTL
+        batch = Batch(batch_id=batch_id, requester=requester, note=note, tokens=[],
+                      issued_at=issued_at, expires_at=expires_at,
+                      reminder_due=expires_at - reminder_lead)
+        return BatchRecorder(self, batch)
+
+    def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
+        """Record `batch` as it now is, with `links` of it, in one transaction."""
+        ttl = max(1, int((batch.expires_at - now()).total_seconds()))
+        with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
+            for item in links:
+                pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
+            for index in _indexes(batch.requester).values():
+                # Pruned as it is written, not only when someone lists it; its TTL is its
+                # newest member's: this batch's.
+                pipe.zremrangebyscore(index, "-inf", now().timestamp())
+                pipe.zadd(index, {batch.batch_id: batch.expires_at.timestamp()})
+                pipe.expire(index, ttl)
+            pipe.execute()
+
+    def first_time(self, key: str, ttl: timedelta) -> bool:
+        """True the first time `key` is seen within `ttl` (e.g. to ignore a double click)."""
+        with redis_errors():
+            return bool(self.redis.set(f"onboard:once:{key}", "1", nx=True, ex=ttl))
+
+    def get_link(self, token: str) -> TrackedLink | None:
+        with redis_errors():
+            raw = self.redis.get(TOKEN_KEY.format(token))
+        return TrackedLink.model_validate_json(raw) if raw else None
+
+    def get_batch(self, batch_id: str) -> Batch | None:
+        with redis_errors():
+            raw = self.redis.get(BATCH_KEY.format(batch_id))
+        return Batch.model_validate_json(raw) if raw else None
+
+    def live_batches(self, scope: Scope, requester: Requester, limit: int) -> Listing:
+        """The `limit` newest batches not yet expired nor forgotten, and the count of all."""
+        index = _indexes(requester)[scope]
+        moment = now().timestamp()
+        with redis_errors():
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(index, "-inf", moment)
+                pipe.zrevrangebyscore(index, "+inf", moment, start=0, num=limit)
+                pipe.zcard(index)
+                _, ids, total = pipe.execute()
+            raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
+        return Listing([Batch.model_validate_json(raw) for raw in raws if raw], total)
+
+    def all_live_batches(self, limit: int) -> list[Batch]:
+        """The `limit` live batches that expire last (the newest), everyone's."""
+        moment = now().timestamp()
+        with redis_errors():
+            ids = self.redis.zrevrangebyscore(ALL_INDEX, "+inf", moment, start=0, num=limit)
+            raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
+        return [Batch.model_validate_json(raw) for raw in raws if raw]
+
+    def forget_batch(self, batch: Batch) -> None:
+        with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(BATCH_KEY.format(batch.batch_id),
+                        *(TOKEN_KEY.format(t) for t in batch.tokens))
+            for index in _indexes(batch.requester).values():
+                pipe.zrem(index, batch.batch_id)
+            pipe.execute()
+
+    def forget_link(self, link: TrackedLink) -> Batch | None:
+        """Drop one link; its batch without it, or None when that was the batch's last."""
+        batch = self.get_batch(link.batch_id)
+        if batch is None or batch.tokens == [link.token]:
+            if batch is not None:
+                self.forget_batch(batch)
+            with redis_errors():
+                self.redis.delete(TOKEN_KEY.format(link.token))
+            return None
+        batch.tokens = [t for t in batch.tokens if t != link.token]
+        with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), keepttl=True)
+            pipe.delete(TOKEN_KEY.format(link.token))
+            pipe.execute()
+        return batch
+
+    def links_of(self, batch: Batch) -> list[TrackedLink]:
+        with redis_errors():
+            raws = self.redis.mget([TOKEN_KEY.format(t) for t in batch.tokens])
+        return [TrackedLink.model_validate_json(raw) for raw in raws if raw]
+
+
+class BatchRecorder:
+    """One command's batch, recorded the moment Exotel returns each of its links, so that a
+    worker that dies half-way leaves every link it got tracked (and findable by batch id)."""
+
+    def __init__(self, store: TokenStore, batch: Batch) -> None:
+        self.batch = batch
+        self.links: list[TrackedLink] = []
+        self._store = store
+        self._lock = threading.Lock()  # links arrive on several threads of one command
+
+    def add(self, link: OnboardingLink) -> TrackedLink:
+        with self._lock:
+            batch = self.batch
+            tracked = TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
+                                  requester=batch.requester, note=batch.note,
+                                  issued_at=batch.issued_at, expires_at=batch.expires_at)
+            grown = batch.model_copy(update={"tokens": [*batch.tokens, link.token]})
+            self._store.write(grown, [tracked])
+            self.batch = grown
+            self.links.append(tracked)
+            return tracked

@@ -1,0 +1,1 @@
+"""The operator's tools: doctor, metrics, logs and the jobs report."""

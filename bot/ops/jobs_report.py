@@ -1,0 +1,34 @@
+"""`python -m bot jobs`: the bot's RQ queues, their registries and workers, in its own Redis."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from redis import Redis
+from rq import Queue, Worker
+
+from bot.domain.reminders import QUEUE_NAME
+from bot.runtime.queue import COMMANDS_QUEUE
+
+
+def report(connection: Redis, where: str, out: TextIO) -> None:
+    """One line per queue (the bot's own always, any other RQ knows of), then the workers."""
+    known = (q.name for q in Queue.all(connection=connection))
+    names = sorted({COMMANDS_QUEUE, QUEUE_NAME, *known})
+    print(f"Redis: {where}", file=out)
+    for name in names:
+        queue = Queue(name, connection=connection)
+        counts = {
+            "queued": queue.count,
+            "scheduled": queue.scheduled_job_registry.count,
+            "started": queue.started_job_registry.count,
+            "deferred": queue.deferred_job_registry.count,
+            "failed": queue.failed_job_registry.count,
+            "finished": queue.finished_job_registry.count,
+        }
+        print(f"queue {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=out)
+    workers = Worker.all(connection=connection)
+    print(f"workers: {len(workers)}", file=out)
+    for worker in sorted(workers, key=lambda w: w.name):
+        print(f"  {worker.name} ({worker.get_state()}) on {', '.join(worker.queue_names())}",
+              file=out)

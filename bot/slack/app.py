@@ -1,0 +1,47 @@
+"""The factory: settings in, a wired Bolt app and the services behind it out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from slack_bolt import App, BoltContext
+
+from bot.settings import Settings
+from bot.slack.core import build_core
+from bot.slack.services import Services
+from handlers import register_listeners
+
+
+def build_services(settings: Settings) -> Services:
+    return Services(core=build_core(settings))
+
+
+def create_app(services: Services) -> App:
+    settings = services.core.settings
+    bolt_logger = logging.getLogger("slack_bolt")
+    if bolt_logger.level == logging.NOTSET:
+        # Bolt tests `logger.level <= DEBUG`, not the effective level: left at NOTSET, it
+        # would format a debug line for every middleware of every request, then drop it.
+        bolt_logger.setLevel(bolt_logger.getEffectiveLevel())
+    app = App(
+        client=services.core.slack,
+        signing_secret=(
+            settings.slack_signing_secret.get_secret_value()
+            if settings.slack_signing_secret else None
+        ),
+        request_verification_enabled=not settings.socket_mode,
+        # Listeners only parse, authorise and enqueue, so running them on the request's own
+        # thread answers Slack as soon as the work is safely in Redis.
+        process_before_response=True,
+        logger=bolt_logger,
+    )
+    core = services.core
+
+    @app.middleware
+    def give_listeners_the_core(context: BoltContext, next: Callable[[], None]) -> None:
+        context["core"] = core  # listeners take their dependencies from Bolt's context
+        next()
+
+    register_listeners(app, services)
+    return app

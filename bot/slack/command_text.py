@@ -1,0 +1,115 @@
+"""What users type after the slash commands, read into requests the core understands."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.exotel.tokens import parse_token_argument
+
+MAX_LINKS = 50
+MAX_NOTE = 500
+_NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
+HELP_WORDS = {"help", "-h", "--help", "?"}
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a note they would
+# reorder what readers of a listing or reminder see.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+class UsageError(Exception):
+    """The command text can't be acted on; the message says why and what to type instead."""
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class OnboardRequest:
+    count: int
+    note: str
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    token: str
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    scope: Literal["user", "channel", "all"]
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    token: str
+
+
+LIST_SCOPES: dict[str, Literal["user", "channel", "all"]] = {
+    "": "user", "mine": "user", "channel": "channel", "all": "all"}
+
+
+def _text(raw: str | None) -> str:
+    # Slack HTML-escapes &, < and > in command text; keep what the user actually typed.
+    return strip_bidi(html.unescape(raw or "")).strip()
+
+
+def strip_bidi(text: str) -> str:
+    return BIDI_CONTROLS.sub("", text)
+
+
+def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetRequest | Help:
+    text = _text(raw)
+    first = text.split(maxsplit=1)[0] if text else ""  # any whitespace: newline, no-break space
+    if first.lower() in HELP_WORDS:
+        return Help()
+    if first.lower() == "list":
+        scope = LIST_SCOPES.get(text[len(first):].strip().lower())
+        if scope is None:
+            raise UsageError("Use `/onboard-link list`, `list channel` or `list all`. For one "
+                             "link with a note that starts with “list”, put the count first: "
+                             f"`/onboard-link 1 {_quote(text)}`.")
+        return ListRequest(scope)
+    if first.lower() == "forget":
+        token = parse_token_argument(text[len(first):])
+        if token is None:
+            raise UsageError("Say which link to forget: `/onboard-link forget <link or token>`. "
+                             "For one link with a note that starts with “forget”, put the "
+                             f"count first: `/onboard-link 1 {_quote(text)}`.")
+        return ForgetRequest(token)
+    count = 1
+    if _NUMBERISH.fullmatch(first):
+        if not first.isdigit() or not 1 <= int(first) <= MAX_LINKS:
+            raise UsageError(
+                f"The number of links must be a whole number from 1 to {MAX_LINKS}; "
+                f"“{first[:20]}” is not."
+            )
+        count, text = int(first), text[len(first):].strip()
+    if len(text) > MAX_NOTE:
+        raise UsageError(
+            f"Please keep the customer note to {MAX_NOTE} characters (it has {len(text)})."
+        )
+    return OnboardRequest(count=count, note=" ".join(text.split()))
+
+
+def _quote(text: str) -> str:
+    """The user's text, short and with no backticks, for a code span in a reply."""
+    text = " ".join(text.replace("`", "'").split())
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def parse_check(raw: str | None) -> CheckRequest | Help:
+    text = _text(raw)
+    if not text or text.lower() in HELP_WORDS:
+        return Help()
+    token = parse_token_argument(text)
+    if token is None:
+        raise UsageError(
+            "That doesn't look like an onboarding token or link. Paste the whole link "
+            "(https://messaging.exotel.com/ua-links/isv-onboard/…) or just the token at its end: "
+            "letters, digits, - and _, at most 128 characters."
+        )
+    return CheckRequest(token=token)

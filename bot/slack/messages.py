@@ -1,0 +1,442 @@
+"""Pure functions from the bot's data to Slack messages (Block Kit), within Slack's limits.
+
+User text never reaches mrkdwn unescaped: it goes in plain_text objects, or through
+`escape` where it must sit inside mrkdwn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import cache, wraps
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.domain.models import Batch, Listing, Requester, TrackedLink
+from bot.domain.onboarding import (
+    AlreadyForgotten,
+    BatchGone,
+    BudgetWait,
+    CheckResult,
+    Forgotten,
+    IssueResult,
+    NotYours,
+)
+from bot.domain.ratelimit import QuotaExceeded
+from bot.domain.store import StoreUnavailable, now
+from bot.exotel.client import ExotelError
+from bot.exotel.tokens import mask
+from bot.slack.command_text import MAX_LINKS, MAX_NOTE, strip_bidi
+
+Message = dict[str, Any]
+MAX_BLOCKS = 50
+SECTION_LIMIT = 3000
+CUSTOMERS_PER_LINK = 5
+LATE_NOTICE = timedelta(minutes=1)
+RULES = (
+    f"Each link works for 24 hours and can onboard up to {CUSTOMERS_PER_LINK} customers, so "
+    "one link may go to several customers; the bot reminds this channel before it expires."
+)
+RENEW_ACTION = "renew_batch"
+STOP_ACTION = "stop_reminders"
+SHARE_ACTION = "share_batch"
+FORGET_ACTION = "forget_batch"
+NEW_LINKS_ACTION = "new_onboarding_links"  # App Home's "New links": opens the form
+NO_REVOKE = ("Exotel's API cannot revoke a link: it keeps working for whoever has it until it "
+             "expires")
+# Batches in one listing, and how much of each note: with a button and a reminder date
+# each, 20 lines of the longest notes stay inside Slack's ~13k characters of blocks.
+MAX_LISTED = 20
+LISTED_NOTE = 60
+REMINDER_STATUS = {
+    "VALID": "still usable",
+    "USED": ":white_check_mark: USED: a customer finished onboarding with it",
+    "EXPIRED": "expired",
+}
+STATUS_TEXT = {
+    "VALID": ":large_green_circle: *VALID*: the link can still be used.",
+    "USED": ":white_check_mark: *USED*: the link has onboarded as many customers as it may.",
+    "EXPIRED": ":red_circle: *EXPIRED*: the link is past its 24 hours. Issue a new one with "
+    "`/onboard-link`.",
+}
+
+
+def escape(text: str) -> str:
+    """Make user text inert in mrkdwn: no mentions, links or channel pings."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# mrkdwn has no escape for its formatting characters: in a note they become lookalikes that
+# format nothing (∗ ˍ ∼ ˋ), so a note cannot bold, italicise, strike or open code in a line.
+_INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"})
+
+
+def escape_note(note: str) -> str:
+    """A customer note made inert for mrkdwn: `escape`, formatting characters neutralised
+    and bidi controls dropped (notes stored before they were stripped on input)."""
+    return escape(strip_bidi(note).translate(_INERT))
+
+
+def slack_date(moment: datetime) -> str:
+    """A date each reader sees in their own time zone, with a UTC fallback."""
+    fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
+
+
+def time_left(until: datetime, at: datetime | None = None) -> str:
+    seconds = int((until - (at or now())).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"{hours} h {minutes} min left" if hours else f"{max(minutes, 1)} min left"
+
+
+def _blocks(blocks: Iterable[Block]) -> list[dict[str, Any]]:
+    rendered = [block.to_dict() for block in blocks]  # to_dict() checks Block Kit's limits
+    if len(rendered) > MAX_BLOCKS:
+        raise ValueError(f"{len(rendered)} blocks is over Slack's {MAX_BLOCKS}")
+    return rendered
+
+
+def _message(text: str, blocks: Iterable[Block]) -> Message:
+    """A reply only the requester sees (an ack, or a post to the response URL)."""
+    return {"response_type": "ephemeral", "text": text, "blocks": _blocks(blocks)}
+
+
+def _buttons(batch_id: str, *, renew: bool = False, share: bool = False) -> ActionsBlock:
+    buttons = [ButtonElement(text="Stop reminding", action_id=STOP_ACTION, value=batch_id)]
+    if share:
+        buttons.insert(0, ButtonElement(text="Post to channel", action_id=SHARE_ACTION,
+                                        value=batch_id))
+    if renew:
+        buttons.insert(0, ButtonElement(text="Renew", action_id=RENEW_ACTION, value=batch_id,
+                                        style="primary"))
+    return ActionsBlock(elements=buttons)
+
+
+def _section(mrkdwn: str) -> SectionBlock:
+    return SectionBlock(text=MarkdownTextObject(text=mrkdwn))
+
+
+def _context(*mrkdwn: str) -> ContextBlock:
+    return ContextBlock(elements=[MarkdownTextObject(text=t) for t in mrkdwn])
+
+
+def _note(note: str) -> ContextBlock:
+    return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {strip_bidi(note)}",
+                                                  emoji=False)])
+
+
+def _chunks(lines: Iterable[str], limit: int = SECTION_LIMIT) -> Iterator[str]:
+    """Join lines into texts of at most `limit` characters each."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) + 1 > limit:
+            yield "\n".join(chunk)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
+    if chunk:
+        yield "\n".join(chunk)
+
+
+def _fixed(build: Callable[..., Message]) -> Callable[..., Message]:
+    """Build a fixed reply once: acks are on Slack's clock, and Block Kit checks take time."""
+    cached = cache(build)
+
+    @wraps(build)
+    def fresh_copy(*args: Any) -> Message:
+        return {**cached(*args)}  # callers may add keys; the cached one stays as it was
+
+    return fresh_copy
+
+
+def text_message(text: str) -> Message:
+    """A short ephemeral reply; `text` is mrkdwn the bot wrote (escape user parts first)."""
+    return _message(text, [_section(text)])
+
+
+@_fixed
+def working(count: int) -> Message:
+    noun = "link" if count == 1 else "links"
+    return text_message(f":hourglass_flowing_sand: Creating {count} onboarding {noun}…")
+
+
+def budget_wait(count: int, per_minute: int, seconds: float) -> Message:
+    noun = "link" if count == 1 else "links"
+    return text_message(
+        f":hourglass_flowing_sand: Exotel allows {per_minute} requests a minute for this "
+        f"account, and the bot has used them all: your {count} {noun} in about "
+        f"{max(1, round(seconds))} s.")
+
+
+@_fixed
+def checking() -> Message:
+    return text_message(":hourglass_flowing_sand: Asking Exotel about that token…")
+
+
+def usage_problem(problem: str) -> Message:
+    return text_message(f":warning: {escape(problem)}\nType `/onboard-link help` for usage.")
+
+
+def check_usage_problem(problem: str) -> Message:
+    return text_message(f":warning: {escape(problem)}")
+
+
+@_fixed
+def onboard_help() -> Message:
+    return text_message(
+        "*`/onboard-link [count] [customer note]`* creates WhatsApp onboarding links "
+        "from Exotel, just for you.\n"
+        f"• `count`: how many links, a whole number from 1 to {MAX_LINKS} (default 1).\n"
+        f"• `customer note`: who the links are for, up to {MAX_NOTE} characters.\n"
+        "Example: `/onboard-link 3 ACME Corp, Priya's team`\n"
+        "`/onboard-link list` shows your live links (`list channel`: this channel's; "
+        "`list all`: everyone's, for admins); `/onboard-link forget &lt;link&gt;` stops "
+        "tracking one.\n"
+        f"{RULES}\n"
+        "Check a link later with `/check-token &lt;link or token&gt;`."
+    )
+
+
+@_fixed
+def check_help() -> Message:
+    return text_message(
+        "*`/check-token &lt;link or token&gt;`* asks Exotel whether an onboarding link "
+        "still works.\n"
+        "Paste the whole link or just the token at its end."
+    )
+
+
+def issued(result: IssueResult) -> Message:
+    if not result.links:
+        return _all_failed(result)
+    count = len(result.links)
+    noun = "link" if count == 1 else "links"
+    blocks: list[Block] = [_section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
+                                    "this message)")]
+    if result.note:
+        blocks.append(_note(result.note))
+    lines = [f"{i}. {link.url}" for i, link in enumerate(result.links, 1)]
+    blocks.extend(_section(chunk) for chunk in _chunks(lines))
+    expires_at = result.links[0].expires_at
+    blocks.append(_context(f"Valid until {slack_date(expires_at)}. {RULES}"))
+    if result.errors:
+        blocks.append(_section(_failure_summary(result)))
+    if result.batch and result.reminder_due:
+        blocks.append(_context(f"Reminder in this channel {slack_date(result.reminder_due)}."))
+        blocks.append(_buttons(result.batch.batch_id, share=True))
+    fallback = f"{count} WhatsApp onboarding {noun}"
+    if result.note:
+        fallback += f" for {escape_note(result.note[:100])}"
+    return _message(fallback, blocks)
+
+
+def _failure_summary(result: IssueResult) -> str:
+    reasons = "\n".join(f"• {escape(reason)}" + (f" (×{n})" if n > 1 else "")
+                        for reason, n in result.reasons())
+    return f":warning: *{result.failed} of {result.requested} links could not be created:*\n" + (
+        reasons[: SECTION_LIMIT - 100])
+
+
+def _all_failed(result: IssueResult) -> Message:
+    noun = "link" if result.requested == 1 else "links"
+    return text_message(
+        f":x: No onboarding {noun} could be created, and nothing was issued.\n"
+        + "\n".join(f"• {escape(reason)}" for reason, _ in result.reasons())[: SECTION_LIMIT - 100]
+    )
+
+
+def checked(result: CheckResult) -> Message:
+    status = STATUS_TEXT.get(result.status, f"*{escape(result.status)}* (as Exotel says)")
+    blocks: list[Block] = [_section(f"Token `…{result.token[-4:]}`: {status}")]
+    tracked = result.tracked
+    if tracked is None:
+        blocks.append(_context("This link is not tracked by this bot: it was forgotten, or "
+                               "this bot never issued it. The status above is Exotel's."))
+    else:
+        blocks.append(_context(
+            f"Issued by <@{tracked.requester.user_id}> on {slack_date(tracked.issued_at)}; "
+            f"expires {slack_date(tracked.expires_at)} ({time_left(tracked.expires_at)})."
+        ))
+        if tracked.note:
+            blocks.append(_note(tracked.note))
+    return _message(f"Token status: {escape(result.status)}", blocks)
+
+
+def problem(error: BaseException) -> Message:
+    """What went wrong after the ack, in words for the channel; never internal details."""
+    if isinstance(error, StoreUnavailable):
+        return text_message(
+            ":x: The bot's database (Redis) is not answering, so nothing was done and Exotel "
+            "was not called. Please try again in a minute; if it persists, tell the bot's "
+            "operator."
+        )
+    if isinstance(error, BudgetWait):
+        minutes = max(1, round(error.seconds / 60))
+        return text_message(
+            f":hourglass: Exotel's request budget is booked for the next {minutes} min, longer "
+            "than Slack lets the bot answer this command. Nothing was issued; please try again "
+            f"in {minutes} min.")
+    if isinstance(error, AlreadyForgotten):
+        return text_message(":wastebasket: The bot had already forgotten those links; nothing "
+                            "more to do.")
+    if isinstance(error, BatchGone):
+        # Not "expired": the bot cannot know that without asking Exotel (/check-token does).
+        return text_message(
+            ":information_source: Those links are not tracked by this bot any more (they were "
+            "forgotten, or their 24 hours are over). `/check-token` asks Exotel about a link; "
+            "`/onboard-link` creates new ones."
+        )
+    if isinstance(error, ExotelError):
+        return text_message(f":x: {escape(str(error))}")
+    if isinstance(error, NotYours):
+        return text_message(":no_entry: Only the person who issued those links (or an admin) "
+                            "can do that.")
+    if isinstance(error, QuotaExceeded):
+        return text_message(
+            f":no_entry: You can issue at most {error.limit} links in any 24 hours, and you have "
+            f"{error.remaining} left. More can be issued from {slack_date(error.more_at)}.")
+    return text_message(
+        ":x: Something went wrong inside the bot, and the request did not finish. Please try "
+        "again; if it happens again, tell the bot's operator (the details are in its log)."
+    )
+
+
+def reminder(batch: Batch, statuses: dict[str, str], late_by: timedelta) -> Message:
+    """The channel's reminder before a batch expires; tokens masked, links stay private.
+
+    `statuses` holds what Exotel said of each token; a token missing from it is unknown.
+    """
+    count = len(batch.tokens)
+    noun = "link" if count == 1 else "links"
+    lines = [f"• `{mask(token)}`: "
+             + (REMINDER_STATUS.get(statuses[token], escape(statuses[token]))
+                if token in statuses else "status unknown (Exotel could not be reached)")
+             for token in batch.tokens]
+    blocks: list[Block] = [
+        _section(f":alarm_clock: <@{batch.requester.user_id}>, your {count} onboarding {noun} "
+                 f"expire {slack_date(batch.expires_at)} ({time_left(batch.expires_at)})."),
+    ]
+    if batch.note:
+        blocks.append(_note(batch.note))
+    blocks.extend(_section(chunk) for chunk in _chunks(lines))
+    if late_by > LATE_NOTICE:
+        blocks.append(_context(f"This reminder is {int(late_by.total_seconds() // 60)} min late: "
+                               "the bot was offline when it was due."))
+    blocks.append(_buttons(batch.batch_id, renew=True))
+    fallback = f"Reminder: {count} onboarding {noun} expire soon"
+    return {"text": fallback, "blocks": _blocks(blocks)}
+
+
+def stopped() -> Message:
+    return text_message(":no_bell: No more reminders for those links.")
+
+
+def renew_in_progress() -> Message:
+    return text_message(":hourglass_flowing_sand: Already renewing those links; they are on "
+                        "their way.")
+
+
+def refused(reason: str, admins: list[str]) -> Message:
+    ask = (" Ask " + " or ".join(f"<@{a}>" for a in admins[:5]) + " for access."
+           if admins else " Ask the person who runs this bot for access.")
+    return text_message(f":no_entry: {escape(reason)}{ask}")
+
+
+def _batch_line(batch: Batch, at: datetime) -> str:
+    note = escape_note(_shorten(batch.note, LISTED_NOTE)) if batch.note else "_no customer note_"
+    count = len(batch.tokens)
+    reminder = (f"; reminder {slack_date(batch.reminder_due)}"
+                if batch.reminder_due and batch.reminder_due > at else "")
+    return (f"*{note}*: {count} link{'s' if count != 1 else ''} by "
+            f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def batch_list(listing: Listing, scope: str) -> Message:
+    title = {"user": "Your live onboarding links", "channel": "Live onboarding links in this "
+             "channel", "all": "Everyone's live onboarding links"}[scope]
+    if not listing.batches:
+        return text_message(f"*{title}*: none. Create some with `/onboard-link`.")
+    at = now()
+    blocks: list[Block] = [_section(f"*{title}* (newest first)")]
+    for batch in listing.batches[:MAX_LISTED]:
+        blocks.append(SectionBlock(
+            text=MarkdownTextObject(text=_batch_line(batch, at)),
+            accessory=ButtonElement(text="Forget", action_id=FORGET_ACTION,
+                                    value=batch.batch_id)))
+    blocks.extend(_older(listing))
+    return _message(title, blocks)
+
+
+def home_view(listing: Listing) -> dict[str, Any]:
+    """The App Home tab: the viewer's live links."""
+    at = now()
+    blocks: list[Block] = [_section("*Your live onboarding links*")]
+    blocks.append(ActionsBlock(elements=[ButtonElement(text="New links", style="primary",
+                                                       action_id=NEW_LINKS_ACTION)]))
+    blocks.extend(_section(_batch_line(b, at)) for b in listing.batches[:MAX_LISTED])
+    blocks.extend(_older(listing))
+    if not listing.batches:
+        blocks.append(_context("None right now. Create some with `/onboard-link` in any "
+                               "channel."))
+    blocks.append(_context(RULES))
+    return {"type": "home", "blocks": _blocks(blocks)}
+
+
+def _older(listing: Listing) -> list[Block]:
+    hidden = listing.total - min(len(listing.batches), MAX_LISTED)
+    return [_context(f"…and {hidden} older ones.")] if hidden > 0 else []
+
+
+def forgotten(result: Forgotten) -> Message:
+    what = (f"the link ending `{mask(result.token)}`" if result.token
+            else f"those {len(result.batch.tokens)} links")
+    return text_message(f":wastebasket: The bot no longer tracks {what} and won't remind about "
+                        f"them. {NO_REVOKE} {slack_date(result.batch.expires_at)}.")
+
+
+def shared(batch: Batch, links: list[TrackedLink], sharer: Requester) -> Message:
+    """The links posted to the channel, attributed to the one who issued them."""
+    count = len(links)
+    blocks: list[Block] = [_section(f":link: <@{sharer.user_id}> shared {count} WhatsApp "
+                                    f"onboarding link{'s' if count != 1 else ''}:")]
+    if batch.note:
+        blocks.append(_note(batch.note))
+    blocks.extend(_section(chunk) for chunk in
+                  _chunks(f"{i}. {link.url}" for i, link in enumerate(links, 1)))
+    blocks.append(_context(f"Valid until {slack_date(batch.expires_at)}. {RULES}"))
+    return {"text": f"{count} onboarding links shared", "blocks": _blocks(blocks)}
+
+
+def posted_to_channel() -> Message:
+    return text_message(":white_check_mark: Posted the links to the channel.")
+
+
+def cannot_post_here(error: str) -> Message:
+    return text_message(f":warning: Slack would not let the bot post in this channel "
+                        f"(`{escape(error)}`). Invite the bot with `/invite @onboard-bot`, or "
+                        "copy the links yourself.")
+
+
+def sandboxed(message: Message) -> Message:
+    """Mark a reply as coming from the sandbox, so nobody sends its links to a customer."""
+    note = ContextBlock(elements=[MarkdownTextObject(
+        text=":test_tube: *Sandbox*: Exotel here is `python -m bot sandbox`; these links are "
+             "not real.")]).to_dict()
+    blocks = [*message.get("blocks", []), note][:MAX_BLOCKS]
+    return {**message, "text": f"[sandbox] {message.get('text', '')}", "blocks": blocks}
