@@ -55,3 +55,37 @@ def test_the_checker_sees_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
     except CycleError:
         return
     raise AssertionError("a function-local cycle went unseen")
+
+
+# What each layer may import of the project. handlers → Slack → domain → Exotel; the runtime
+# (processes, jobs) sits on top; settings and the operator's metrics and logs serve every layer.
+SHARED = ("bot.settings", "bot.ops.metrics", "bot.ops.logs")
+MAY_IMPORT = {
+    "bot.exotel": ("bot.exotel",),
+    "bot.domain": ("bot.domain", "bot.exotel", *SHARED),
+}
+NO_SLACK = ("slack_sdk", "slack_bolt")
+
+
+def test_the_exotel_client_and_the_domain_import_nothing_above_them() -> None:
+    known = modules()
+    for name, path in known.items():
+        layer = next((layer for layer in MAY_IMPORT if name.startswith(layer)), None)
+        if layer is None:
+            continue
+        for target in imports_of(path, known):
+            assert target.startswith(MAY_IMPORT[layer]), f"{name} imports {target}"
+        third_party = {alias.split(".")[0] for alias in _third_party_imports(path)}
+        assert not third_party & set(NO_SLACK), f"{name} imports Slack"
+        if layer == "bot.exotel":
+            assert not third_party & {"redis", "rq"}, f"{name} imports Redis"
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from bot.domain.ratelimit import WINDOW_SECONDS, RateLimitExceeded, SharedRateLimiter
+from bot.domain.ratelimit import WINDOW_SECONDS, SharedRateLimiter
 from bot.exotel.client import (
     ExotelAuthError,
     ExotelBadRequest,
@@ -24,6 +24,7 @@ from bot.exotel.client import (
     ExotelRateLimited,
     ExotelTimeout,
     ExotelUnavailable,
+    RateLimitExceeded,
 )
 from bot.exotel.sandbox import LINK_BASE, ExotelSandbox, Fault
 from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN

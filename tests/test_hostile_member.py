@@ -17,8 +17,8 @@ from freezegun.api import FrozenDateTimeFactory
 from bot import __main__ as cli
 from bot.domain.audit import STREAM
 from bot.domain.models import Requester
-from bot.domain.ratelimit import RateLimitExceeded, SharedRateLimiter
-from bot.exotel.client import ExotelNotFound, ExotelRateLimited
+from bot.domain.ratelimit import SharedRateLimiter
+from bot.exotel.client import ExotelNotFound, ExotelRateLimited, RateLimitExceeded
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.settings import HINTS, SettingsError
 from bot.slack.core import Core

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot.domain.models import Batch
 from bot.settings import Settings
-from bot.slack.groups import GroupCache
 
 # Everything a listener does before its ack (look-ups and enqueueing) fits well inside
 # Slack's 3 s; look-ups get at most this much of it.
@@ -31,12 +31,19 @@ class Decision:
 ALLOWED = Decision(True)
 
 
+class Memberships(Protocol):
+    """Where user-group members come from (Slack's, through a cache in the Slack layer)."""
+
+    def members(self, group_id: str, deadline: float) -> frozenset[str] | None:
+        """The members, or None when they cannot be known by `deadline` (time.monotonic())."""
+
+
 def valid_batch_id(value: object) -> bool:
     return isinstance(value, str) and BATCH_ID.fullmatch(value) is not None
 
 
 class AccessPolicy:
-    def __init__(self, settings: Settings, groups: GroupCache) -> None:
+    def __init__(self, settings: Settings, groups: Memberships) -> None:
         self._users = set(settings.allowed_user_ids)
         self._groups = list(settings.allowed_usergroup_ids)
         self._channels = set(settings.allowed_channel_ids)

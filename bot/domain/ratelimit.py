@@ -10,16 +10,12 @@ from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 from redis import Redis
 
+from bot.exotel.client import RateLimitExceeded
+
 
 def _moving_window(redis: Redis) -> MovingWindowRateLimiter:
     """A `limits` moving-window limiter on the bot's own Redis connections."""
     return MovingWindowRateLimiter(RedisStorage("redis://", connection_pool=redis.connection_pool))
-
-
-class RateLimitExceeded(Exception):
-    def __init__(self, retry_in: float) -> None:
-        super().__init__(f"rate limit reached; retry in {retry_in:.0f} s")
-        self.retry_in = retry_in
 
 
 # `limits`' own moving-window acquire, but taking one slot only while more than `reserve`

@@ -22,7 +22,6 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from bot.domain.ratelimit import RateLimitExceeded
 from bot.exotel.tokens import token_from_link
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,15 @@ class CreateOutcome:
 
 
 class Limiter(Protocol):
+    """Exotel's request budget; `acquire` raises RateLimitExceeded when it is spent."""
+
     def acquire(self, deadline: float) -> None: ...
+
+
+class RateLimitExceeded(Exception):
+    def __init__(self, retry_in: float) -> None:
+        super().__init__(f"rate limit reached; retry in {retry_in:.0f} s")
+        self.retry_in = retry_in
 
 
 class ExotelClient:

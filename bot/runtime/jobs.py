@@ -165,7 +165,7 @@ def refresh_home(reply: Reply, viewer: Requester) -> None:
 
 def refresh_usergroup(reply: Reply, group_id: str) -> None:
     """Fetch a user group's members into the shared cache, off the ack's path."""
-    current_core().access.groups.refresh_now(group_id)
+    current_core().groups.refresh_now(group_id)
 
 
 def respond(reply: Reply, message: messages.Message) -> None:

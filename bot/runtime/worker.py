@@ -154,7 +154,7 @@ def _pool_worker(settings: Settings, parent: int, logging_level: str) -> None:
 def run(settings: Settings) -> None:
     """`python -m bot worker`: the pool, until SIGTERM."""
     core = build_core(settings)
-    core.access.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
+    core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
     log.info("worker: %d processes on queues %s, %s", settings.worker_processes,
              core.commands.queue.name, core.reminders.queue.name)
     Pool(settings, core).start(logging_level=settings.log_level.upper())

@@ -51,6 +51,7 @@ class Core:
     reminder_sender: ReminderSender
     slack: WebClient
     access: AccessPolicy
+    groups: GroupCache  # the membership the access policy reads, kept warm by the worker
     metrics: Metrics
     home: HomeTabs
     commands: CommandQueue
@@ -115,9 +116,9 @@ def build_core(settings: Settings) -> Core:
     audit = Audit(client, timedelta(days=settings.audit_retention_days))
     quota = LinkQuota(client, settings.max_links_per_user_per_day)
     commands = CommandQueue(Queue(COMMANDS_QUEUE, connection=jobs), settings.exotel_deadline)
-    access = AccessPolicy(settings, GroupCache(
-        client, lambda timeout: lookup_client(settings, timeout),
-        refresh=lambda group_id: _refresh_group(commands, group_id)))
+    groups = GroupCache(client, lambda timeout: lookup_client(settings, timeout),
+                        refresh=lambda group_id: _refresh_group(commands, group_id))
+    access = AccessPolicy(settings, groups)
     statuses = StatusBook(client)
     onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
                             access=access)
@@ -125,7 +126,7 @@ def build_core(settings: Settings) -> Core:
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
                                        metrics),
-        slack=slack, access=access, metrics=metrics,
+        slack=slack, access=access, groups=groups, metrics=metrics,
         home=HomeTabs(onboarding, slack, access.is_admin),
         commands=commands,
         check_rate=UserRateLimit(client, settings.check_token_per_minute, "check-token"),
