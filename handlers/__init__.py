@@ -1,23 +1,19 @@
-"""Slack listeners: parse, call the core, render, reply. One module per command or action."""
+"""Slack listeners: parse, authorise, enqueue, ack. One module per command or surface; each
+listener is a module-level function taking Bolt's arguments, its core from `context`."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from slack_bolt import App
 
 from handlers import actions, check_token, errors, home, onboard_link, shortcuts, unfurl, workflow
 
-if TYPE_CHECKING:
-    from bot.slack.services import Services
 
-
-def register_listeners(app: App, services: Services) -> None:
-    onboard_link.register(app, services)
-    check_token.register(app, services)
-    actions.register(app, services)
-    home.register(app, services)
-    workflow.register(app, services)
-    shortcuts.register(app, services)
-    unfurl.register(app, services)
+def register(app: App) -> None:
+    onboard_link.register(app)
+    check_token.register(app)
+    actions.register(app)
+    home.register(app)
+    workflow.register(app)
+    shortcuts.register(app)
+    unfurl.register(app)
     errors.register(app)

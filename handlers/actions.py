@@ -7,8 +7,7 @@ admin) is checked by the job, which reads the batch."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from logging import Logger
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 
@@ -21,9 +20,6 @@ from bot.slack.core import Core
 from bot.slack.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
-
-if TYPE_CHECKING:
-    from bot.slack.services import Services
 
 
 def clicker_of(body: dict[str, Any]) -> Requester:
@@ -76,29 +72,30 @@ def batch_button(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond
                      idempotent=idempotent, respond=respond)
 
 
-def register(app: App, services: Services) -> None:
-    core = services.core
+def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                 context: BoltContext) -> None:
+    """"Issue a new one anyway": the repeat-issue answer's count and note, parsed again as
+    the command would (the value comes back from Slack, so it is checked again)."""
+    core: Core = context["core"]
+    clicker = clicker_of(body)
+    url = body.get("response_url")
+    try:
+        request = parse_onboard(str(action.get("value") or ""))
+    except UsageError:
+        request = None
+    if not isinstance(request, OnboardRequest):
+        ack()
+        return
+    decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
+    if not decision.allowed:
+        enqueue_then_ack(core, ack, jobs.respond, url,
+                         refusal(core, clicker, "issue", decision.reason), respond=respond)
+        return
+    enqueue_then_ack(core, ack, jobs.issue_links, url, clicker, request.count, request.note,
+                     jobs.new_batch_id(), False, True, idempotent=False, respond=respond)
+
+
+def register(app: App) -> None:
     for action_id in BATCH_BUTTONS:
         app.action(action_id)(batch_button)
-
-    @app.action(linkviews.ISSUE_ANYWAY_ACTION)
-    def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-                     logger: Logger) -> None:
-        """"Issue a new one anyway": the repeat-issue answer's count and note, parsed again
-        as the command would (the value comes back from Slack, so it is checked again)."""
-        clicker = clicker_of(body)
-        url = body.get("response_url")
-        try:
-            request = parse_onboard(str(action.get("value") or ""))
-        except UsageError:
-            request = None
-        if not isinstance(request, OnboardRequest):
-            ack()
-            return
-        decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
-        if not decision.allowed:
-            enqueue_then_ack(core, ack, jobs.respond, url,
-                             refusal(core, clicker, "issue", decision.reason), respond=respond)
-            return
-        enqueue_then_ack(core, ack, jobs.issue_links, url, clicker, request.count, request.note,
-                         jobs.new_batch_id(), False, True, idempotent=False, respond=respond)
+    app.action(linkviews.ISSUE_ANYWAY_ACTION)(issue_anyway)

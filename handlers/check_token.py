@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-from logging import Logger
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable, redis_errors
 from bot.runtime import jobs
 from bot.slack import messages
-from bot.slack.command_text import Help, UsageError, parse_check
 from bot.slack.core import Core
 from handlers.enqueue import enqueue_then_ack
-from handlers.onboard_link import requester_of
 from handlers.refusal import refusal
+from handlers.slash import CHECK_TOKEN, parse_or_explain, requester_of
 
-if TYPE_CHECKING:
-    from bot.slack.services import Services
+
+def check_token(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
+    core: Core = context["core"]
+    if (request := parse_or_explain(ack, command, CHECK_TOKEN)) is None:
+        return
+    requester = requester_of(command)
+    decision = core.access.may_check(requester.user_id, requester.channel_id)
+    if not decision.allowed:
+        ack(**refusal(core, requester, "check-token", decision.reason))
+        return
+    if (limited := rate_limited(core, requester)) is not None:
+        ack(**limited)
+        return
+    enqueue_then_ack(core, ack, jobs.check_token, command["response_url"], requester,
+                     request.token, ack_with=messages.checking())
 
 
 def rate_limited(core: Core, requester: Requester) -> messages.Message | None:
@@ -39,26 +50,5 @@ def rate_limited(core: Core, requester: Requester) -> messages.Message | None:
         f"request budget for everyone. Please try again in {retry_in:.0f} s.")
 
 
-def register(app: App, services: Services) -> None:
-    core = services.core
-
-    @app.command("/check-token")
-    def check_token(ack: Ack, command: dict[str, Any], logger: Logger) -> None:
-        try:
-            request = parse_check(command.get("text"))
-        except UsageError as problem:
-            ack(**messages.check_usage_problem(str(problem)))
-            return
-        if isinstance(request, Help):
-            ack(**messages.check_help())
-            return
-        requester = requester_of(command)
-        decision = core.access.may_check(requester.user_id, requester.channel_id)
-        if not decision.allowed:
-            ack(**refusal(core, requester, "check-token", decision.reason))
-            return
-        if (limited := rate_limited(core, requester)) is not None:
-            ack(**limited)
-            return
-        enqueue_then_ack(core, ack, jobs.check_token, command["response_url"], requester,
-                         request.token, ack_with=messages.checking())
+def register(app: App) -> None:
+    app.command("/check-token")(check_token)

@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 from logging import Logger
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
 from bot.runtime import jobs
 from bot.runtime.queue import Reply
-
-if TYPE_CHECKING:
-    from bot.slack.services import Services
+from bot.slack.core import Core
 
 
-def register(app: App, services: Services) -> None:
-    @app.event("app_home_opened")
-    def home_opened(event: dict[str, Any], body: dict[str, Any], logger: Logger) -> None:
-        if event.get("tab") not in (None, "home"):
-            return
-        viewer = Requester(team_id=body.get("team_id", ""), user_id=event.get("user", ""),
-                           channel_id=event.get("channel", ""))
-        try:
-            services.core.commands.enqueue(jobs.refresh_home, Reply.to(None), viewer)
-        except StoreUnavailable:
-            logger.warning("App Home of %s not refreshed: Redis is not answering",
-                           viewer.user_id)
+def home_opened(event: dict[str, Any], body: dict[str, Any], context: BoltContext,
+                logger: Logger) -> None:
+    if event.get("tab") not in (None, "home"):
+        return
+    core: Core = context["core"]
+    viewer = Requester(team_id=body.get("team_id", ""), user_id=event.get("user", ""),
+                       channel_id=event.get("channel", ""))
+    try:
+        core.commands.enqueue(jobs.refresh_home, Reply.to(None), viewer)
+    except StoreUnavailable:
+        logger.warning("App Home of %s not refreshed: Redis is not answering", viewer.user_id)
+
+
+def register(app: App) -> None:
+    app.event("app_home_opened")(home_opened)

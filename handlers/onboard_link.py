@@ -2,61 +2,53 @@
 
 from __future__ import annotations
 
-from logging import Logger
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
 from bot.runtime import jobs
 from bot.slack import linkviews, messages
-from bot.slack.command_text import ForgetRequest, Help, ListRequest, UsageError, parse_onboard
+from bot.slack.command_text import ForgetRequest, ListRequest
+from bot.slack.core import Core
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
-
-if TYPE_CHECKING:
-    from bot.slack.services import Services
+from handlers.slash import ONBOARD_LINK, parse_or_explain, requester_of
 
 
-def requester_of(command: dict[str, Any]) -> Requester:
-    return Requester(team_id=command.get("team_id", ""), user_id=command.get("user_id", ""),
-                     channel_id=command.get("channel_id", ""))
+def onboard_link(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
+    core: Core = context["core"]
+    if (request := parse_or_explain(ack, command, ONBOARD_LINK)) is None:
+        return
+    requester = requester_of(command)
+    decision = (core.access.may_list(requester.user_id, requester.channel_id, request.scope)
+                if isinstance(request, ListRequest)
+                else core.access.may_issue(requester.user_id, requester.channel_id))
+    if not decision.allowed:
+        ack(**refusal(core, requester, "onboard-link", decision.reason))
+        return
+    if isinstance(request, ListRequest):
+        _list(core, ack, requester, request)
+        return
+    response_url = command["response_url"]
+    if isinstance(request, ForgetRequest):
+        enqueue_then_ack(core, ack, jobs.forget, response_url, requester, request.token, None)
+        return
+    enqueue_then_ack(core, ack, jobs.issue_links, response_url, requester, request.count,
+                     request.note, jobs.new_batch_id(), idempotent=False,
+                     ack_with=messages.working(request.count))
 
 
-def register(app: App, services: Services) -> None:
-    core = services.core
+def _list(core: Core, ack: Ack, requester: Requester, request: ListRequest) -> None:
+    """Answered in the ack itself: a few Redis reads, no job."""
+    try:
+        listing = core.onboarding.live(requester, request.scope, messages.MAX_LISTED)
+        ack(**linkviews.listing(listing, core.onboarding.details(listing), request.scope,
+                                requester.user_id))
+    except StoreUnavailable as error:
+        ack(**messages.problem(error))
 
-    @app.command("/onboard-link")
-    def onboard_link(ack: Ack, command: dict[str, Any], logger: Logger) -> None:
-        try:
-            request = parse_onboard(command.get("text"))
-        except UsageError as problem:
-            ack(**messages.usage_problem(str(problem)))
-            return
-        if isinstance(request, Help):
-            ack(**messages.onboard_help())
-            return
-        requester = requester_of(command)
-        decision = (core.access.may_list(requester.user_id, requester.channel_id, request.scope)
-                    if isinstance(request, ListRequest)
-                    else core.access.may_issue(requester.user_id, requester.channel_id))
-        if not decision.allowed:
-            ack(**refusal(core, requester, "onboard-link", decision.reason))
-            return
-        if isinstance(request, ListRequest):
-            try:
-                listing = core.onboarding.live(requester, request.scope, messages.MAX_LISTED)
-                ack(**linkviews.listing(listing, core.onboarding.details(listing),
-                                        request.scope, requester.user_id))
-            except StoreUnavailable as error:
-                ack(**messages.problem(error))
-            return
-        response_url = command["response_url"]
-        if isinstance(request, ForgetRequest):
-            enqueue_then_ack(core, ack, jobs.forget, response_url, requester, request.token,
-                             None)
-            return
-        enqueue_then_ack(core, ack, jobs.issue_links, response_url, requester, request.count,
-                         request.note, jobs.new_batch_id(), idempotent=False,
-                         ack_with=messages.working(request.count))
+
+def register(app: App) -> None:
+    app.command("/onboard-link")(onboard_link)

@@ -1,52 +1,48 @@
 """Link previews: `link_shared` for Exotel's onboarding links → a job → chat.unfurl.
 
-A preview is a status check shown to the channel, so it follows /check-token's policy."""
+Who may see a preview is the access policy's `may_preview`."""
 
 from __future__ import annotations
 
 from logging import Logger
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.previews import MAX_PREVIEWS, token_of
 from bot.runtime import jobs
+from bot.slack.core import Core
 from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, OPAQUE_ID, TEAM_ID, USER_ID, matches
 from handlers.enqueue import enqueue_or_tell
 from handlers.refusal import refusal
 
-if TYPE_CHECKING:
-    from bot.slack.services import Services
 
+def link_shared(event: dict[str, Any], body: dict[str, Any], context: BoltContext,
+                logger: Logger) -> None:
+    urls = [link["url"] for link in event.get("links") or []
+            if isinstance(link, dict) and isinstance(link.get("url"), str)
+            and len(link["url"]) <= 500 and token_of(link["url"])][:MAX_PREVIEWS]
+    user = matches(USER_ID, event.get("user"))
+    target = _target(event)
+    if not urls or user is None or target is None:
+        return
+    core: Core = context["core"]
+    requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
+                          user_id=user, channel_id=matches(CHANNEL_ID, target.channel) or "")
 
-def register(app: App, services: Services) -> None:
-    core = services.core
+    def unavailable(_: Any) -> None:
+        logger.warning("no preview for %s: Redis is not answering", user)
 
-    @app.event("link_shared")
-    def link_shared(event: dict[str, Any], body: dict[str, Any], logger: Logger) -> None:
-        urls = [link["url"] for link in event.get("links") or []
-                if isinstance(link, dict) and isinstance(link.get("url"), str)
-                and len(link["url"]) <= 500 and token_of(link["url"])][:MAX_PREVIEWS]
-        user = matches(USER_ID, event.get("user"))
-        target = _target(event)
-        if not urls or user is None or target is None:
-            return
-        requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
-                              user_id=user, channel_id=matches(CHANNEL_ID, target.channel) or "")
-
-        def unavailable(_: Any) -> None:
-            logger.warning("no preview for %s: Redis is not answering", user)
-
-        decision = core.access.may_check(requester.user_id, requester.channel_id)
-        if not decision.allowed:
-            message = refusal(core, requester, "unfurl", decision.reason)
-            if requester.channel_id:
-                enqueue_or_tell(core, jobs.tell_privately, None, requester.channel_id, user,
-                                message, then=lambda: None, tell=unavailable)
-            return
-        enqueue_or_tell(core, jobs.unfurl_links, None, requester, target, urls,
-                        then=lambda: None, tell=unavailable)
+    decision = core.access.may_preview(requester.user_id, requester.channel_id)
+    if not decision.allowed:
+        message = refusal(core, requester, "unfurl", decision.reason)
+        if requester.channel_id:
+            enqueue_or_tell(core, jobs.tell_privately, None, requester.channel_id, user,
+                            message, then=lambda: None, tell=unavailable)
+        return
+    enqueue_or_tell(core, jobs.unfurl_links, None, requester, target, urls,
+                    then=lambda: None, tell=unavailable)
 
 
 def _target(event: dict[str, Any]) -> jobs.UnfurlTarget | None:
@@ -57,3 +53,7 @@ def _target(event: dict[str, Any]) -> jobs.UnfurlTarget | None:
     channel = matches(CHANNEL_ID, event.get("channel"))
     ts = matches(MESSAGE_TS, event.get("message_ts"))
     return jobs.UnfurlTarget(channel, ts) if channel and ts else None
+
+
+def register(app: App) -> None:
+    app.event("link_shared")(link_shared)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from logging import Logger
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Fail
 
@@ -11,57 +11,58 @@ from bot.domain.models import Requester
 from bot.runtime import jobs
 from bot.slack import surfaces
 from bot.slack.command_text import UsageError
+from bot.slack.core import Core
 from bot.slack.inputs import CHANNEL_ID, OPAQUE_ID, TEAM_ID, USER_ID, count_of, matches, note_of
 from handlers.enqueue import enqueue_or_tell
-
-if TYPE_CHECKING:
-    from bot.slack.services import Services
 
 NO_USER = ("The step needs to know who ran the workflow: set its Requester input to "
            "“Person who used this workflow”.")
 
 
-def register(app: App, services: Services) -> None:
-    core = services.core
+def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
+                 context: BoltContext, fail: Fail, logger: Logger) -> None:
+    execution_id = matches(OPAQUE_ID, context.function_execution_id)
+    token = context.function_bot_access_token
+    if execution_id is None or not token:
+        logger.warning("function_executed without an execution id or token: ignored")
+        ack()
+        return
+    core: Core = context["core"]
+    execution = jobs.StepExecution(execution_id, token)
+    user = matches(USER_ID, inputs.get("user_id"))
+    requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
+                          user_id=user or "",
+                          channel_id=matches(CHANNEL_ID, inputs.get("channel_id")) or "")
+    try:
+        count = count_of(inputs.get("count"))
+        note = note_of(inputs.get("customer_note"))
+        if user is None:
+            raise UsageError(NO_USER)
+    except UsageError as problem:
+        _end_with(core, ack, fail, execution, surfaces.step_error(str(problem)))
+        return
+    decision = core.access.may_issue(requester.user_id, requester.channel_id)
+    if not decision.allowed:
+        core.onboarding.refused(requester, "workflow", decision.reason)
+        _end_with(core, ack, fail, execution, surfaces.step_refused(decision.reason))
+        return
+    enqueue_or_tell(core, jobs.run_workflow_step, None, requester, count, note,
+                    jobs.new_batch_id(), execution, idempotent=False, then=ack,
+                    tell=lambda problem: _fail_now(ack, fail, problem["text"]))
 
-    @app.function(surfaces.WORKFLOW_STEP)
-    def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
-                     context: BoltContext, fail: Fail, logger: Logger) -> None:
-        execution_id = matches(OPAQUE_ID, context.function_execution_id)
-        token = context.function_bot_access_token
-        if execution_id is None or not token:
-            logger.warning("function_executed without an execution id or token: ignored")
-            ack()
-            return
-        execution = jobs.StepExecution(execution_id, token)
-        user = matches(USER_ID, inputs.get("user_id"))
-        requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
-                              user_id=user or "",
-                              channel_id=matches(CHANNEL_ID, inputs.get("channel_id")) or "")
 
-        def end_with(error: str) -> None:
-            enqueue_or_tell(core, jobs.fail_workflow_step, None, execution, error, then=ack,
-                            tell=lambda problem: _fail_now(ack, fail, problem["text"]))
-
-        try:
-            count = count_of(inputs.get("count"))
-            note = note_of(inputs.get("customer_note"))
-            if user is None:
-                raise UsageError(NO_USER)
-        except UsageError as problem:
-            end_with(surfaces.step_error(str(problem)))
-            return
-        decision = core.access.may_issue(requester.user_id, requester.channel_id)
-        if not decision.allowed:
-            core.onboarding.refused(requester, "workflow", decision.reason)
-            end_with(surfaces.step_refused(decision.reason))
-            return
-        enqueue_or_tell(core, jobs.run_workflow_step, None, requester, count, note,
-                        jobs.new_batch_id(), execution, idempotent=False, then=ack,
-                        tell=lambda problem: _fail_now(ack, fail, problem["text"]))
+def _end_with(core: Core, ack: Ack, fail: Fail, execution: jobs.StepExecution,
+              error: str) -> None:
+    """The step fails with `error`, from a job (functions.completeError is a Slack call)."""
+    enqueue_or_tell(core, jobs.fail_workflow_step, None, execution, error, then=ack,
+                    tell=lambda problem: _fail_now(ack, fail, problem["text"]))
 
 
 def _fail_now(ack: Ack, fail: Fail, text: str) -> None:
     """Redis is down, so no job can end the step: end it from here (one quick call)."""
     ack()
     fail(surfaces.step_error(text))
+
+
+def register(app: App) -> None:
+    app.function(surfaces.WORKFLOW_STEP)(create_links)

@@ -22,9 +22,8 @@ from bot.ops.logs import RedactSecrets
 from bot.runtime import jobs, worker
 from bot.runtime.web import create_wsgi
 from bot.settings import Settings, load_settings
-from bot.slack.app import build_services, create_app
+from bot.slack.app import create_app
 from bot.slack.core import Core, build_core
-from bot.slack.services import Services
 from tests.fakes.slack import FakeSlack
 from tests.support import (
     BOT_TOKEN,
@@ -118,7 +117,7 @@ class Reply:
 
 @dataclass
 class Bot:
-    services: Services
+    core: Core
     server: HttpServer
     slack: FakeSlack
     worker: ThreadWorker
@@ -160,11 +159,10 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
     bots: list[Bot] = []
 
     def make(**overrides: Any) -> Bot:
-        services = build_services(settings_for(redis_url, exotel, slack, **overrides))
-        jobs.use_core(services.core)  # the jobs the worker thread runs use this bot's settings
-        app = create_app(services)
-        bot = Bot(services, HttpServer(create_wsgi(app, services)), slack,
-                  ThreadWorker(services.core))
+        core = build_core(settings_for(redis_url, exotel, slack, **overrides))
+        jobs.use_core(core)  # the jobs the worker thread runs use this bot's settings
+        bot = Bot(core, HttpServer(create_wsgi(create_app(core), core)), slack,
+                  ThreadWorker(core))
         bots.append(bot)
         return bot
 

@@ -66,7 +66,7 @@ def test_another_users_buttons_on_a_reps_batch_are_refused_and_audited_under_the
     assert redis_client.exists(f"onboard:batch:{batch_id}")  # nothing forgotten
 
     clock.tick(timedelta(seconds=6))  # the reminder is due 5 s after issue
-    core = bot.services.core
+    core = bot.core
     wait_until(lambda: fire_due(core) or reminders_of(slack, batch_id), 20,
                "the rep's reminder posted")
     [post] = [call.params for call in slack.calls("chat.postMessage")]
@@ -243,7 +243,7 @@ def test_the_audit_shows_quota_and_access_refusals_and_a_check_of_an_unknown_tok
     exotel.always = Fault(status=402)  # Exotel refuses: the check failed, and says so
     assert "HTTP 402" in block_text(bot.command("/check-token", UNKNOWN_TOKEN).final())
 
-    assert cli._print_audit(bot.services.core.settings, None, "csv") == 0
+    assert cli._print_audit(bot.core.settings, None, "csv") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["action"], r["outcome"], r["user_id"]) for r in rows] == [
         ("issue", "quota", "U0REP"), ("onboard-link", "refused", "U0OUT"),

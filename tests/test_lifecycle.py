@@ -63,7 +63,7 @@ def test_list_and_app_home_show_both_full_links_with_their_status(
 ) -> None:
     tokens = tokens_in(bot.command("/onboard-link", "2 Lifecycle Co").final())
     assert len(tokens) == 2
-    bot.services.core.poller.poll_once()  # what the background poll does every few minutes
+    bot.core.poller.poll_once()  # what the background poll does every few minutes
 
     listing = bot.command("/onboard-link", "list").ack
     text = block_text(listing)
@@ -209,7 +209,7 @@ def test_a_used_link_does_not_count_as_live_for_its_customer(
 ) -> None:
     [token] = tokens_in(bot.command("/onboard-link", "1 Done Co").final())
     exotel.onboard(token, 5)
-    bot.services.core.poller.poll_once()
+    bot.core.poller.poll_once()
     [new] = tokens_in(bot.command("/onboard-link", "1 Done Co").final())
     assert new != token
 
@@ -228,7 +228,7 @@ def test_stop_twice_then_forget_twice_gives_four_truthful_replies(bot: Bot) -> N
     assert "already forgotten" in answers[3]
     assert not any("went wrong" in a or "expired" in a for a in answers)
 
-    entries = [e for e in bot.services.core.onboarding.audit.entries()
+    entries = [e for e in bot.core.onboarding.audit.entries()
                if e["action"] in ("stop_reminders", "forget")]
     assert [(e["action"], e["outcome"]) for e in entries] == [
         ("stop_reminders", "ok"), ("stop_reminders", "already"), ("forget", "ok"),

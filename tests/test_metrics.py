@@ -65,4 +65,4 @@ def test_no_metrics_token_no_metrics(make_bot: Callable[..., Bot]) -> None:
 
 def test_the_metrics_token_is_a_secret(make_bot: Callable[..., Bot]) -> None:
     bot = make_bot(METRICS_TOKEN=METRICS_TOKEN)
-    assert METRICS_TOKEN in bot.services.core.settings.secrets()
+    assert METRICS_TOKEN in bot.core.settings.secrets()

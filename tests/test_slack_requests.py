@@ -54,7 +54,7 @@ def test_acks_never_wait_for_exotel_the_work_is_queued(make_bot, exotel: ExotelS
                              range(20)))
     assert all("Creating 1 onboarding link" in block_text(ack) for ack in acks)
     assert exotel.calls == []
-    assert bot.services.core.commands.queue.count == 20  # each command's work, waiting
+    assert bot.core.commands.queue.count == 20  # each command's work, waiting
 
 
 def test_healthz_follows_redis(make_bot) -> None:

@@ -46,7 +46,7 @@ def posts_to(slack: FakeSlack, channel: str) -> list[dict[str, Any]]:
 def tracked(bot: Bot, url: str) -> Any:
     token = token_from_link(url)
     assert token is not None
-    return bot.services.core.store.get_link(token)
+    return bot.core.store.get_link(token)
 
 
 def audit_refusals(client: redis.Redis) -> list[tuple[str, str]]:
@@ -72,7 +72,7 @@ def test_the_workflow_step_issues_tracks_and_completes_with_the_links(
     for url in links:
         link = tracked(bot, url)
         assert link.requester.user_id == "U0REP" and link.note == "ACME <Corp>"
-    batch = bot.services.core.store.get_batch(tracked(bot, links[0]).batch_id)
+    batch = bot.core.store.get_batch(tracked(bot, links[0]).batch_id)
     assert batch is not None and len(batch.tokens) == 2 and batch.reminder_due is not None
     assert len(exotel.calls_of("POST")) == 2
     assert slack.calls("functions.completeError") == []
@@ -149,8 +149,8 @@ def test_submitting_the_form_dms_the_links_and_posts_them_attributed(
     wait_until(lambda: posts_to(slack, "C0DEALS") and len(posts_to(slack, "DU0REP")) >= 2,
                30, "the links DMed and posted")
     dm, receipt = posts_to(slack, "DU0REP")
-    urls = [link.url for link in bot.services.core.store.links_of(
-        bot.services.core.store.get_batch(tracked_batch_id(bot)))]
+    urls = [link.url for link in bot.core.store.links_of(
+        bot.core.store.get_batch(tracked_batch_id(bot)))]
     assert len(urls) == 2
     assert all(url in block_text(dm) for url in urls)
     posted = block_text(posts_to(slack, "C0DEALS")[0])
@@ -164,7 +164,7 @@ def test_submitting_the_form_dms_the_links_and_posts_them_attributed(
 
 
 def tracked_batch_id(bot: Bot) -> str:
-    listing = bot.services.core.store.live_batches(
+    listing = bot.core.store.live_batches(
         "user", Requester(team_id="T0FAKE", user_id="U0REP", channel_id=""), 5)
     assert len(listing.batches) == 1
     return listing.batches[0].batch_id
@@ -231,7 +231,7 @@ def unfurled(slack: FakeSlack) -> list[dict[str, Any]]:
 def test_a_tracked_link_unfurls_with_status_time_left_issuer_and_note(
     bot: Bot, slack: FakeSlack, exotel: ExotelSandbox
 ) -> None:
-    result = bot.services.core.onboarding.issue(
+    result = bot.core.onboarding.issue(
         Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES"), 1, "Initech <HQ>")
     url = result.links[0].url
     assert post_signed(bot.url, link_shared_body([url])).status_code == 200
@@ -252,7 +252,7 @@ def test_a_tracked_link_unfurls_with_status_time_left_issuer_and_note(
 def test_an_untracked_link_unfurls_with_its_status_only(
     bot: Bot, slack: FakeSlack, exotel: ExotelSandbox
 ) -> None:
-    made = bot.services.core.onboarding.exotel.create_links(1).links[0]  # not tracked
+    made = bot.core.onboarding.exotel.create_links(1).links[0]  # not tracked
     exotel.onboard(made.token, customers=5)
     not_a_link = "https://messaging.exotel.com/other/not a token"
     post_signed(bot.url, link_shared_body([made.url, not_a_link]))
@@ -267,7 +267,7 @@ def test_previews_leave_exotel_alone_when_most_of_the_budget_is_taken(
     make_bot: Callable[..., Bot], slack: FakeSlack, exotel: ExotelSandbox
 ) -> None:
     bot = make_bot(EXOTEL_RATE_PER_MINUTE="4")
-    core = bot.services.core
+    core = bot.core
     url = core.onboarding.issue(Requester(team_id="T0FAKE", user_id="U0REP",
                                           channel_id="C0SALES"), 1, "").links[0].url
     for _ in range(3):  # 4 of 4 taken: more than 75 %
@@ -283,7 +283,7 @@ def test_previews_ask_exotel_for_at_most_a_tenth_of_its_budget(
     make_bot: Callable[..., Bot], slack: FakeSlack, exotel: ExotelSandbox
 ) -> None:
     bot = make_bot(EXOTEL_RATE_PER_MINUTE="20")  # previews: 2 a minute
-    made = bot.services.core.onboarding.exotel.create_links(3).links
+    made = bot.core.onboarding.exotel.create_links(3).links
     post_signed(bot.url, link_shared_body([link.url for link in made]))
     wait_until(lambda: slack.calls("chat.unfurl"), 30, "the links unfurled")
     texts = [block_text(u) for u in unfurled(slack)[0].values()]
@@ -299,7 +299,7 @@ def test_an_outsider_is_refused_by_all_four_entry_points_and_audited(
 ) -> None:
     bot = make_bot(ALLOWED_USER_IDS="U0BOSS", ADMIN_USER_IDS="U0ADMIN",
                    CHECK_TOKEN_RESTRICTED="true")
-    issued = bot.services.core.onboarding.issue(
+    issued = bot.core.onboarding.issue(
         Requester(team_id="T0FAKE", user_id="U0BOSS", channel_id="C0SALES"), 1, "x")
     exotel.calls.clear()
 

@@ -65,8 +65,21 @@ class AccessPolicy:
             return ALLOWED
         return self._by_groups(user_id, time.monotonic() + ACK_LOOKUP_SECONDS)
 
+    @property
+    def restricts_channels(self) -> bool:
+        return bool(self._channels)
+
+    def may_open_form(self, user_id: str) -> Decision:
+        """The user part of `may_issue`: the form asks for its channel only when submitted,
+        so any allowed channel stands in for it until then."""
+        return self.may_issue(user_id, next(iter(self._channels), ""))
+
     def may_check(self, user_id: str, channel_id: str) -> Decision:
         return self.may_issue(user_id, channel_id) if self._check_restricted else ALLOWED
+
+    def may_preview(self, user_id: str, channel_id: str) -> Decision:
+        """A link preview is a status check shown to the channel: /check-token's policy."""
+        return self.may_check(user_id, channel_id)
 
     def may_list(self, user_id: str, channel_id: str, scope: str) -> Decision:
         """Listing follows issuing; everyone's links (`all`) only for admins."""

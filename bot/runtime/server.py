@@ -24,7 +24,8 @@ from uvicorn_worker import UvicornWorker
 from bot.runtime.lifetime import die_with_parent
 from bot.runtime.web import MAX_BODY, create_wsgi
 from bot.settings import Settings, load_settings
-from bot.slack.app import build_services, create_app
+from bot.slack.app import create_app
+from bot.slack.core import build_core
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,8 @@ def _no_write(data: bytes) -> None:
 def asgi_application() -> ASGIApp:
     """Build the whole bot from the environment; each gunicorn worker calls this once."""
     settings = load_settings()
-    services = build_services(settings)
-    wsgi = create_wsgi(create_app(services), services)
+    core = build_core(settings)
+    wsgi = create_wsgi(create_app(core), core)
     # Bolt's listeners are synchronous: they run on these threads, one request each.
     return WholeBody(ThreadedWSGI(wsgi, settings.web_threads))
 
@@ -260,8 +261,7 @@ def serve_http(settings: Settings) -> None:
 def serve_socket_mode(settings: Settings) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    services = build_services(settings)
-    app = create_app(services)
+    app = create_app(build_core(settings))
     assert settings.slack_app_token is not None
     log.info("connecting to Slack in Socket Mode")
     SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()

@@ -25,7 +25,6 @@ from slack_sdk.signature import SignatureVerifier
 from bot.domain.store import StoreUnavailable, TokenStore
 from bot.ops import metrics
 from bot.slack.core import Core
-from bot.slack.services import Services
 
 EVENTS_PATH = "/slack/events"
 # Slack's requests are a few kB; anything over this is refused unread (413).
@@ -46,8 +45,7 @@ class Refused(Exception):
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
-def create_wsgi(app: App, services: Services) -> WSGIApp:
-    core = services.core
+def create_wsgi(app: App, core: Core) -> WSGIApp:
     settings = core.settings
     secret = settings.slack_signing_secret
     slack = SlackEvents(app, secret.get_secret_value() if secret else None)

@@ -1,4 +1,4 @@
-"""The factory: settings in, a wired Bolt app and the services behind it out."""
+"""The factory: the core in, a Bolt app whose listeners find that core in their context out."""
 
 from __future__ import annotations
 
@@ -7,25 +7,19 @@ from collections.abc import Callable
 
 from slack_bolt import App, BoltContext
 
-from bot.settings import Settings
-from bot.slack.core import build_core
-from bot.slack.services import Services
-from handlers import register_listeners
+import handlers
+from bot.slack.core import Core
 
 
-def build_services(settings: Settings) -> Services:
-    return Services(core=build_core(settings))
-
-
-def create_app(services: Services) -> App:
-    settings = services.core.settings
+def create_app(core: Core) -> App:
+    settings = core.settings
     bolt_logger = logging.getLogger("slack_bolt")
     if bolt_logger.level == logging.NOTSET:
         # Bolt tests `logger.level <= DEBUG`, not the effective level: left at NOTSET, it
         # would format a debug line for every middleware of every request, then drop it.
         bolt_logger.setLevel(bolt_logger.getEffectiveLevel())
     app = App(
-        client=services.core.slack,
+        client=core.slack,
         signing_secret=(
             settings.slack_signing_secret.get_secret_value()
             if settings.slack_signing_secret else None
@@ -36,12 +30,11 @@ def create_app(services: Services) -> App:
         process_before_response=True,
         logger=bolt_logger,
     )
-    core = services.core
 
     @app.middleware
     def give_listeners_the_core(context: BoltContext, next: Callable[[], None]) -> None:
         context["core"] = core  # listeners take their dependencies from Bolt's context
         next()
 
-    register_listeners(app, services)
+    handlers.register(app)
     return app

@@ -50,6 +50,7 @@ class Core:
     reminders: Reminders
     reminder_sender: ReminderSender
     slack: WebClient
+    lookups: WebClient  # for calls inside an ack's 3 s (views.open): short, no retries
     access: AccessPolicy
     groups: GroupCache  # the membership the access policy reads, kept warm by the worker
     metrics: Metrics
@@ -126,7 +127,7 @@ def build_core(settings: Settings) -> Core:
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
                                        metrics),
-        slack=slack, access=access, groups=groups, metrics=metrics,
+        slack=slack, lookups=lookup_client(settings), access=access, groups=groups, metrics=metrics,
         home=HomeTabs(onboarding, slack, access.is_admin),
         commands=commands,
         check_rate=UserRateLimit(client, settings.check_token_per_minute, "check-token"),

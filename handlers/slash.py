@@ -1,0 +1,58 @@
+"""What the two slash commands share: who sent one, and reading its text. A usage problem
+or a request for help is answered here, the same way for both commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from slack_bolt import Ack
+
+from bot.domain.models import Requester
+from bot.slack import messages
+from bot.slack.command_text import (
+    CheckRequest,
+    ForgetRequest,
+    Help,
+    ListRequest,
+    OnboardRequest,
+    UsageError,
+    parse_check,
+    parse_onboard,
+)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Usage(Generic[R]):
+    """A command's parser and its two explanations: of a usage problem, and the help."""
+
+    parse: Callable[[str | None], R | Help]
+    problem: Callable[[str], messages.Message]
+    help: Callable[[], messages.Message]
+
+
+ONBOARD_LINK: Usage[OnboardRequest | ListRequest | ForgetRequest] = Usage(
+    parse_onboard, messages.usage_problem, messages.onboard_help)
+CHECK_TOKEN: Usage[CheckRequest] = Usage(
+    parse_check, messages.check_usage_problem, messages.check_help)
+
+
+def parse_or_explain(ack: Ack, command: dict[str, Any], usage: Usage[R]) -> R | None:
+    """The command's request, or None once the ack explained the usage or gave the help."""
+    try:
+        request = usage.parse(command.get("text"))
+    except UsageError as problem:
+        ack(**usage.problem(str(problem)))
+        return None
+    if isinstance(request, Help):
+        ack(**usage.help())
+        return None
+    return request
+
+
+def requester_of(command: dict[str, Any]) -> Requester:
+    return Requester(team_id=command.get("team_id", ""), user_id=command.get("user_id", ""),
+                     channel_id=command.get("channel_id", ""))
