@@ -31,7 +31,10 @@ def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_ur
             ack()
             respond(**problem, replace_original=False)
         return
-    ack(**(ack_with or {}))
+    if ack_with is None:
+        ack()
+    else:
+        ack(**ack_with)
 
 
 def enqueue_or_tell(core: Core, job: Callable[..., None], response_url: str | None,

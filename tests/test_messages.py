@@ -199,3 +199,11 @@ def test_a_plain_text_note_carries_no_bidi_control() -> None:
     message = messages.issued(issue_result(1, note="abc\u202edef"))
     plain = [o["text"] for o in text_objects(blocks_of(message)) if o["type"] == "plain_text"]
     assert "Customer note: abcdef" in plain
+
+
+def test_a_button_reply_keeps_the_clicked_message_and_a_post_drops_reply_only_keys() -> None:
+    reply = messages.keeping_original(messages.issued(issue_result(1)))
+    assert reply["replace_original"] is False and reply["response_type"] == "ephemeral"
+    post = messages.as_post({**reply, "unfurl_links": False})
+    assert set(post) == {"text", "blocks", "unfurl_links"}  # what chat.postMessage takes
+    assert post["blocks"] == reply["blocks"] and post["text"] == reply["text"]

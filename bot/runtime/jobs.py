@@ -41,7 +41,6 @@ from bot.slack.inputs import USER_ID, note_of
 
 log = logging.getLogger(__name__)
 
-KEEP_ORIGINAL = {"replace_original": False}  # button replies leave the clicked message alone
 Work = Callable[[Core], messages.Message | None]
 
 _core: Core | None = None
@@ -96,7 +95,7 @@ def renew_batch(reply: Reply, requester: Requester, batch_id: str, new_batch_id:
                                     renew_batch, requester, batch_id, new_batch_id)
         message = messages.renew_in_progress() if result is None else messages.issued(result)
         core.home.refresh(requester)
-        return {**message, **KEEP_ORIGINAL}
+        return messages.keeping_original(message)
 
     _perform(reply, "renew_batch", work)
 
@@ -110,8 +109,8 @@ def stop_reminders(reply: Reply, requester: Requester, batch_id: str) -> None:
     def work(core: Core) -> messages.Message:
         first = core.onboarding.stop_reminders(requester, batch_id,
                                                is_admin=core.access.is_admin(requester.user_id))
-        return {**(messages.stopped() if first else linkviews.already_stopped()),
-                **KEEP_ORIGINAL}
+        return messages.keeping_original(
+            messages.stopped() if first else linkviews.already_stopped())
 
     _perform(reply, "stop_reminders", work)
 
@@ -123,9 +122,9 @@ def forget(reply: Reply, requester: Requester, token: str | None,
             result = core.onboarding.forget(requester, token=token, batch_id=batch_id,
                                             is_admin=core.access.is_admin(requester.user_id))
         except AlreadyForgotten:
-            return {**linkviews.already_forgotten(), **KEEP_ORIGINAL}
+            return messages.keeping_original(linkviews.already_forgotten())
         core.home.refresh(requester)
-        return {**messages.forgotten(result), **KEEP_ORIGINAL}
+        return messages.keeping_original(messages.forgotten(result))
 
     _perform(reply, "forget", work)
 
@@ -137,7 +136,7 @@ def share_batch(reply: Reply, requester: Requester, batch_id: str) -> None:
         shared = core.onboarding.share_once(requester, batch_id,
                                             is_admin=core.access.is_admin(requester.user_id))
         if shared is None:  # posted on an earlier click
-            return {**linkviews.already_posted(), **KEEP_ORIGINAL}
+            return messages.keeping_original(linkviews.already_posted())
         batch, links = shared
         post = messages.shared(batch, links, batch.requester)
         if core.onboarding.exotel.sandbox:
@@ -146,12 +145,12 @@ def share_batch(reply: Reply, requester: Requester, batch_id: str) -> None:
             core.slack.chat_postMessage(channel=batch.requester.channel_id, **post)
         except SlackApiError as error:
             core.onboarding.share_failed(batch_id)
-            return {**messages.cannot_post_here(str(error.response.get("error"))),
-                    **KEEP_ORIGINAL}
+            return messages.keeping_original(
+                messages.cannot_post_here(str(error.response.get("error"))))
         except Exception:
             core.onboarding.share_failed(batch_id)  # RQ retries it: let that post
             raise
-        return {**messages.posted_to_channel(), **KEEP_ORIGINAL}
+        return messages.keeping_original(messages.posted_to_channel())
 
     _perform(reply, "share_batch", work)
 
@@ -170,7 +169,7 @@ def refresh_usergroup(reply: Reply, group_id: str) -> None:
 
 def respond(reply: Reply, message: messages.Message) -> None:
     """A reply worked out by the listener, sent from here so the ack need not wait for it."""
-    _perform(reply, "respond", lambda core: {**message, **KEEP_ORIGINAL})
+    _perform(reply, "respond", lambda core: messages.keeping_original(message))
 
 
 # How every job runs, and how one that failed for good is accounted for.
@@ -217,7 +216,7 @@ def send(core: Core, reply: Reply, message: messages.Message | None) -> None:
         message = messages.sandboxed(message)
     try:
         WebhookClient(reply.url, timeout=10,
-                      retry_handlers=[ConnectionErrorRetryHandler()]).send_dict(message)
+                      retry_handlers=[ConnectionErrorRetryHandler()]).send_dict(dict(message))
     except Exception:
         log.exception("could not send the reply to Slack")
 
@@ -439,11 +438,9 @@ def _direct_message(core: Core, user: str, message: messages.Message | None) -> 
         return
     if core.onboarding.exotel.sandbox:
         message = messages.sandboxed(message)
-    message = {k: v for k, v in message.items() if k not in ("response_type",
-                                                              "replace_original")}
     try:
         channel = core.slack.conversations_open(users=user)["channel"]["id"]
-        core.slack.chat_postMessage(channel=channel, **message)
+        core.slack.chat_postMessage(channel=channel, **messages.as_post(message))
     except SlackApiError as error:
         log.error("could not send %s a direct message: %s", user, error.response.get("error"))
 

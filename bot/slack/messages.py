@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cache, wraps
-from typing import Any
+from typing import Any, Literal, Required, TypedDict
 
 from slack_sdk.models.blocks import (
     ActionsBlock,
@@ -37,7 +37,27 @@ from bot.exotel.client import ExotelError
 from bot.exotel.tokens import mask
 from bot.slack.command_text import MAX_LINKS, MAX_NOTE, strip_bidi
 
-Message = dict[str, Any]
+
+class Message(TypedDict, total=False):
+    """A message as the bot hands it to Slack: an ack, a reply to a response URL, a post or
+    a DM. The keys are Slack's own names, so a Message is passed on with `**message`.
+
+    Only `text` is always there (Slack's fallback for notifications and screen readers).
+    """
+
+    text: Required[str]
+    blocks: list[dict[str, Any]]  # Block Kit, rendered and checked against Slack's limits
+    response_type: Literal["ephemeral", "in_channel"]  # acks and replies: who sees them
+    unfurl_links: bool  # posts: False shows no preview of the links in `text`
+
+
+class Response(Message, total=False):
+    """A reply to a response URL, which may also say what becomes of the message whose
+    button was clicked (acks cannot: Bolt's `ack` takes no `replace_original`)."""
+
+    replace_original: bool  # False: the reply comes beside the clicked message
+
+
 MAX_BLOCKS = 50
 SECTION_LIMIT = 3000
 CUSTOMERS_PER_LINK = 5
@@ -159,6 +179,21 @@ def _fixed(build: Callable[..., Message]) -> Callable[..., Message]:
         return {**cached(*args)}  # callers may add keys; the cached one stays as it was
 
     return fresh_copy
+
+
+def keeping_original(message: Message) -> Response:
+    """A reply to a button that leaves the message with the button as it was."""
+    return {**message, "replace_original": False}
+
+
+def as_post(message: Message) -> Message:
+    """A reply turned into a post or DM: only the keys chat.postMessage knows."""
+    post: Message = {"text": message["text"]}
+    if "blocks" in message:
+        post["blocks"] = message["blocks"]
+    if "unfurl_links" in message:
+        post["unfurl_links"] = message["unfurl_links"]
+    return post
 
 
 def text_message(text: str) -> Message:
@@ -439,4 +474,4 @@ def sandboxed(message: Message) -> Message:
         text=":test_tube: *Sandbox*: Exotel here is `python -m bot sandbox`; these links are "
              "not real.")]).to_dict()
     blocks = [*message.get("blocks", []), note][:MAX_BLOCKS]
-    return {**message, "text": f"[sandbox] {message.get('text', '')}", "blocks": blocks}
+    return {**message, "text": f"[sandbox] {message['text']}", "blocks": blocks}

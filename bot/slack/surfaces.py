@@ -95,9 +95,7 @@ def refused_view(reason: str, admins: list[str]) -> dict[str, Any]:
 
 def links_dm(result: IssueResult) -> messages.Message:
     """The form's links, as a direct message to the requester (not an ephemeral reply)."""
-    message = messages.issued(result)
-    message.pop("response_type", None)
-    return message
+    return messages.as_post(messages.issued(result))
 
 
 def thread_link(result: IssueResult, rep: Requester) -> messages.Message:
@@ -113,7 +111,7 @@ def thread_link(result: IssueResult, rep: Requester) -> messages.Message:
             "unfurl_links": False}
 
 
-def not_posted_in_thread(result: IssueResult, error: str) -> messages.Message:
+def not_posted_in_thread(result: IssueResult, error: str) -> messages.Response:
     """For the rep alone: the thread refused the post; here is the link to pass on."""
     message = messages.issued(result)
     why = messages.cannot_post_here(error)["blocks"]
