@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from bot.exotel.sandbox import LoopbackServer
-from tests.support import APP_TOKEN
+from testkit.env import APP_TOKEN
+from testkit.wait import wait_until
 
 # Parameters slack_sdk sends as JSON text in form-encoded calls.
 JSON_PARAMS = {"view", "blocks", "unfurls", "outputs", "metadata"}
@@ -98,15 +99,12 @@ class FakeSlack:
         with self.lock:
             return list(self.responses.get(name, []))
 
-    def wait_for_replies(self, name: str, count: int = 1, timeout: float = 30) -> list[dict]:
+    def wait_for_replies(self, name: str, count: int = 1,
+                         timeout: float = 30) -> list[dict[str, Any]]:
         """Poll until `count` replies reached the response URL `name`, or fail at the deadline."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            replies = self.replies(name)
-            if len(replies) >= count:
-                return replies
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.replies(name))} replies to {name}, wanted {count}")
+        wait_until(lambda: len(self.replies(name)) >= count, timeout,
+                   f"{count} replies to {name}")
+        return self.replies(name)
 
     def _answer(self, method: str, params: dict[str, Any],
                 authorization: str | None = None) -> dict[str, Any]:

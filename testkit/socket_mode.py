@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
+
+from testkit.wait import wait_until
 
 
 class FakeSocketMode:
@@ -48,13 +49,9 @@ class FakeSocketMode:
         return envelope_id
 
     def wait_for_ack(self, envelope_id: str, timeout: float = 10) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if envelope_id in self.acks:
-                    return self.acks[envelope_id]
-            time.sleep(0.02)
-        raise AssertionError(f"no ack for envelope {envelope_id} within {timeout} s")
+        wait_until(lambda: envelope_id in self.acks, timeout, f"an ack for {envelope_id}")
+        with self._lock:
+            return self.acks[envelope_id]
 
     def _serve(self, connection: ServerConnection) -> None:
         connection.send(json.dumps({"type": "hello", "num_connections": 1,

@@ -8,9 +8,8 @@ import uuid
 import pytest
 
 from bot.exotel.sandbox import ExotelSandbox
-from tests.blockkit import assert_inert
-from tests.conftest import Bot, block_text
-from tests.test_onboard_link import LINK
+from tests.blockkit import LINK, assert_inert, block_text
+from tests.support import Bot
 
 NOT_A_TOKEN = "doesn't look like an onboarding token"
 

@@ -29,9 +29,11 @@ from bot.exotel.sandbox import ExotelSandbox
 from bot.ops import doctor
 from bot.runtime import startup
 from bot.settings import Settings, SettingsError, load_settings
-from tests.conftest import settings_for
-from tests.fakes.slack import FakeSlack
-from tests.support import ROOT, BotProcess, RedisProcess, bot_env, free_port, wait_until
+from testkit.env import ROOT, bot_env
+from testkit.processes import BotProcess, RedisProcess, free_port
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.support import settings_for
 
 REQUIREMENTS = ROOT / "requirements.txt"
 EXPORT_COMMAND = ("uv export --no-hashes --no-dev --no-emit-project --format requirements-txt "
@@ -378,7 +380,7 @@ class TlsRedis:
 def tls_candidates() -> list[str]:
     import shutil
 
-    from tests.support import redis_server_binary
+    from testkit.processes import redis_server_binary
 
     found = [redis_server_binary(), shutil.which("redis-server", path="/usr/bin:/usr/local/bin")]
     return list(dict.fromkeys(b for b in found if b))

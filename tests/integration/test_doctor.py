@@ -22,19 +22,10 @@ from rq import Queue, SimpleWorker
 from bot.domain.reminders import QUEUE_NAME
 from bot.exotel.sandbox import ExotelSandbox
 from bot.ops import doctor
-from tests.conftest import settings_for
-from tests.fakes.slack import FakeSlack
-from tests.support import (
-    APP_TOKEN,
-    BOT_TOKEN,
-    EXOTEL_TOKEN,
-    ROOT,
-    SIGNING_SECRET,
-    BotProcess,
-    bot_env,
-    free_port,
-    redis_server_binary,
-)
+from testkit.env import APP_TOKEN, BOT_TOKEN, EXOTEL_TOKEN, ROOT, SIGNING_SECRET, bot_env
+from testkit.processes import BotProcess, free_port, redis_server_binary
+from testkit.slack import FakeSlack
+from tests.support import settings_for
 
 MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read",
                    "channels:history", "groups:history", "im:history", "links:read",

@@ -6,8 +6,8 @@ import io
 
 from bot.exotel.sandbox import ExotelSandbox
 from bot.ops import doctor
-from tests.conftest import settings_for
-from tests.fakes.slack import FakeSlack
+from testkit.slack import FakeSlack
+from tests.support import settings_for
 
 
 def test_safe_url_hides_userinfo_and_secret_parameters() -> None:

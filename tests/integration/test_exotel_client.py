@@ -27,7 +27,7 @@ from bot.exotel.client import (
     RateLimitExceeded,
 )
 from bot.exotel.sandbox import LINK_BASE, ExotelSandbox, Fault
-from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN
+from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN
 
 TOKEN = "0b7c6a1e-3f2d-4c55-9e8a-1d2b3c4d5e6f"
 LINK = f"{LINK_BASE}{TOKEN}"

@@ -16,9 +16,10 @@ from bot.domain.models import Requester
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.runtime import jobs
 from bot.runtime.queue import Reply
-from tests.conftest import Bot, block_text
-from tests.fakes.slack import FakeSlack
-from tests.support import BOT_TOKEN, EXOTEL_KEY, EXOTEL_TOKEN, SIGNING_SECRET
+from testkit.env import BOT_TOKEN, EXOTEL_KEY, EXOTEL_TOKEN, SIGNING_SECRET
+from testkit.slack import FakeSlack
+from tests.blockkit import block_text
+from tests.support import Bot
 
 LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
 SOME_TOKEN = "0b7c6a1e-3f2d-4c55-9e8a-1d2b3c4d5e6f"

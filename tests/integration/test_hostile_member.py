@@ -24,9 +24,10 @@ from bot.settings import HINTS, SettingsError
 from bot.slack.core import Core
 from bot.slack.groups import FAILED_KEY, MEMBERS_KEY
 from bot.slack.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
-from tests.conftest import REP, Bot, block_text, fire_due, settings_for
-from tests.fakes.slack import FakeSlack
-from tests.support import wait_until
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.blockkit import block_text
+from tests.support import REP, Bot, fire_due, settings_for
 
 UNKNOWN_TOKEN = "never-issued-token-0001"
 

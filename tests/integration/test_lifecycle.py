@@ -25,9 +25,10 @@ from bot.slack import messages, poller
 from bot.slack.core import Core
 from bot.slack.linkviews import ISSUE_ANYWAY_ACTION
 from bot.slack.messages import FORGET_ACTION, SHARE_ACTION, STOP_ACTION
-from tests.conftest import REP, Bot, block_text, fire_due
-from tests.fakes.slack import FakeSlack
-from tests.support import wait_until
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.blockkit import block_text
+from tests.support import REP, Bot, fire_due
 
 LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
 

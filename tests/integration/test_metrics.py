@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from tests.conftest import Bot, block_text
+from tests.blockkit import block_text
+from tests.support import Bot
 
 METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
 

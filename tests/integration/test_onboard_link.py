@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
 from bot.exotel.sandbox import ExotelSandbox, Fault
-from tests.blockkit import assert_inert, assert_within_slack_limits
-from tests.conftest import Bot, block_text
-from tests.support import EXOTEL_KEY, EXOTEL_TOKEN
-
-LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
+from testkit.env import EXOTEL_KEY, EXOTEL_TOKEN
+from tests.blockkit import LINK, assert_inert, assert_within_slack_limits, block_text
+from tests.support import Bot
 
 
 def test_three_links_reach_the_requester_and_are_tracked(bot: Bot, exotel: ExotelSandbox,

@@ -18,8 +18,9 @@ from bot.domain.reminders import job_id
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.slack.core import Core
 from bot.slack.messages import RENEW_ACTION, SHARE_ACTION, STOP_ACTION
-from tests.conftest import REP, START, Bot, block_text, close_to, fire_due
-from tests.fakes.slack import FakeSlack
+from testkit.slack import FakeSlack
+from tests.blockkit import block_text
+from tests.support import REP, START, Bot, close_to, fire_due
 
 
 def posts(slack: FakeSlack) -> list[dict[str, Any]]:

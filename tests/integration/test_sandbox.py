@@ -18,8 +18,9 @@ from freezegun import freeze_time
 
 from bot.exotel.client import ExotelClient
 from bot.exotel.sandbox import CONTROL_PREFIX, LINK_BASE, ExotelSandbox, Fault
-from tests.conftest import START
-from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, ROOT, free_port
+from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, ROOT
+from testkit.processes import free_port
+from tests.support import START
 
 AUTH = (EXOTEL_KEY, EXOTEL_TOKEN)
 # HTTP calls under a frozen clock: urllib3's timeouts need the real one.
@@ -227,7 +228,7 @@ def test_python_m_bot_sandbox_takes_credentials_from_the_environment() -> None:
 
 def test_replies_through_the_sandbox_say_so(bot) -> None:
     """The suite's fake Exotel is the sandbox, so the bot's replies are marked as such."""
-    from tests.conftest import block_text
+    from tests.blockkit import block_text
 
     final = bot.command("/onboard-link", "1 ACME").final()
     assert final["text"].startswith("[sandbox]")

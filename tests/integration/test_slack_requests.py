@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.runtime.web import parse_slack_body
-from tests.conftest import Bot, block_text
-from tests.support import action_body, command_body, sign
+from testkit.signed import action_body, command_body, sign
+from tests.blockkit import block_text
+from tests.support import Bot
 
 
 def _post(bot: Bot, body: str, headers: dict[str, str]) -> requests.Response:
@@ -58,7 +59,7 @@ def test_acks_never_wait_for_exotel_the_work_is_queued(make_bot, exotel: ExotelS
 
 
 def test_healthz_follows_redis(make_bot) -> None:
-    from tests.support import RedisProcess
+    from testkit.processes import RedisProcess
 
     own = RedisProcess().start()
     try:
@@ -75,7 +76,7 @@ def test_healthz_follows_redis(make_bot) -> None:
 def test_redis_down_means_no_exotel_call_and_recovery_needs_no_restart(
     make_bot, exotel: ExotelSandbox
 ) -> None:
-    from tests.support import RedisProcess
+    from testkit.processes import RedisProcess
 
     own = RedisProcess().start()
     try:

@@ -12,8 +12,8 @@ from freezegun.api import FrozenDateTimeFactory
 from bot.domain.audit import STREAM, Audit
 from bot.domain.store import ALL_INDEX, CHANNEL_INDEX, USER_INDEX
 from bot.slack.core import Core
-from tests.conftest import REP, fire_due
-from tests.fakes.slack import FakeSlack
+from testkit.slack import FakeSlack
+from tests.support import REP, fire_due
 
 DAY = 24 * 3600
 # Shared keys, not the batch's: each bounded by something other than a TTL.

@@ -13,17 +13,18 @@ from bot.domain.audit import STREAM
 from bot.domain.models import Requester
 from bot.exotel.sandbox import ExotelSandbox
 from bot.exotel.tokens import token_from_link
-from tests.conftest import Bot, block_text
-from tests.fakes.slack import FakeSlack
-from tests.support import (
+from testkit.signed import (
     function_executed_body,
     link_shared_body,
     message_action_body,
     post_signed,
     shortcut_body,
     view_submission_body,
-    wait_until,
 )
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.blockkit import block_text
+from tests.support import Bot
 
 STEP = "create_onboarding_links"
 FORM = "new_onboarding_links"

@@ -18,10 +18,10 @@ from bot.exotel.sandbox import ExotelSandbox
 from bot.slack.command_text import MAX_NOTE
 from bot.slack.core import Core
 from bot.slack.messages import FORGET_ACTION, MAX_LISTED, SHARE_ACTION
-from tests.blockkit import assert_within_slack_limits
-from tests.conftest import REP, START, Bot, block_text, fire_due
-from tests.fakes.slack import FakeSlack
-from tests.support import wait_until
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.blockkit import assert_within_slack_limits, block_text
+from tests.support import REP, START, Bot, fire_due
 
 LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
 TEAM = {"ALLOWED_USER_IDS": "U0REP", "ALLOWED_USERGROUP_IDS": "S0SALES",
@@ -268,7 +268,7 @@ def test_python_m_bot_audit_prints_the_trail(
     import subprocess
     import sys
 
-    from tests.support import ROOT, bot_env
+    from testkit.env import ROOT, bot_env
 
     tokens = LINK.findall(block_text(bot.command("/onboard-link", "2 ACME").final()))
     bot.command("/check-token", tokens[0]).final()

@@ -13,18 +13,12 @@ import requests
 
 from bot.domain.store import TOKEN_KEY
 from bot.exotel.sandbox import ExotelSandbox, Fault
-from tests.conftest import block_text
-from tests.fakes.slack import FakeSlack
-from tests.support import (
-    BotProcess,
-    alive,
-    bot_env,
-    command_body,
-    descendants_of,
-    kill_tree,
-    sign,
-    wait_until,
-)
+from testkit.env import bot_env
+from testkit.processes import BotProcess, alive, descendants_of, kill_tree
+from testkit.signed import command_body, sign
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.blockkit import block_text
 
 pytestmark = pytest.mark.slow
 

@@ -20,19 +20,12 @@ from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
 from bot.domain.reminders import CLAIM_KEY, QUEUE_NAME, SENT_KEY, Claim
 from bot.exotel.sandbox import ExotelSandbox
-from tests.conftest import REP
-from tests.fakes.slack import FakeSlack
-from tests.support import (
-    ROOT,
-    BotProcess,
-    RedisProcess,
-    bot_env,
-    command_body,
-    descendants_of,
-    kill_tree,
-    sign,
-    wait_until,
-)
+from testkit.env import ROOT, bot_env
+from testkit.processes import BotProcess, RedisProcess, descendants_of, kill_tree
+from testkit.signed import command_body, sign
+from testkit.slack import FakeSlack
+from testkit.wait import wait_until
+from tests.support import REP
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -53,7 +46,7 @@ def processes(*bots: BotProcess) -> Iterator[list[BotProcess]]:
         yield started
     finally:
         for bot in started:
-            assert bot.stop() < 10, "a process took too long to stop on SIGTERM"
+            bot.stop(timeout=10)  # fails unless it exits on SIGTERM
 
 
 def onboard(web: BotProcess, slack: FakeSlack, name: str, text: str = "1 ACME") -> datetime:

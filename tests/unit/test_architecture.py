@@ -7,8 +7,9 @@ import ast
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bot", "handlers")
+from testkit.env import ROOT
+
+PACKAGES = ("bot", "handlers", "testkit", "bench", "tests")
 
 
 def modules() -> dict[str, Path]:
@@ -79,6 +80,25 @@ def test_the_exotel_client_and_the_domain_import_nothing_above_them() -> None:
         assert not third_party & set(NO_SLACK), f"{name} imports Slack"
         if layer == "bot.exotel":
             assert not third_party & {"redis", "rq"}, f"{name} imports Redis"
+
+
+# Who may not import whom among the top-level packages: the product imports no test code;
+# testkit's stand-ins serve the tests and the benchmark, which import nothing of each other.
+MAY_NOT_IMPORT = {
+    "bot": ("testkit", "tests", "bench"),
+    "handlers": ("testkit", "tests", "bench"),
+    "testkit": ("tests", "bench"),
+    "bench": ("tests",),
+    "tests": ("bench",),
+}
+
+
+def test_the_product_imports_no_test_code_and_bench_and_tests_share_only_testkit() -> None:
+    known = modules()
+    for name, path in known.items():
+        refused = MAY_NOT_IMPORT[name.split(".")[0]]
+        for target in imports_of(path, known):
+            assert target.split(".")[0] not in refused, f"{name} imports {target}"
 
 
 def _third_party_imports(path: Path) -> set[str]:
