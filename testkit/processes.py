@@ -68,6 +68,12 @@ class RedisProcess:
         wait_until(lambda: _answers(client), 10, f"redis-server answers on port {self.port}")
         return self
 
+    def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self.proc:
             self.proc.terminate()
@@ -177,8 +183,15 @@ def kill_tree(bot: BotProcess) -> set[int]:
     return pids
 
 
+def closed_redis_url() -> str:
+    """A Redis URL nothing listens on."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
 def _answers(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
+    except redis.AuthenticationError:
+        return True  # listening; it wants a password
     except redis.ConnectionError:
         return False

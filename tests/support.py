@@ -177,3 +177,11 @@ def close_to(moment: datetime | None, expected: datetime) -> bool:
 def fire_due(core: Core) -> None:
     """What a worker with its scheduler does: move due jobs onto their queues, run them."""
     worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
+
+
+# What `python -m bot doctor` checks, in order, and its marks against the shared fakes.
+CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
+               "redis persistence", "reminder worker"]
+# Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
+# app token to check.
+FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,19 +18,14 @@ from rq import Queue, SimpleWorker
 from bot.domain.reminders import QUEUE_NAME
 from bot.exotel.sandbox import ExotelSandbox
 from bot.ops import doctor
-from testkit.env import APP_TOKEN, BOT_TOKEN, EXOTEL_TOKEN, ROOT, SIGNING_SECRET, bot_env
-from testkit.processes import BotProcess, free_port, redis_server_binary
+from testkit.env import APP_TOKEN, BOT_TOKEN
+from testkit.processes import RedisProcess, closed_redis_url, free_port
 from testkit.slack import FakeSlack
-from tests.support import settings_for
+from tests.support import CHECK_NAMES, FAKE_MARKS, settings_for
 
 MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read",
                    "channels:history", "groups:history", "im:history", "links:read",
                    "links:write", "users:read", "team:read"]
-CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
-               "redis persistence", "reminder worker"]
-# Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
-# app token to check.
-FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]
 
 
 class ScriptedSlack:
@@ -83,33 +74,6 @@ AUTH_OK = {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user":
 
 
 @contextmanager
-def redis_server(*args: str) -> Iterator[str]:
-    """A redis-server of this test's own, started with extra options; yields its URL."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="doctor-redis-")
-    proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir,
-         "--save", "", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.AuthenticationError:
-                break  # listening; it wants a password
-            except redis.ConnectionError:
-                assert proc.poll() is None, "redis-server exited"
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextmanager
 def registered_worker(redis_url: str) -> Iterator[SimpleWorker]:
     """An RQ worker registered on the reminder queue, as a running one is, without running."""
     connection = redis.Redis.from_url(redis_url)
@@ -121,10 +85,6 @@ def registered_worker(redis_url: str) -> Iterator[SimpleWorker]:
         worker.register_death()
 
 
-def closed_redis_url() -> str:
-    return f"redis://127.0.0.1:{free_port()}/0"
-
-
 # The checks, called directly --------------------------------------------------------------
 
 
@@ -133,9 +93,9 @@ def test_every_check_passes_against_the_fakes(
 ) -> None:
     out = io.StringIO()
     # The suite's Redis persists nothing, which the doctor rightly fails: one that does.
-    with redis_server("--appendonly", "yes") as redis_url, \
-            registered_worker(redis_url) as worker:
-        settings = settings_for(redis_url, exotel, slack)
+    with RedisProcess(options={"appendonly": "yes"}) as durable, \
+            registered_worker(durable.url) as worker:
+        settings = settings_for(durable.url, exotel, slack)
         assert doctor.run_doctor(settings, out) == 0
     lines = out.getvalue().splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -279,42 +239,34 @@ def test_redis_reports_its_version(
 
 
 def test_a_redis_that_persists_nothing_fails_with_why_and_how_to_fix(
-    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
     # The suite's Redis runs with --save "" --appendonly no.
     check = doctor.check_persistence(settings_for(redis_url, exotel, slack))
     assert not check.ok
     assert "loses every tracked link and every scheduled reminder" in check.detail
     assert "appendonly yes" in check.fix
-    env = bot_env(exotel, slack, REDIS_URL=redis_url)
-    done = run_doctor_process(env, str(tmp_path))
-    assert done.returncode == 1
-    assert "✗ redis persistence: this Redis persists nothing" in done.stdout
 
 
 def test_rdb_only_passes_with_a_warning_and_aof_passes(
     exotel: ExotelSandbox, slack: FakeSlack, tmp_path
 ) -> None:
-    with redis_server() as url:
-        redis.Redis.from_url(url).config_set("save", "900 1")  # redis_server starts with none
-        rdb = doctor.check_persistence(settings_for(url, exotel, slack))
+    with RedisProcess() as server:
+        redis.Redis.from_url(server.url).config_set("save", "900 1")  # it starts with none
+        rdb = doctor.check_persistence(settings_for(server.url, exotel, slack))
     assert rdb.ok and "RDB snapshots only (save 900 1)" in rdb.detail
     assert "Warning: a crash of Redis loses every link and reminder since the last " \
         "snapshot" in rdb.detail
-    with redis_server("--appendonly", "yes") as url:
-        aof = doctor.check_persistence(settings_for(url, exotel, slack))
-        with registered_worker(url):  # everything else passes too: exit 0
-            done = run_doctor_process(bot_env(exotel, slack, REDIS_URL=url), str(tmp_path))
+    with RedisProcess(options={"appendonly": "yes"}) as server:
+        aof = doctor.check_persistence(settings_for(server.url, exotel, slack))
     assert aof.line() == "✓ redis persistence: append-only file on"
-    assert done.returncode == 0, done.stdout
-    assert "✓ redis persistence: append-only file on" in done.stdout
 
 
 def test_persistence_behind_a_disabled_config_command_is_unknown_not_failed(
     exotel: ExotelSandbox, slack: FakeSlack, tmp_path
 ) -> None:
-    with redis_server("--rename-command", "CONFIG", "") as url:
-        check = doctor.check_persistence(settings_for(url, exotel, slack))
+    with RedisProcess(options={"rename-command": ("CONFIG", "")}) as server:
+        check = doctor.check_persistence(settings_for(server.url, exotel, slack))
     assert check.ok and check.detail.startswith("could not check: CONFIG is disabled")
     embedded = doctor.check_persistence(settings_for(
         "unused", exotel, slack, REDIS_URL=None, ONBOARD_DATA_DIR=str(tmp_path / "data")))
@@ -333,8 +285,8 @@ def test_redis_down_fails_with_how_to_fix(exotel: ExotelSandbox, slack: FakeSlac
 
 
 def test_redis_passwords_are_never_shown(exotel: ExotelSandbox, slack: FakeSlack) -> None:
-    with redis_server("--requirepass", "right-pass-9a") as url:
-        wrong = url.replace("redis://", "redis://:wrong-pass-3b@")
+    with RedisProcess(options={"requirepass": "right-pass-9a"}) as server:
+        wrong = server.url.replace("redis://", "redis://:wrong-pass-3b@")
         check = doctor.check_redis(settings_for(wrong, exotel, slack))
     assert not check.ok and "refused the password" in check.detail
     assert "wrong-pass-3b" not in check.line()
@@ -371,79 +323,6 @@ def test_with_the_embedded_redis_there_is_nothing_to_reach(
     assert not (tmp_path / "data").exists()
 
 
-# The command, as an operator runs it ------------------------------------------------------
-
-
-def run_doctor_process(env: dict[str, str], home: str) -> subprocess.CompletedProcess[str]:
-    full = {"PATH": os.environ.get("PATH", ""), "HOME": home, "PYTHONUNBUFFERED": "1", **env}
-    return subprocess.run([sys.executable, "-m", "bot", "doctor"], cwd=ROOT, env=full,
-                          capture_output=True, text=True, timeout=60)
-
-
-@pytest.mark.slow
-def test_python_m_bot_doctor_passes_with_a_real_worker(
-    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
-) -> None:
-    with redis_server("--appendonly", "yes") as redis_url:
-        env = bot_env(exotel, slack, REDIS_URL=redis_url)
-        worker = BotProcess(env, "worker").start()
-        try:
-            done = run_doctor_process(env, str(tmp_path))
-        finally:
-            worker.stop()
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == [
-        f"{mark} {name}" for mark, name in zip(FAKE_MARKS, CHECK_NAMES, strict=True)]
-    # Each check's name went to stderr as it started, in order.
-    assert [line for line in done.stderr.splitlines() if line.startswith("… checking ")] == [
-        f"… checking {label}" for label, _ in doctor.STEPS]
-    assert lines[-1].startswith(f"✓ reminder worker: 4 on {QUEUE_NAME}")
-    output = done.stdout + done.stderr
-    for secret in (BOT_TOKEN, SIGNING_SECRET, EXOTEL_TOKEN):
-        assert secret not in output
-
-
-def test_python_m_bot_doctor_fails_with_one_line_per_problem(
-    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
-) -> None:
-    wrong_token = "wrong-exotel-token-0c9d"
-    redis_url = closed_redis_url()
-    env = bot_env(exotel, slack, REDIS_URL=redis_url, EXOTEL_API_TOKEN=wrong_token)
-    done = run_doctor_process(env, str(tmp_path))
-    assert done.returncode == 1
-    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
-    assert set(lines) == {"✓ settings", "✓ slack", "– slack scopes", "– slack app token",
-                          "✗ exotel", "✗ redis", "✓ redis persistence", "✗ reminder worker"}
-    assert lines["✓ redis persistence"].startswith("could not check")
-    assert "rejected the credentials (HTTP 401)" in lines["✗ exotel"]
-    assert lines["✗ redis"].startswith(f"cannot reach {redis_url}")
-    assert wrong_token not in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_python_m_bot_doctor_starts_no_embedded_redis(
-    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
-) -> None:
-    data = tmp_path / "data"
-    done = run_doctor_process(bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data)), str(tmp_path))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "– redis: skipped (REDIS_URL is not set" in done.stdout
-    assert "– reminder worker: skipped (cannot tell with the embedded Redis" in done.stdout
-    assert "✓ redis" not in done.stdout and "✓ reminder worker" not in done.stdout
-    assert not data.exists()
-
-
-def test_python_m_bot_doctor_with_bad_settings_names_them(
-    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
-) -> None:
-    env = bot_env(exotel, slack)
-    del env["EXOTEL_API_KEY"]
-    done = run_doctor_process(env, str(tmp_path))
-    assert done.returncode == 2
-    assert "- EXOTEL_API_KEY: missing" in done.stderr
-
-
 # The Socket Mode token, progress and bounds ------------------------------------------------
 
 
@@ -462,18 +341,6 @@ def test_a_good_app_token_passes_and_a_bad_one_fails(
     unset = doctor.check_app_token(settings_for(redis_url, exotel, slack))
     assert unset.line() == ("– slack app token: skipped (SLACK_APP_TOKEN is not set: HTTP "
                             "mode needs none)")
-
-
-def test_python_m_bot_doctor_with_a_bad_app_token_shows_a_cross(
-    redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox, slack: FakeSlack, tmp_path
-) -> None:
-    wrong = "xapp-wrong-app-token-5d21"
-    env = bot_env(exotel, slack, REDIS_URL=redis_url, SLACK_APP_TOKEN=wrong)
-    done = run_doctor_process(env, str(tmp_path))
-    assert done.returncode == 1
-    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
-    assert lines["✗ slack app token"].startswith("Slack rejected the app token (invalid_auth)")
-    assert wrong not in done.stdout + done.stderr
 
 
 def test_each_step_is_announced_before_its_result(
