@@ -16,7 +16,7 @@ import redis
 import requests
 
 from bot.domain.models import Requester
-from bot.exotel.sandbox import ExotelSandbox
+from bot.exotel.sandbox import CONTROL_PREFIX, ExotelSandbox
 from bot.runtime import worker
 from bot.settings import Settings, load_settings
 from bot.slack.core import Core
@@ -185,3 +185,22 @@ CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel",
 # Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
 # app token to check.
 FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]
+
+
+# The Exotel sandbox over HTTP.
+
+def isv(response: requests.Response) -> dict[str, Any]:
+    return response.json()["response"]["whatsapp"]["isv"]
+
+
+def mark(exotel_url: str, token: str, customers: object = None) -> requests.Response:
+    params = {} if customers is None else {"customers": customers}
+    return requests.post(f"{exotel_url}{CONTROL_PREFIX}{token}/onboard", params=params,
+                         timeout=5)
+
+
+class NoLimit:
+    """A limiter for the Exotel client that never waits."""
+
+    def acquire(self, deadline: float) -> None:
+        return None
