@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from bot.exotel.sandbox import ExotelSandbox, Fault
@@ -55,11 +53,10 @@ def test_fifty_links_arrive_in_one_reply_within_slacks_limits(bot: Bot,
 
 def test_fifty_links_take_a_handful_of_round_trips(bot: Bot, exotel: ExotelSandbox) -> None:
     exotel.always = Fault(passthrough=True, delay=0.3)  # 50 in sequence would take 15 s
-    started = time.monotonic()
 
     final = bot.command("/onboard-link", "50").final(timeout=10)
 
-    assert time.monotonic() - started < 3
+    # Concurrency is shown by the calls Exotel held at once, not by a stopwatch.
     assert len(set(LINK.findall(block_text(final)))) == 50
     assert most_in_flight([call.at for call in exotel.calls_of("POST")], 0.3) >= 20
 

@@ -38,14 +38,6 @@ def test_unsigned_wrongly_signed_and_stale_requests_are_refused(
     assert _post(bot, body, sign(body)).status_code == 200  # the same request, signed, works
 
 
-def _timed_command(bot: Bot, text: str) -> float:
-    started = time.monotonic()
-    reply = bot.command("/onboard-link", text)
-    elapsed = time.monotonic() - started
-    assert reply.http.status_code == 200 and "Creating" in block_text(reply.ack)
-    return elapsed
-
-
 def test_acks_never_wait_for_exotel_the_work_is_queued(make_bot, exotel: ExotelSandbox) -> None:
     bot = make_bot()
     bot.worker.stop()  # no worker: an ack that waited for Exotel would never come
