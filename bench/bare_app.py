@@ -12,7 +12,7 @@ import os
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from tests.support import BOT_TOKEN, SIGNING_SECRET
+from testkit.env import BOT_TOKEN, SIGNING_SECRET
 
 bolt = App(
     # Bolt calls auth.test when it starts: the fake Slack must be at SLACK_API_URL.

@@ -14,7 +14,7 @@ import requests
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from tests.support import BOT_TOKEN, SIGNING_SECRET
+from testkit.env import BOT_TOKEN, SIGNING_SECRET
 
 bolt = App(
     client=WebClient(token=os.environ.get("SLACK_BOT_TOKEN", BOT_TOKEN),

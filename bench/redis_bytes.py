@@ -31,8 +31,9 @@ from bot.exotel.sandbox import ExotelSandbox
 from bot.runtime import worker
 from bot.settings import load_settings
 from bot.slack.core import Core, build_core
-from tests.fakes.slack import FakeSlack
-from tests.support import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, RedisProcess, bot_env
+from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, bot_env
+from testkit.processes import RedisProcess
+from testkit.slack import FakeSlack
 
 HORIZON = timedelta(hours=48)
 REP = Requester(team_id="T0BENCH", user_id="U0BENCH", channel_id="C0BENCH")

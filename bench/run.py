@@ -1,7 +1,7 @@
 """The bot's performance beside the targets of issue 10: `uv run python -m bench.run`.
 
 Five parts, each on this machine, with the test suite's fakes (`bot.sandbox` for Exotel,
-`tests.fakes.slack` for Slack, served from this process at nice 19), real `python -m bot`
+`testkit.slack` for Slack, served from this process at nice 19), real `python -m bot`
 processes and throwaway `redis-server`s:
 
 1. Ack latency: signed `/onboard-link 1` commands, 20 at a time, sustained, while the fake
@@ -49,26 +49,16 @@ from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 
 from bench.jobs import LATENESS_KEY, record_lateness
+from bench.load import percentile
 from bot.domain.reminders import QUEUE_NAME, enqueue_at
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.runtime.queue import COMMANDS_QUEUE
 from bot.settings import Settings, load_settings
 from bot.slack.core import build_core
-from tests.fakes.slack import FakeSlack
-from tests.support import (
-    EXOTEL_KEY,
-    EXOTEL_SID,
-    EXOTEL_TOKEN,
-    ROOT,
-    BotProcess,
-    RedisProcess,
-    bot_env,
-    command_body,
-    descendants_of,
-    free_port,
-    percentile,
-    sign,
-)
+from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, ROOT, bot_env
+from testkit.processes import BotProcess, RedisProcess, descendants_of, free_port
+from testkit.signed import command_body, sign
+from testkit.slack import FakeSlack
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 COMMAND = "uv run python -m bench.run"
@@ -304,10 +294,10 @@ def links_in(reply: dict[str, Any]) -> int:
 
 # --- 1. ack latency ------------------------------------------------------------------------
 
-# tests.support.timed_commands_elsewhere, plus when the run began and ended inside the client
+# bench.load.timed_commands run elsewhere, plus when the run began and ended inside the client
 # process (for commands/s, without the client's start-up). time.monotonic() is the machine's
 # clock, the one the fake Exotel stamps its calls with.
-_CLIENT = ("import json, sys, time; from tests.support import timed_commands; "
+_CLIENT = ("import json, sys, time; from bench.load import timed_commands; "
            "began = time.monotonic(); latencies = timed_commands(*json.loads(sys.argv[1])); "
            "print(json.dumps([began, time.monotonic(), latencies]))")
 

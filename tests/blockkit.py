@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+# An onboarding link as the bot shows it; its group is the token.
+LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
 MAX_BLOCKS = 50
 SECTION_LIMIT = 3000
 BLOCKS_JSON_LIMIT = 13_000  # well inside what Slack refuses as msg_blocks_too_long
@@ -57,3 +59,19 @@ def assert_inert(message: dict[str, Any], *raw: str) -> None:
         for fragment in raw:
             assert fragment not in text
         assert stray_brackets(text) == "", text
+
+
+def block_text(message: dict[str, Any]) -> str:
+    """All the text a Slack message shows, for assertions."""
+    blocks = message.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    parts = [message.get("text") or ""]
+    for block in blocks:
+        if "text" in block:
+            parts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            if "text" in element:
+                parts.append(element["text"] if isinstance(element["text"], str)
+                             else element["text"]["text"])
+    return "\n".join(parts)

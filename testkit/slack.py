@@ -1,0 +1,241 @@
+"""A fake Slack: the Web API (records every call) and response URLs (records every reply)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import parse_qs
+
+from bot.exotel.sandbox import LoopbackServer
+from testkit.env import APP_TOKEN
+from testkit.wait import wait_until
+
+# Parameters slack_sdk sends as JSON text in form-encoded calls.
+JSON_PARAMS = {"view", "blocks", "unfurls", "outputs", "metadata"}
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else (value or {})
+
+
+@dataclass
+class ApiCall:
+    method: str
+    params: dict[str, Any]
+    authorization: str | None
+
+
+class FakeSlack:
+    def __init__(self, port: int = 0) -> None:
+        self.api_calls: list[ApiCall] = []
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        # response URL name -> when each reply arrived (time.monotonic(), for the benchmark)
+        self.arrivals: dict[str, list[float]] = {}
+        # method name -> the Slack error to answer with, e.g. {"chat.postMessage": "not_in_channel"}
+        self.errors: dict[str, str] = {}
+        self.channel_errors: dict[str, str] = {}  # channel id -> error for chat.postMessage
+        self.rate_limited: dict[str, int] = {}  # method -> how many calls get HTTP 429 first
+        self.usergroups: dict[str, list[str]] = {}  # user group id -> member user ids
+        self.delays: dict[str, float] = {}  # method -> seconds to take over answering
+        self.socket_url: str | None = None  # what apps.connections.open hands out
+        self.app_token = APP_TOKEN  # the only app-level token apps.connections.open accepts
+        # Per channel, for chat.postMessage: seconds to take over answering (the message is
+        # posted first, then the answer waits), and a lasting 429 with this Retry-After.
+        self.channel_delays: dict[str, float] = {}
+        self.channel_retry_after: dict[str, int] = {}
+        self.history_errors: dict[str, str] = {}  # channel -> error for conversations.history
+        self.messages: dict[str, list[dict[str, Any]]] = {}  # channel -> posted, oldest first
+        self.users: dict[str, dict[str, Any]] = {}  # user id -> users.info's `user`
+        self.teams: dict[str, dict[str, Any]] = {}  # team id -> team.info's `team`
+        self._last_ts = 0.0
+        self.lock = threading.Lock()
+        self._server = LoopbackServer(("127.0.0.1", port), self._handler())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def response_url(self, name: str) -> str:
+        return f"{self.url}/response/{name}"
+
+    def start(self) -> FakeSlack:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.api_calls.clear()
+            self.responses.clear()
+            self.arrivals.clear()
+            self.errors.clear()
+            self.channel_errors.clear()
+            self.rate_limited.clear()
+            self.usergroups.clear()
+            self.delays.clear()
+            self.channel_delays.clear()
+            self.channel_retry_after.clear()
+            self.history_errors.clear()
+            self.messages.clear()
+            self.users.clear()
+            self.teams.clear()
+
+    def calls(self, method: str) -> list[ApiCall]:
+        with self.lock:
+            return [c for c in self.api_calls if c.method == method]
+
+    def replies(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.responses.get(name, []))
+
+    def wait_for_replies(self, name: str, count: int = 1,
+                         timeout: float = 30) -> list[dict[str, Any]]:
+        """Poll until `count` replies reached the response URL `name`, or fail at the deadline."""
+        wait_until(lambda: len(self.replies(name)) >= count, timeout,
+                   f"{count} replies to {name}")
+        return self.replies(name)
+
+    def _answer(self, method: str, params: dict[str, Any],
+                authorization: str | None = None) -> dict[str, Any]:
+        error = self.errors.get(method)
+        if method == "apps.connections.open" and authorization != f"Bearer {self.app_token}":
+            error = error or "invalid_auth"
+        if method == "chat.postMessage":
+            error = error or self.channel_errors.get(str(params.get("channel")))
+        if error:
+            return {"ok": False, "error": error}
+        if method == "auth.test":
+            return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake",
+                    "user": "onboard-bot", "team_id": "T0FAKE", "user_id": "U0BOT",
+                    "bot_id": "B0BOT"}
+        if method == "chat.postMessage":
+            return self._post(params)
+        if method == "conversations.history":
+            return self._history(params)
+        if method == "usergroups.users.list":
+            group = str(params.get("usergroup"))
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": self.usergroups[group]}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url}
+        if method == "users.info":
+            user = self.users.get(str(params.get("user")))
+            return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+        if method == "team.info":
+            team = self.teams.get(str(params.get("team")))
+            return {"ok": True, "team": team} if team else {"ok": False, "error": "team_not_found"}
+        if method == "views.open":
+            return {"ok": True, "view": {"id": "V0OPENED", **_json(params.get("view"))}}
+        if method == "conversations.open":
+            return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
+        return {"ok": True}
+
+    def params(self, method: str) -> list[dict[str, Any]]:
+        """The parameters of every call to `method`, JSON-valued ones decoded."""
+        return [{k: _json(v) if k in JSON_PARAMS else v for k, v in c.params.items()}
+                for c in self.calls(method)]
+
+    def _post(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel"))
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):  # form-encoded calls send it as JSON text
+            metadata = json.loads(metadata)
+        with self.lock:
+            self._last_ts = max(time.time(), self._last_ts + 0.000001)  # unique, rising
+            ts = f"{self._last_ts:.6f}"
+            message = {"type": "message", "ts": ts, "text": params.get("text"),
+                       "bot_id": "B0BOT", "metadata": metadata}
+            self.messages.setdefault(channel, []).append(message)
+        return {"ok": True, "channel": channel, "ts": ts,
+                "message": {"text": params.get("text")}}
+
+    def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.history: newest first, after `oldest`; metadata only when asked."""
+        channel = str(params.get("channel"))
+        if channel in self.history_errors:
+            return {"ok": False, "error": self.history_errors[channel]}
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        with self.lock:
+            found = [dict(m) for m in self.messages.get(channel, []) if float(m["ts"]) > oldest]
+        for message in found:
+            if not with_metadata or message["metadata"] is None:
+                del message["metadata"]
+        return {"ok": True, "messages": found[::-1], "has_more": False,
+                "response_metadata": {"next_cursor": ""}}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # slack_sdk reads conversations.history with GET
+                query = self.path.partition("?")[2]
+                self._api({k: v[0] for k, v in parse_qs(query).items()})
+
+            def do_POST(self) -> None:
+                arrived = time.monotonic()  # before reading: the request is here
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                if "json" in (self.headers.get("Content-Type") or ""):
+                    params = json.loads(raw or "{}")
+                else:
+                    params = {k: v[0] for k, v in parse_qs(raw).items()}
+                if self.path.startswith("/response/"):
+                    name = self.path.removeprefix("/response/")
+                    with fake.lock:
+                        fake.responses.setdefault(name, []).append(params)
+                        fake.arrivals.setdefault(name, []).append(arrived)
+                    self._send(b"ok", "text/plain")
+                    return
+                self._api(params)
+
+            def _api(self, params: dict[str, Any]) -> None:
+                method = self.path.removeprefix("/api/").split("?")[0]
+                channel = str(params.get("channel"))
+                posting = method == "chat.postMessage"
+                with fake.lock:
+                    fake.api_calls.append(
+                        ApiCall(method, params, self.headers.get("Authorization")))
+                    limited = fake.rate_limited.get(method, 0)
+                    if limited:
+                        fake.rate_limited[method] = limited - 1
+                    retry_after = fake.channel_retry_after.get(channel) if posting else None
+                if limited or retry_after:
+                    body = json.dumps({"ok": False, "error": "ratelimited"}).encode()
+                    self._send(body, "application/json", status=429,
+                               headers={"Retry-After": str(retry_after or 1)})
+                    return
+                answer = fake._answer(method, params, self.headers.get("Authorization"))
+                # posted now, answered after the delay
+                time.sleep(fake.delays.get(method, 0.0)
+                           + (fake.channel_delays.get(channel, 0.0) if posting else 0.0))
+                self._send(json.dumps(answer).encode(), "application/json")
+
+            def _send(self, body: bytes, content_type: str, status: int = 200,
+                      headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler

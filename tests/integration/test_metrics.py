@@ -1,0 +1,69 @@
+"""/metrics: Prometheus text, counters moving as the bot works, whichever process did it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from tests.blockkit import block_text
+from tests.support import Bot
+
+METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
+
+
+@pytest.fixture
+def bot(make_bot: Callable[..., Bot]) -> Bot:
+    return make_bot(METRICS_TOKEN=METRICS_TOKEN)
+
+
+def scrape(bot: Bot) -> dict[str, float]:
+    response = requests.get(f"{bot.url}/metrics", timeout=5,
+                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    values = {}
+    for line in response.text.splitlines():
+        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values
+
+
+def test_counters_move_after_a_command(bot: Bot) -> None:
+    before = scrape(bot)
+    assert before["onboard_links_issued_total"] == 0
+    assert "2 WhatsApp" in block_text(bot.command("/onboard-link", "2 ACME").final())
+    after = scrape(bot)
+    assert after["onboard_links_issued_total"] == 2
+    assert after['onboard_commands_total{command="issue_links",outcome="ok"}'] == 1
+    posts = 'onboard_exotel_request_seconds_count{method="POST",outcome="200"}'
+    assert after[posts] == 2
+    assert after['onboard_exotel_request_seconds_bucket{le="+Inf",method="POST",outcome="200"}'] \
+        == 2
+    assert after['onboard_jobs{state="scheduled"}'] == 1  # the batch's reminder
+
+
+def test_metrics_need_the_bearer_token(bot: Bot) -> None:
+    url = f"{bot.url}/metrics"
+    assert requests.get(url, timeout=5).status_code == 401
+    for wrong in (f"Bearer {METRICS_TOKEN}x", f"Bearer {METRICS_TOKEN[:-1]}", METRICS_TOKEN,
+                  f"Basic {METRICS_TOKEN}", "Bearer "):
+        response = requests.get(url, headers={"Authorization": wrong}, timeout=5)
+        assert response.status_code == 401, wrong
+        assert "onboard_" not in response.text
+    assert "onboard_links_issued_total" in requests.get(
+        url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5).text
+
+
+def test_no_metrics_token_no_metrics(make_bot: Callable[..., Bot]) -> None:
+    bot = make_bot()
+    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer anything"}):
+        assert requests.get(f"{bot.url}/metrics", headers=headers, timeout=5).status_code == 404
+
+
+def test_the_metrics_token_is_a_secret(make_bot: Callable[..., Bot]) -> None:
+    bot = make_bot(METRICS_TOKEN=METRICS_TOKEN)
+    assert METRICS_TOKEN in bot.core.settings.secrets()

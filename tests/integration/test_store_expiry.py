@@ -1,0 +1,86 @@
+"""Everything a batch writes to Redis goes: keys with TTLs, indexes pruned when written."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import redis
+from freezegun.api import FrozenDateTimeFactory
+
+from bot.domain.audit import STREAM, Audit
+from bot.domain.store import ALL_INDEX, CHANNEL_INDEX, USER_INDEX
+from bot.slack.core import Core
+from testkit.slack import FakeSlack
+from tests.support import REP, fire_due
+
+DAY = 24 * 3600
+# Shared keys, not the batch's: each bounded by something other than a TTL.
+BOUNDED = {
+    "onboard:metrics": "one counter per metric and label set",
+    STREAM: "trimmed to AUDIT_RETENTION_DAYS as written (tested below)",
+    "rq:queues": "the names of the bot's queues",
+    "rq:workers": "the live workers (RQ drops dead ones at its maintenance)",
+    "rq:workers:onboard-reminders": "as above, per queue",
+    "rq:workers:onboard-status": "as above, per queue",
+    "onboard:funnel:issued:T0FAKE": "the 30-day funnel: trimmed to 31 days as written, TTL "
+    "31 days (tests/test_lifecycle.py)",
+}
+
+
+def ttls(client: redis.Redis) -> dict[str, int]:
+    return {key: client.ttl(key) for key in client.keys("*")}
+
+
+def test_every_key_of_a_reminded_batch_expires_within_48_hours(
+    make_core: Callable[..., Core], clock: FrozenDateTimeFactory, slack: FakeSlack,
+    redis_client: redis.Redis
+) -> None:
+    """Acceptance 7, the TTLs: a batch issued, its reminder run; then every key it made."""
+    core = make_core()
+    result = core.onboarding.issue(REP, 1, "ACME")
+    assert result.reminder_due is not None
+    clock.move_to(result.reminder_due + timedelta(seconds=1))
+    fire_due(core)
+    assert len(slack.calls("chat.postMessage")) == 1
+
+    keys = ttls(redis_client)
+    unbounded = {k: t for k, t in keys.items() if k not in BOUNDED and not 0 < t <= 2 * DAY}
+    assert unbounded == {}, "keys with no TTL or one over 48 h"
+    # The finished reminder job left nothing in RQ: no job hash, result or registry entry.
+    assert not [k for k in keys if k.startswith(("rq:job:", "rq:results:", "rq:finished:",
+                                                 "rq:failed:", "rq:scheduled:"))]
+    assert {k for k in keys if k.startswith("onboard:reminder:")} == {
+        f"onboard:reminder:sent:{result.batch.batch_id}"}
+    assert redis_client.ttl(STREAM) <= 90 * DAY
+
+
+def test_listing_indexes_hold_no_expired_batch_after_the_next_issue(
+    make_core: Callable[..., Core], clock: FrozenDateTimeFactory, redis_client: redis.Redis
+) -> None:
+    """Acceptance 7, the indexes: pruned when written, not only when someone lists."""
+    core = make_core()
+    old = core.onboarding.issue(REP, 1, "yesterday").batch
+    clock.tick(timedelta(hours=24, minutes=1))  # its 24 h have passed (Redis's clock has not)
+    new = core.onboarding.issue(REP, 1, "today").batch
+    indexes = [USER_INDEX.format(REP.team_id, REP.user_id), CHANNEL_INDEX.format(REP.channel_id),
+               ALL_INDEX]
+    for index in indexes:
+        assert redis_client.zrange(index, 0, -1) == [new.batch_id], index
+        assert 0 < redis_client.ttl(index) <= DAY  # its newest member's 24 h, no more
+    assert old.batch_id != new.batch_id
+
+
+def test_the_audit_trail_is_trimmed_to_its_retention_and_expires_when_idle(
+    redis_client: redis.Redis
+) -> None:
+    audit = Audit(redis_client, timedelta(seconds=1))
+    for n in range(250):
+        audit.record("issue", user_id=f"U{n}")
+    assert redis_client.xlen(STREAM) == 250
+    time.sleep(1.2)  # Redis numbers stream entries by its own clock: no fake clock reaches it
+    audit.record("issue", user_id="Ulast")
+    # Trimmed by whole nodes of 100 entries: the old ones but the last node's are gone.
+    assert redis_client.xlen(STREAM) <= 51
+    assert 0 < redis_client.ttl(STREAM) <= 1
