@@ -3,7 +3,7 @@
 On a fresh redis-server (the tests' binary), with the suite's fake Exotel and Slack:
 
 1. a warm-up of 20 batches, issued and reminded, so that one-off structures exist (RQ's
-   queue set, the metrics hash, the audit stream); then the baseline;
+   queue set, the audit stream); then the baseline;
 2. N batches of 1 link issued through `build_core(...).onboarding.issue` ("live": links,
    batch, indexes, the scheduled reminder job);
 3. their reminders run by an RQ worker with its scheduler, in burst mode ("reminded");

@@ -21,7 +21,7 @@ import sys
 from datetime import datetime, timedelta
 
 from bot.ops import logs
-from bot.runtime import embedded_redis
+from bot.runtime import embedded_redis, multiproc
 from bot.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("bot")
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return _print_jobs(settings)
     if not _wait_until_reachable(settings, slack=args.process != "worker"):
         return 2
+    multiproc.use_multiprocess_dir()  # before anything imports prometheus_client
     if args.process == "worker":
         from bot.runtime import worker
 

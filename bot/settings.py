@@ -50,6 +50,8 @@ HINTS = {
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",
     "METRICS_TOKEN": "a long random string (openssl rand -hex 32) that Prometheus sends as "
     "'Authorization: Bearer <token>', or leave it unset to serve no /metrics",
+    "WORKER_METRICS_PORT": "a TCP port number for the worker's /metrics, 1-65535, or 0 for none "
+    "(it needs METRICS_TOKEN)",
     "CHECK_TOKEN_PER_MINUTE": "a whole number of /check-token commands per user a minute, "
     "1 or more",
     "ISSUE_RESERVE": "the share of Exotel's budget kept for issuing, from 0 up to just under 1 "
@@ -131,6 +133,8 @@ class Settings(BaseSettings):
     web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")
     # /metrics answers only requests that carry it as a bearer token; unset: no /metrics.
     metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN", min_length=16)
+    # `python -m bot worker` serves its own /metrics on this port (0: none); needs the token.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, alias="WORKER_METRICS_PORT")
 
     @field_validator("allowed_user_ids", "allowed_usergroup_ids", "allowed_channel_ids",
                      "admin_user_ids", mode="before")
@@ -171,6 +175,13 @@ class Settings(BaseSettings):
     ) -> SecretStr | None:
         if value is None and info.data.get("slack_app_token") is None:
             raise ValueError("missing (it is needed unless SLACK_APP_TOKEN is set)")
+        return value
+
+    @field_validator("worker_metrics_port")
+    @classmethod
+    def _worker_metrics_need_the_token(cls, value: int, info: ValidationInfo) -> int:
+        if value and info.data.get("metrics_token") is None:
+            raise ValueError("needs METRICS_TOKEN, which Prometheus must send to read it")
         return value
 
     @field_validator("reminder_lead", mode="before")

@@ -216,7 +216,7 @@ class Onboarding:
 
     def _issued(self, action: str, requester: Requester, result: IssueResult,
                 exotel_seconds: float) -> None:
-        self.metrics.count("onboard_links_issued", len(result.links))
+        self.metrics.links_issued(len(result.links))
         masked = [mask(link.token) for link in result.links]
         status = "ok" if not result.errors else f"{result.failed} failed"
         log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links),
@@ -337,7 +337,7 @@ class Onboarding:
     def refused(self, requester: Requester, action: str, reason: str,
                 outcome: str = "refused", batch_id: str = "") -> None:
         """Audit a refusal (access, quota, rate limit) under whoever was refused."""
-        self.metrics.count("onboard_commands", command=action, outcome=outcome)
+        self.metrics.command(action, outcome)
         self._record(action, requester, None, outcome=outcome, detail=reason, batch_id=batch_id)
 
     def _own_batch(self, requester: Requester, batch_id: str, is_admin: bool,

@@ -1,116 +1,143 @@
-"""Counters in Redis, shown at /metrics in Prometheus' text format.
+"""Prometheus metrics: counters and a histogram kept by each process, as prometheus_client
+keeps them, plus gauges of the job queues read from Redis when Prometheus scrapes.
 
-The bot's work happens in several processes, often on several hosts (web and workers), so
-counts are kept in one Redis hash rather than in process memory, and the web process reads
-them back when Prometheus scrapes it.
+Each `python -m bot` process (web or worker) counts only what it did; Prometheus sums the
+targets (docs/decisions/0009-prometheus-metrics.md). A process with several forks (gunicorn's
+web workers, the worker pool) keeps its counts in `PROMETHEUS_MULTIPROC_DIR`, set by
+bot.runtime.multiproc before prometheus_client is first imported.
 """
 
 from __future__ import annotations
 
-import logging
-from collections import defaultdict
-from collections.abc import Iterator
+import hmac
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from rq import Queue
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq import Queue, Worker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-log = logging.getLogger(__name__)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by bot.runtime.multiproc
 
-KEY = "onboard:metrics"
+# Slack request kinds counted by name; anything else counts as "other" (bounded labels).
+SLACK_KINDS = frozenset({"/onboard-link", "/check-token", "block_actions", "view_submission",
+                         "view_closed", "shortcut", "message_action", "event_callback",
+                         "block_suggestion", "workflow_step_execute"})
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
-COUNTERS = {
-    "onboard_commands": ("Commands and button clicks by outcome", ["command", "outcome"]),
-    "onboard_links_issued": ("Onboarding links issued", []),
-    "onboard_reminders": ("Reminders by outcome (sent, late, skipped, failed)", ["outcome"]),
-}
-EXOTEL = ("onboard_exotel_request_seconds", "Exotel API latency", ["method", "outcome"])
 
 
-def _field(name: str, labels: dict[str, str], suffix: str = "") -> str:
-    return "|".join([name + suffix, *(f"{k}={v}" for k, v in sorted(labels.items()))])
+_COMMANDS = Counter("onboard_commands", "Commands and button clicks the workers finished, "
+                    "by outcome", ["command", "outcome"])
+_SLACK_REQUESTS = Counter("onboard_slack_requests", "Requests from Slack this process "
+                          "handled, by command or payload type", ["kind"])
+_LINKS = Counter("onboard_links_issued", "Onboarding links issued")
+_REMINDERS = Counter("onboard_reminders", "Reminders by outcome (sent, late, skipped, failed, "
+                     "rate_limited)", ["outcome"])
+_EXOTEL = Histogram("onboard_exotel_request_seconds", "Exotel API latency",
+                    ["method", "outcome"], buckets=BUCKETS)
 
 
 class Metrics:
-    """Increments that never fail a command: a metrics hiccup is logged and dropped."""
+    """What the bot counts, one method each; a counter in memory or in an mmap'd file never
+    fails a command."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
+    def command(self, name: str, outcome: str) -> None:
+        _COMMANDS.labels(command=name, outcome=outcome).inc()
 
-    def count(self, name: str, amount: int = 1, **labels: str) -> None:
-        try:
-            self.redis.hincrby(KEY, _field(name, labels), amount)
-        except redis.RedisError:
-            log.debug("metric %s not counted", name)
+    def slack_request(self, kind: str) -> None:
+        _SLACK_REQUESTS.labels(kind=kind if kind in SLACK_KINDS else "other").inc()
+
+    def links_issued(self, count: int) -> None:
+        _LINKS.inc(count)
+
+    def reminder(self, outcome: str) -> None:
+        _REMINDERS.labels(outcome=outcome).inc()
 
     def exotel_call(self, method: str, outcome: str, seconds: float) -> None:
-        labels = {"method": method, "outcome": outcome}
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for bound in [b for b in BUCKETS if seconds <= b]:
-                    pipe.hincrby(KEY, _field(EXOTEL[0], {**labels, "le": str(bound)}, "_bucket"))
-                pipe.hincrby(KEY, _field(EXOTEL[0], labels, "_count"))
-                pipe.hincrbyfloat(KEY, _field(EXOTEL[0], labels, "_sum"), seconds)
-                pipe.execute()
-        except redis.RedisError:
-            log.debug("exotel latency not recorded")
+        _EXOTEL.labels(method=method, outcome=outcome).observe(seconds)
 
 
-class _RedisCollector(Collector):
-    def __init__(self, client: redis.Redis, queue: Queue) -> None:
-        self.redis = client
-        self.queue = queue
+class QueueCollector(Collector):
+    """Jobs by queue and state, and live RQ workers, read from Redis at scrape time; a Redis
+    that does not answer shows as onboard_redis_up 0 beside the process's own counts."""
+
+    def __init__(self, queues: list[Queue]) -> None:
+        self.queues = queues
 
     def collect(self) -> Iterator[Metric]:
-        raw = {str(k): float(v) for k, v in self.redis.hgetall(KEY).items()}
-        yield from self._counters(raw)
-        yield self._histogram(raw)
-        jobs = GaugeMetricFamily("onboard_jobs", "Reminder jobs by state", labels=["state"])
-        jobs.add_metric(["scheduled"], ScheduledJobRegistry(queue=self.queue).count)
-        jobs.add_metric(["queued"], self.queue.count)
-        jobs.add_metric(["failed"], FailedJobRegistry(queue=self.queue).count)
-        yield jobs
-
-    def _counters(self, raw: dict[str, float]) -> Iterator[Metric]:
-        for name, (doc, label_names) in COUNTERS.items():
-            family = CounterMetricFamily(name, doc, labels=label_names)
-            if not label_names:
-                family.add_metric([], raw.get(name, 0.0))
-            for field, value in raw.items():
-                parts = field.split("|")
-                if parts[0] == name and label_names:
-                    labels = dict(p.split("=", 1) for p in parts[1:])
-                    family.add_metric([labels.get(n, "") for n in label_names], value)
-            yield family
-
-    def _histogram(self, raw: dict[str, float]) -> Metric:
-        name, doc, label_names = EXOTEL
-        series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
-        for field, value in raw.items():
-            parts = field.split("|")
-            if not parts[0].startswith(name):
-                continue
-            labels = dict(p.split("=", 1) for p in parts[1:])
-            key = tuple(labels.get(n, "") for n in label_names)
-            suffix = parts[0][len(name):]
-            series[key][labels.get("le", "") if suffix == "_bucket" else suffix] = value
-        family = HistogramMetricFamily(name, doc, labels=label_names)
-        for key, values in series.items():
-            buckets = [(str(b), values.get(str(b), 0.0)) for b in BUCKETS]
-            buckets.append(("+Inf", values.get("_count", 0.0)))
-            family.add_metric(list(key), buckets, values.get("_sum", 0.0))
-        return family
+        up = GaugeMetricFamily("onboard_redis_up", "1 if Redis answered this scrape")
+        try:
+            jobs = {(q.name, state): count for q in self.queues
+                    for state, count in _jobs_by_state(q).items()}
+            workers = Worker.count(connection=self.queues[0].connection)
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        family = GaugeMetricFamily("onboard_queue_jobs", "Jobs by queue and state",
+                                   labels=["queue", "state"])
+        for (queue, state), count in sorted(jobs.items()):
+            family.add_metric([queue, state], count)
+        yield family
+        yield GaugeMetricFamily("onboard_workers", "RQ workers alive", value=workers)
 
 
-def render(client: redis.Redis, queue: Queue) -> bytes:
+def _jobs_by_state(queue: Queue) -> dict[str, int]:
+    return {"queued": queue.count,
+            "started": StartedJobRegistry(queue=queue).count,
+            "scheduled": ScheduledJobRegistry(queue=queue).count,
+            "failed": FailedJobRegistry(queue=queue).count}
+
+
+class _ThisProcess(Collector):
+    """The default registry's metrics: this process's counts, when it has no forks."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def render(queues: Collector | None = None) -> bytes:
+    """This process's metrics (all its forks', in multiprocess mode), and the queue gauges."""
     registry = CollectorRegistry()
-    registry.register(_RedisCollector(client, queue))
+    if os.environ.get(MULTIPROC_ENV):
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
+    else:
+        registry.register(_ThisProcess())
+    if queues is not None:
+        registry.register(queues)
     return generate_latest(registry)
+
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+def metrics_app(token: str, queues: Collector | None
+                ) -> Callable[[Environ, StartResponse], Iterable[bytes]]:
+    """WSGI: the metrics to requests carrying `Authorization: Bearer <token>`, else 401."""
+    expected = f"Bearer {token}".encode()
+
+    def application(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        offered = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if not hmac.compare_digest(offered, expected):
+            body, status, kind = b"unauthorized\n", "401 Unauthorized", "text/plain"
+        else:
+            body, status, kind = render(queues), "200 OK", CONTENT_TYPE_LATEST
+        start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return application

@@ -184,10 +184,10 @@ def _perform(reply: Reply, name: str, work: Work) -> None:
         message = work(core)
     except EXPECTED_FAILURES as exc:  # news for the user, not a bug
         log.warning("%s failed: %s", name, exc)
-        core.metrics.count("onboard_commands", command=name, outcome="failed")
+        core.metrics.command(name, "failed")
         message = messages.problem(exc)
     else:
-        core.metrics.count("onboard_commands", command=name, outcome="ok")
+        core.metrics.command(name, "ok")
     # Anything else propagates: RQ retries idempotent jobs, then `on_failure` answers.
     send(core, reply, message)
 
@@ -236,7 +236,7 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
         return
     core = current_core()
     name = job.func_name or ""
-    core.metrics.count("onboard_commands", command=name.rsplit(".", 1)[-1], outcome="failed")
+    core.metrics.command(name.rsplit(".", 1)[-1], "failed")
     log.error("job %s failed for good: %s", job.func_name, exc_type.__name__)
     message = messages.problem(exc)
     if job.func_name in (f"{__name__}.issue_links", f"{__name__}.renew_batch"):
@@ -380,7 +380,7 @@ def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
     except SlackApiError as error:
         log.warning("chat.unfurl refused in %s: %s", target.channel,
                     error.response.get("error"))
-    core.metrics.count("onboard_commands", command="unfurl", outcome="ok")
+    core.metrics.command("unfurl", "ok")
 
 
 def tell_privately(reply: Reply, channel: str, user: str, message: messages.Message) -> None:
@@ -419,7 +419,7 @@ def _finish_step(core: Core, execution: StepExecution, *, error: str | None = No
         log.error("could not complete workflow step %s: %s", execution.execution_id,
                   failure.response.get("error"))
         outcome = "failed"
-    core.metrics.count("onboard_commands", command="workflow_step", outcome=outcome)
+    core.metrics.command("workflow_step", outcome)
 
 
 def _cut_short(job: Job) -> None:

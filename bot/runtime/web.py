@@ -7,15 +7,12 @@ field, as Bolt's own parser cannot be trusted to (docs/decisions/0006-web-front.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-import redis
-from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt import App
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
 from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
@@ -49,15 +46,15 @@ def create_wsgi(app: App, core: Core) -> WSGIApp:
     settings = core.settings
     secret = settings.slack_signing_secret
     slack = SlackEvents(app, secret.get_secret_value() if secret else None)
-    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    serve_metrics = metrics_endpoint(core)
     store = core.store
 
     def application(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
             return _healthz(store, start_response)
-        if path == "/metrics" and metrics_token:
-            return _metrics(core, metrics_token, environ, start_response)
+        if path == "/metrics" and serve_metrics:
+            return serve_metrics(environ, start_response)
         if path == EVENTS_PATH:
             return slack(environ, start_response)
         return _plain(start_response, "404 Not Found", "not found\n")
@@ -179,18 +176,12 @@ def _healthz(store: TokenStore, start_response: StartResponse) -> Iterable[bytes
     return _plain(start_response, "200 OK", "ok\n")
 
 
-def _metrics(core: Core, token: str, environ: Environ,
-             start_response: StartResponse) -> Iterable[bytes]:
-    offered = environ.get("HTTP_AUTHORIZATION", "")
-    if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
-        return _plain(start_response, "401 Unauthorized", "unauthorized\n")
-    try:
-        body = metrics.render(core.metrics.redis, core.reminders.queue)
-    except redis.RedisError:
-        return _plain(start_response, "503 Service Unavailable", "redis: down\n")
-    start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST),
-                              ("Content-Length", str(len(body)))])
-    return [body]
+def metrics_endpoint(core: Core) -> WSGIApp | None:
+    """/metrics for Prometheus, behind METRICS_TOKEN; None while it is unset."""
+    token = core.settings.metrics_token
+    if token is None:
+        return None
+    return metrics.metrics_app(token.get_secret_value(), metrics.QueueCollector(core.queues))
 
 
 def _plain(start_response: StartResponse, status: str, text: str) -> Iterable[bytes]:

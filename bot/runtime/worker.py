@@ -11,10 +11,13 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 import time
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 from rq import SimpleWorker
@@ -25,6 +28,7 @@ from rq.worker_pool import WorkerPool
 from bot.ops import logs
 from bot.runtime.jobs import use_core
 from bot.runtime.lifetime import die_with_parent
+from bot.runtime.web import metrics_endpoint
 from bot.settings import Settings
 from bot.slack.core import Core, build_core
 from bot.slack.poller import start_polling
@@ -75,8 +79,7 @@ class Worker(SimpleWorker):
 
 
 def build_worker(core: Core) -> Worker:
-    return Worker([core.commands.queue, core.reminders.queue, core.poller.queue],
-                  connection=core.commands.queue.connection, worker_ttl=WORKER_TTL,
+    return Worker(core.queues, connection=core.commands.queue.connection, worker_ttl=WORKER_TTL,
                   maintenance_interval=MAINTENANCE_SECONDS)
 
 
@@ -129,8 +132,7 @@ class Pool(WorkerPool):
     """RQ's WorkerPool, its workers built by `serve` with the bot's settings and core."""
 
     def __init__(self, settings: Settings, core: Core) -> None:
-        super().__init__([core.commands.queue.name, core.reminders.queue.name,
-                          core.poller.queue.name],
+        super().__init__([queue.name for queue in core.queues],
                          connection=core.commands.queue.connection,
                          num_workers=settings.worker_processes)
         self._settings = settings
@@ -144,6 +146,26 @@ class Pool(WorkerPool):
             name=f"onboard-worker {name}")
 
 
+def serve_metrics(core: Core, port: int) -> None:
+    """The pool's /metrics (every worker process's counts) on a thread of the pool's process:
+    Prometheus scrapes each worker host as it scrapes each web process."""
+    application = metrics_endpoint(core)
+    assert application is not None  # the settings require METRICS_TOKEN with the port
+    server = make_server("0.0.0.0", port, application, server_class=_MetricsServer,
+                         handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("worker metrics on http://0.0.0.0:%d/metrics", port)
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: scrapes are routine."""
+
+
 def _pool_worker(settings: Settings, parent: int, logging_level: str) -> None:
     _leave_on_stop_signals()  # until RQ installs its own: a stop while starting is no crash
     die_with_parent(signal.SIGTERM, parent)  # a pool killed outright takes its workers along
@@ -154,6 +176,8 @@ def _pool_worker(settings: Settings, parent: int, logging_level: str) -> None:
 def run(settings: Settings) -> None:
     """`python -m bot worker`: the pool, until SIGTERM."""
     core = build_core(settings)
+    if settings.worker_metrics_port:
+        serve_metrics(core, settings.worker_metrics_port)
     core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
     log.info("worker: %d processes on queues %s, %s", settings.worker_processes,
              core.commands.queue.name, core.reminders.queue.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from slack_bolt import App, BoltContext
 
@@ -34,6 +35,11 @@ def create_app(core: Core) -> App:
     @app.middleware
     def give_listeners_the_core(context: BoltContext, next: Callable[[], None]) -> None:
         context["core"] = core  # listeners take their dependencies from Bolt's context
+        next()
+
+    @app.middleware
+    def count_requests(body: dict[str, Any], next: Callable[[], None]) -> None:
+        core.metrics.slack_request(str(body.get("command") or body.get("type") or "other"))
         next()
 
     handlers.register(app)

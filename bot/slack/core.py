@@ -60,6 +60,11 @@ class Core:
     statuses: StatusBook
     poller: StatusPoller
 
+    @property
+    def queues(self) -> list[Queue]:
+        """The job queues, in the order workers take from them."""
+        return [self.commands.queue, self.reminders.queue, self.poller.queue]
+
 
 def slack_client(settings: Settings) -> WebClient:
     """The Web API client for everything the bot posts; waits out Slack's rate limits."""
@@ -102,7 +107,7 @@ def build_core(settings: Settings) -> Core:
         raise ValueError("REDIS_URL must be resolved before building the core")
     client = connect_for(settings)
     store = TokenStore(client)
-    metrics = Metrics(client)
+    metrics = Metrics()
     limiter = SharedRateLimiter(
         client, settings.exotel_rate_per_minute, key=f"exotel:{settings.exotel_account_sid}",
         reserve=settings.issue_reserve_slots,

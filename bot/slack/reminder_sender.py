@@ -61,13 +61,13 @@ class ReminderSender:
             return self._later(batch_id, due, attempt, limited.retry_after)
         except BaseException:
             self.reminders.give_up(batch, claim)
-            self.metrics.count("onboard_reminders", outcome="failed")
+            self.metrics.reminder("failed")
             raise
         self.reminders.mark_sent(batch)
         posted = outcome.startswith(("posted", "already posted"))
-        self.metrics.count("onboard_reminders", outcome="sent" if posted else "skipped")
+        self.metrics.reminder("sent" if posted else "skipped")
         if posted and now() - due > LATE:
-            self.metrics.count("onboard_reminders", outcome="late")
+            self.metrics.reminder("late")
         log.info("reminder batch=%s: %s", batch_id, outcome)
         return outcome
 
@@ -76,7 +76,7 @@ class ReminderSender:
         if attempt >= MAX_RESCHEDULES:
             raise SlackRateLimited(retry_after)  # RQ's own retries, then failed
         self.reminders.reschedule(batch_id, due, attempt + 1, timedelta(seconds=retry_after))
-        self.metrics.count("onboard_reminders", outcome="rate_limited")
+        self.metrics.reminder("rate_limited")
         log.info("reminder batch=%s: Slack rate limit, again in %s s", batch_id, retry_after)
         return f"rate limited: again in {retry_after} s"
 

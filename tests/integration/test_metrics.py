@@ -1,4 +1,5 @@
-"""/metrics: Prometheus text, counters moving as the bot works, whichever process did it."""
+"""/metrics: Prometheus text, this process's counters moving as the bot works, and the job
+queues read from Redis. (Counts are per process, so these tests compare before and after.)"""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import re
 from collections.abc import Callable
 
 import pytest
+import redis
 import requests
+from rq import Queue
 
+from bot.ops import metrics
+from testkit.processes import free_port
 from tests.blockkit import block_text
 from tests.support import Bot
 
@@ -32,18 +37,33 @@ def scrape(bot: Bot) -> dict[str, float]:
     return values
 
 
+def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: value - before.get(name, 0.0) for name, value in after.items()
+            if value != before.get(name, 0.0)}
+
+
 def test_counters_move_after_a_command(bot: Bot) -> None:
     before = scrape(bot)
-    assert before["onboard_links_issued_total"] == 0
     assert "2 WhatsApp" in block_text(bot.command("/onboard-link", "2 ACME").final())
     after = scrape(bot)
-    assert after["onboard_links_issued_total"] == 2
-    assert after['onboard_commands_total{command="issue_links",outcome="ok"}'] == 1
-    posts = 'onboard_exotel_request_seconds_count{method="POST",outcome="200"}'
-    assert after[posts] == 2
-    assert after['onboard_exotel_request_seconds_bucket{le="+Inf",method="POST",outcome="200"}'] \
+    delta = moved(before, after)
+    assert delta["onboard_links_issued_total"] == 2
+    assert delta['onboard_slack_requests_total{kind="/onboard-link"}'] == 1
+    assert delta['onboard_commands_total{command="issue_links",outcome="ok"}'] == 1
+    assert delta['onboard_exotel_request_seconds_count{method="POST",outcome="200"}'] == 2
+    assert delta['onboard_exotel_request_seconds_bucket{le="+Inf",method="POST",outcome="200"}'] \
         == 2
-    assert after['onboard_jobs{state="scheduled"}'] == 1  # the batch's reminder
+    # Read from Redis at the scrape: the batch's reminder waits in the reminders queue.
+    assert after['onboard_queue_jobs{queue="onboard-reminders",state="scheduled"}'] == 1
+    assert after["onboard_redis_up"] == 1
+
+
+def test_a_redis_that_does_not_answer_shows_as_down_beside_the_counts() -> None:
+    nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    text = metrics.render(metrics.QueueCollector([Queue("q", connection=nowhere)])).decode()
+    assert "onboard_redis_up 0.0" in text
+    assert "onboard_queue_jobs" not in text
+    assert "# TYPE onboard_links_issued_total counter" in text
 
 
 def test_metrics_need_the_bearer_token(bot: Bot) -> None:

@@ -18,7 +18,6 @@ from tests.support import REP, fire_due
 DAY = 24 * 3600
 # Shared keys, not the batch's: each bounded by something other than a TTL.
 BOUNDED = {
-    "onboard:metrics": "one counter per metric and label set",
     STREAM: "trimmed to AUDIT_RETENTION_DAYS as written (tested below)",
     "rq:queues": "the names of the bot's queues",
     "rq:workers": "the live workers (RQ drops dead ones at its maintenance)",
