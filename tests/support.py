@@ -4,6 +4,7 @@ HTTP with an RQ worker on a thread; its settings; the frozen clock's start."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -203,3 +204,20 @@ class NoLimit:
 
     def acquire(self, deadline: float) -> None:
         return None
+
+
+METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """The samples of `url`/metrics, read as Prometheus would (with the bearer token)."""
+    response = requests.get(f"{url}/metrics", timeout=10,
+                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    values = {}
+    for line in response.text.splitlines():
+        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values

@@ -3,7 +3,6 @@ queues read from Redis. (Counts are per process, so these tests compare before a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
@@ -14,27 +13,12 @@ from rq import Queue
 from bot.ops import metrics
 from testkit.processes import free_port
 from tests.blockkit import block_text
-from tests.support import Bot
-
-METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
+from tests.support import METRICS_TOKEN, Bot, scrape_metrics
 
 
 @pytest.fixture
 def bot(make_bot: Callable[..., Bot]) -> Bot:
     return make_bot(METRICS_TOKEN=METRICS_TOKEN)
-
-
-def scrape(bot: Bot) -> dict[str, float]:
-    response = requests.get(f"{bot.url}/metrics", timeout=5,
-                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    values = {}
-    for line in response.text.splitlines():
-        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
 
 
 def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -43,9 +27,9 @@ def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 
 
 def test_counters_move_after_a_command(bot: Bot) -> None:
-    before = scrape(bot)
+    before = scrape_metrics(bot.url)
     assert "2 WhatsApp" in block_text(bot.command("/onboard-link", "2 ACME").final())
-    after = scrape(bot)
+    after = scrape_metrics(bot.url)
     delta = moved(before, after)
     assert delta["onboard_links_issued_total"] == 2
     assert delta['onboard_slack_requests_total{kind="/onboard-link"}'] == 1

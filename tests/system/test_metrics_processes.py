@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 
@@ -15,22 +14,10 @@ from testkit.processes import BotProcess, free_port
 from testkit.signed import command_body, sign
 from testkit.slack import FakeSlack
 from testkit.wait import wait_until
+from tests.support import METRICS_TOKEN, scrape_metrics
 
-METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
 ISSUED = 'onboard_commands_total{command="issue_links",outcome="ok"}'
 RECEIVED = 'onboard_slack_requests_total{kind="/onboard-link"}'
-
-
-def scrape(url: str) -> dict[str, float]:
-    response = requests.get(f"{url}/metrics", timeout=10,
-                            headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert response.status_code == 200, response.text
-    values = {}
-    for line in response.text.splitlines():
-        match = re.match(r"^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
 
 
 @pytest.fixture
@@ -67,13 +54,13 @@ def test_summed_scrapes_count_each_command_once(
 
     # Each web process counts only what it received, whichever of its forks took it, so
     # every scrape of the two-worker process says the same.
-    assert {scrape(first.url).get(RECEIVED) for _ in range(6)} == {3}
-    assert scrape(second.url).get(RECEIVED) == 2
-    assert sum(scrape(web.url).get(RECEIVED, 0) for web in webs) == 5
+    assert {scrape_metrics(first.url).get(RECEIVED) for _ in range(6)} == {3}
+    assert scrape_metrics(second.url).get(RECEIVED) == 2
+    assert sum(scrape_metrics(web.url).get(RECEIVED, 0) for web in webs) == 5
     # The links were issued by the worker pool, which serves its own counts.
-    wait_until(lambda: scrape(worker).get(ISSUED) == 5, 30, "the worker counted 5 commands")
-    assert sum(scrape(url).get(ISSUED, 0) for url in (first.url, second.url, worker)) == 5
-    pool = scrape(worker)
+    wait_until(lambda: scrape_metrics(worker).get(ISSUED) == 5, 30, "the worker counted 5 commands")
+    assert sum(scrape_metrics(url).get(ISSUED, 0) for url in (first.url, second.url, worker)) == 5
+    pool = scrape_metrics(worker)
     assert pool["onboard_links_issued_total"] == 5
     assert pool['onboard_queue_jobs{queue="onboard-reminders",state="scheduled"}'] >= 5
     assert pool["onboard_workers"] >= 2
