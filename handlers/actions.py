@@ -13,7 +13,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 
 from bot.domain.access import valid_batch_id
 from bot.domain.models import Requester
-from bot.runtime import jobs
+from bot.runtime.queue import Job, new_batch_id
 from bot.slack import linkviews, messages
 from bot.slack.command_text import OnboardRequest, UsageError, parse_onboard
 from bot.slack.core import Core
@@ -38,7 +38,7 @@ def allowed_click(core: Core, ack: Ack, body: dict[str, Any], action: dict[str, 
         return clicker, str(value)
     message = (refusal(core, clicker, name, decision.reason) if valid_batch_id(value)
                else _not_a_batch(core, clicker, name, decision.reason))
-    enqueue_then_ack(core, ack, jobs.respond, body.get("response_url"), message,
+    enqueue_then_ack(core, ack, Job.RESPOND, body.get("response_url"), message,
                      respond=respond)
     return None
 
@@ -52,11 +52,11 @@ def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> mess
 # The buttons that act on one batch differ only in this: action id -> (name in the audit,
 # the job, the job's arguments after the clicker, whether a repeat of the job is harmless).
 BatchArgs = Callable[[str], tuple[Any, ...]]
-BATCH_BUTTONS: dict[str, tuple[str, Callable[..., None], BatchArgs, bool]] = {
-    RENEW_ACTION: ("renew", jobs.renew_batch, lambda b: (b, jobs.new_batch_id()), False),
-    STOP_ACTION: ("stop_reminders", jobs.stop_reminders, lambda b: (b,), True),
-    SHARE_ACTION: ("share", jobs.share_batch, lambda b: (b,), True),
-    FORGET_ACTION: ("forget", jobs.forget, lambda b: (None, b), True),
+BATCH_BUTTONS: dict[str, tuple[str, Job, BatchArgs, bool]] = {
+    RENEW_ACTION: ("renew", Job.RENEW_BATCH, lambda b: (b, new_batch_id()), False),
+    STOP_ACTION: ("stop_reminders", Job.STOP_REMINDERS, lambda b: (b,), True),
+    SHARE_ACTION: ("share", Job.SHARE_BATCH, lambda b: (b,), True),
+    FORGET_ACTION: ("forget", Job.FORGET, lambda b: (None, b), True),
 }
 
 
@@ -88,11 +88,11 @@ def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond
         return
     decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
     if not decision.allowed:
-        enqueue_then_ack(core, ack, jobs.respond, url,
+        enqueue_then_ack(core, ack, Job.RESPOND, url,
                          refusal(core, clicker, "issue", decision.reason), respond=respond)
         return
-    enqueue_then_ack(core, ack, jobs.issue_links, url, clicker, request.count, request.note,
-                     jobs.new_batch_id(), False, True, idempotent=False, respond=respond)
+    enqueue_then_ack(core, ack, Job.ISSUE_LINKS, url, clicker, request.count, request.note,
+                     new_batch_id(), False, True, idempotent=False, respond=respond)
 
 
 def register(app: App) -> None:

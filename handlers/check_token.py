@@ -8,7 +8,7 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable, redis_errors
-from bot.runtime import jobs
+from bot.runtime.queue import Job
 from bot.slack import messages
 from bot.slack.core import Core
 from handlers.enqueue import enqueue_then_ack
@@ -28,7 +28,7 @@ def check_token(ack: Ack, command: dict[str, Any], context: BoltContext) -> None
     if (limited := rate_limited(core, requester)) is not None:
         ack(**limited)
         return
-    enqueue_then_ack(core, ack, jobs.check_token, command["response_url"], requester,
+    enqueue_then_ack(core, ack, Job.CHECK_TOKEN, command["response_url"], requester,
                      request.token, ack_with=messages.checking())
 
 

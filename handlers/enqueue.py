@@ -9,12 +9,12 @@ from typing import Any
 from slack_bolt import Ack, Respond
 
 from bot.domain.store import StoreUnavailable
-from bot.runtime.queue import Reply
+from bot.runtime.queue import Job, Reply
 from bot.slack import messages
 from bot.slack.core import Core
 
 
-def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_url: str | None,
+def enqueue_then_ack(core: Core, ack: Ack, job: Job, response_url: str | None,
                      *args: Any, ack_with: messages.Message | None = None,
                      idempotent: bool = True, respond: Respond | None = None) -> None:
     """`job` on a worker, then the ack (`ack_with`, for a command).
@@ -37,7 +37,7 @@ def enqueue_then_ack(core: Core, ack: Ack, job: Callable[..., None], response_ur
         ack(**ack_with)
 
 
-def enqueue_or_tell(core: Core, job: Callable[..., None], response_url: str | None,
+def enqueue_or_tell(core: Core, job: Job, response_url: str | None,
                     *args: Any, then: Callable[[], object],
                     tell: Callable[[messages.Message], object],
                     idempotent: bool = True) -> None:

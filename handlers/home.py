@@ -9,8 +9,7 @@ from slack_bolt import App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
-from bot.runtime import jobs
-from bot.runtime.queue import Reply
+from bot.runtime.queue import Job, Reply
 from bot.slack.core import Core
 
 
@@ -22,7 +21,7 @@ def home_opened(event: dict[str, Any], body: dict[str, Any], context: BoltContex
     viewer = Requester(team_id=body.get("team_id", ""), user_id=event.get("user", ""),
                        channel_id=event.get("channel", ""))
     try:
-        core.commands.enqueue(jobs.refresh_home, Reply.to(None), viewer)
+        core.commands.enqueue(Job.REFRESH_HOME, Reply.to(None), viewer)
     except StoreUnavailable:
         logger.warning("App Home of %s not refreshed: Redis is not answering", viewer.user_id)
 

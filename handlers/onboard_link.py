@@ -8,7 +8,7 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
-from bot.runtime import jobs
+from bot.runtime.queue import Job, new_batch_id
 from bot.slack import linkviews, messages
 from bot.slack.command_text import ForgetRequest, ListRequest
 from bot.slack.core import Core
@@ -33,10 +33,10 @@ def onboard_link(ack: Ack, command: dict[str, Any], context: BoltContext) -> Non
         return
     response_url = command["response_url"]
     if isinstance(request, ForgetRequest):
-        enqueue_then_ack(core, ack, jobs.forget, response_url, requester, request.token, None)
+        enqueue_then_ack(core, ack, Job.FORGET, response_url, requester, request.token, None)
         return
-    enqueue_then_ack(core, ack, jobs.issue_links, response_url, requester, request.count,
-                     request.note, jobs.new_batch_id(), idempotent=False,
+    enqueue_then_ack(core, ack, Job.ISSUE_LINKS, response_url, requester, request.count,
+                     request.note, new_batch_id(), idempotent=False,
                      ack_with=messages.working(request.count))
 
 

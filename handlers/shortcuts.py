@@ -10,7 +10,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.models import Requester
-from bot.runtime import jobs
+from bot.runtime.queue import Job, new_batch_id
 from bot.slack import messages, surfaces
 from bot.slack.command_text import UsageError
 from bot.slack.core import Core
@@ -76,7 +76,7 @@ def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
         ack(response_action="errors", errors={field: decision.reason})
         return
     enqueue_or_tell(
-        core, jobs.issue_from_form, None, requester, count, note, jobs.new_batch_id(),
+        core, Job.ISSUE_FROM_FORM, None, requester, count, note, new_batch_id(),
         channel, idempotent=False, then=ack,
         tell=lambda problem: ack(response_action="errors",
                                  errors={FORM_UNAVAILABLE: problem["text"]}))
@@ -90,7 +90,7 @@ def send_in_thread(ack: Ack, body: dict[str, Any], respond: Respond,
     url = body.get("response_url")
     decision = core.access.may_issue(requester.user_id, requester.channel_id)
     if not decision.allowed:
-        enqueue_then_ack(core, ack, jobs.respond, url,
+        enqueue_then_ack(core, ack, Job.RESPOND, url,
                          refusal(core, requester, "send_in_thread", decision.reason),
                          respond=respond)
         return
@@ -98,12 +98,12 @@ def send_in_thread(ack: Ack, body: dict[str, Any], respond: Respond,
     thread_ts = (matches(MESSAGE_TS, message.get("thread_ts"))
                  or matches(MESSAGE_TS, message.get("ts")))
     if thread_ts is None or not channel:
-        enqueue_then_ack(core, ack, jobs.respond, url, messages.text_message(
+        enqueue_then_ack(core, ack, Job.RESPOND, url, messages.text_message(
             ":warning: The bot can't tell which message this is; try the shortcut again."),
             respond=respond)
         return
-    enqueue_then_ack(core, ack, jobs.send_in_thread, url, requester, _author(message),
-                     thread_ts, jobs.new_batch_id(), idempotent=False, respond=respond)
+    enqueue_then_ack(core, ack, Job.SEND_IN_THREAD, url, requester, _author(message),
+                     thread_ts, new_batch_id(), idempotent=False, respond=respond)
 
 
 def _fields(view: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from slack_bolt import App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.previews import MAX_PREVIEWS, token_of
-from bot.runtime import jobs
+from bot.runtime.queue import Job, UnfurlTarget
 from bot.slack.core import Core
 from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, OPAQUE_ID, TEAM_ID, USER_ID, matches
 from handlers.enqueue import enqueue_or_tell
@@ -38,21 +38,21 @@ def link_shared(event: dict[str, Any], body: dict[str, Any], context: BoltContex
     if not decision.allowed:
         message = refusal(core, requester, "unfurl", decision.reason)
         if requester.channel_id:
-            enqueue_or_tell(core, jobs.tell_privately, None, requester.channel_id, user,
+            enqueue_or_tell(core, Job.TELL_PRIVATELY, None, requester.channel_id, user,
                             message, then=lambda: None, tell=unavailable)
         return
-    enqueue_or_tell(core, jobs.unfurl_links, None, requester, target, urls,
+    enqueue_or_tell(core, Job.UNFURL_LINKS, None, requester, target, urls,
                     then=lambda: None, tell=unavailable)
 
 
-def _target(event: dict[str, Any]) -> jobs.UnfurlTarget | None:
+def _target(event: dict[str, Any]) -> UnfurlTarget | None:
     source = event.get("source")
     if source == "composer":  # a message being written: no channel or ts yet
         unfurl_id = matches(OPAQUE_ID, event.get("unfurl_id"))
-        return jobs.UnfurlTarget("", "", unfurl_id, "composer") if unfurl_id else None
+        return UnfurlTarget("", "", unfurl_id, "composer") if unfurl_id else None
     channel = matches(CHANNEL_ID, event.get("channel"))
     ts = matches(MESSAGE_TS, event.get("message_ts"))
-    return jobs.UnfurlTarget(channel, ts) if channel and ts else None
+    return UnfurlTarget(channel, ts) if channel and ts else None
 
 
 def register(app: App) -> None:

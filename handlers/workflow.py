@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext, Fail
 
 from bot.domain.models import Requester
-from bot.runtime import jobs
+from bot.runtime.queue import Job, StepExecution, new_batch_id
 from bot.slack import surfaces
 from bot.slack.command_text import UsageError
 from bot.slack.core import Core
@@ -28,7 +28,7 @@ def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
         ack()
         return
     core: Core = context["core"]
-    execution = jobs.StepExecution(execution_id, token)
+    execution = StepExecution(execution_id, token)
     user = matches(USER_ID, inputs.get("user_id"))
     requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
                           user_id=user or "",
@@ -46,15 +46,15 @@ def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
         core.onboarding.refused(requester, "workflow", decision.reason)
         _end_with(core, ack, fail, execution, surfaces.step_refused(decision.reason))
         return
-    enqueue_or_tell(core, jobs.run_workflow_step, None, requester, count, note,
-                    jobs.new_batch_id(), execution, idempotent=False, then=ack,
+    enqueue_or_tell(core, Job.RUN_WORKFLOW_STEP, None, requester, count, note,
+                    new_batch_id(), execution, idempotent=False, then=ack,
                     tell=lambda problem: _fail_now(ack, fail, problem["text"]))
 
 
-def _end_with(core: Core, ack: Ack, fail: Fail, execution: jobs.StepExecution,
+def _end_with(core: Core, ack: Ack, fail: Fail, execution: StepExecution,
               error: str) -> None:
     """The step fails with `error`, from a job (functions.completeError is a Slack call)."""
-    enqueue_or_tell(core, jobs.fail_workflow_step, None, execution, error, then=ack,
+    enqueue_or_tell(core, Job.FAIL_WORKFLOW_STEP, None, execution, error, then=ack,
                     tell=lambda problem: _fail_now(ack, fail, problem["text"]))
 
 

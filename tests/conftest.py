@@ -18,8 +18,8 @@ from bot.domain.store import connect
 from bot.exotel.sandbox import ExotelSandbox
 from bot.ops.logs import RedactSecrets
 from bot.runtime import jobs
+from bot.runtime.app import create_app
 from bot.runtime.web import create_wsgi
-from bot.slack.app import create_app
 from bot.slack.core import Core, build_core
 from testkit.env import BOT_TOKEN, EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, SIGNING_SECRET
 from testkit.processes import RedisProcess

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -32,7 +30,10 @@ from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait, IssueResult
 from bot.domain.previews import MAX_PREVIEWS, LinkPreviews
 from bot.exotel.tokens import mask
-from bot.runtime.queue import Reply
+
+# StepExecution and UnfurlTarget are named here too: jobs pickled before they moved refer to them
+# as bot.runtime.jobs.*.
+from bot.runtime.queue import Reply, StepExecution, UnfurlTarget
 from bot.settings import load_settings
 from bot.slack import linkviews, messages, poller, surfaces
 from bot.slack.command_text import MAX_NOTE
@@ -59,11 +60,7 @@ def current_core() -> Core:
     return _core
 
 
-def new_batch_id() -> str:
-    return uuid.uuid4().hex
-
-
-# The jobs. Listeners enqueue these by reference (see bot.runtime.queue.CommandQueue).
+# The jobs. Listeners enqueue these by name (bot.runtime.queue.Job).
 
 def issue_links(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
                 told_to_wait: bool = False, force: bool = False) -> None:
@@ -262,25 +259,6 @@ def _account_for(core: Core, job: Job) -> IssueResult:
 # the message shortcut and link previews. Same engine, same use cases as the commands.
 
 STEP_BUDGET_WAIT = 300.0  # a workflow step waits this long at most for Exotel's budget
-
-
-@dataclass(frozen=True)
-class StepExecution:
-    """One run of the workflow step, to be completed with the just-in-time token Slack sent
-    with it (it may complete that execution and nothing else). Never logged."""
-
-    execution_id: str
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class UnfurlTarget:
-    """Where chat.unfurl attaches previews: a posted message, or one being composed."""
-
-    channel: str
-    ts: str
-    unfurl_id: str = ""
-    source: str = ""
 
 
 def run_workflow_step(reply: Reply, requester: Requester, count: int, note: str,

@@ -1,7 +1,8 @@
 """The commands queue: where a listener puts a command's work before it acknowledges.
 
 Workers (`bot.runtime.worker`) take the jobs off it; `bot.runtime.jobs` holds what they run.
-This side imports no job, so the web process needs nothing of the worker's.
+This side names jobs (`Job`) and holds what listeners hand them, but imports none: the
+listeners and the web process depend on this contract, never on the worker's code.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -30,6 +32,50 @@ KEEP_FAILED = timedelta(days=1)  # failed jobs stay this long for `rq info` and 
 RETRY = Retry(max=3, interval=[5, 15, 45])
 SHORT_JOB_SECONDS = 30
 ON_FAILURE = Callback("bot.runtime.jobs.on_failure")
+
+
+class Job(StrEnum):
+    """The jobs listeners enqueue, by the dotted name RQ stores (tests/unit/test_queue.py
+    checks each names a function of bot.runtime.jobs)."""
+
+    ISSUE_LINKS = "bot.runtime.jobs.issue_links"
+    RENEW_BATCH = "bot.runtime.jobs.renew_batch"
+    CHECK_TOKEN = "bot.runtime.jobs.check_token"
+    STOP_REMINDERS = "bot.runtime.jobs.stop_reminders"
+    FORGET = "bot.runtime.jobs.forget"
+    SHARE_BATCH = "bot.runtime.jobs.share_batch"
+    REFRESH_HOME = "bot.runtime.jobs.refresh_home"
+    REFRESH_USERGROUP = "bot.runtime.jobs.refresh_usergroup"
+    RESPOND = "bot.runtime.jobs.respond"
+    RUN_WORKFLOW_STEP = "bot.runtime.jobs.run_workflow_step"
+    FAIL_WORKFLOW_STEP = "bot.runtime.jobs.fail_workflow_step"
+    ISSUE_FROM_FORM = "bot.runtime.jobs.issue_from_form"
+    SEND_IN_THREAD = "bot.runtime.jobs.send_in_thread"
+    UNFURL_LINKS = "bot.runtime.jobs.unfurl_links"
+    TELL_PRIVATELY = "bot.runtime.jobs.tell_privately"
+
+
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class StepExecution:
+    """One run of the workflow step, to be completed with the just-in-time token Slack sent
+    with it (it may complete that execution and nothing else). Never logged."""
+
+    execution_id: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UnfurlTarget:
+    """Where chat.unfurl attaches previews: a posted message, or one being composed."""
+
+    channel: str
+    ts: str
+    unfurl_id: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,12 +102,12 @@ class CommandQueue:
         # Issuing may take Exotel's whole deadline, then record, remind and reply.
         self._issue_seconds = int(exotel_deadline) + 25
 
-    def enqueue(self, job: Callable[..., Any] | str, reply: Reply, *args: Any,
+    def enqueue(self, job: Callable[..., Any] | Job, reply: Reply, *args: Any,
                 idempotent: bool = True, delay: float = 0.0) -> None:
         """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it.
 
-        `job` by name ("bot.runtime.jobs.x") where importing it would point an import upwards."""
-        name = job if isinstance(job, str) else job.__name__
+        Listeners name `job` (a `Job`); jobs re-enqueueing themselves pass the function."""
+        name = job.value if isinstance(job, Job) else job.__name__
         name = name.rsplit(".", 1)[-1]
         options: dict[str, Any] = {
             "job_timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
@@ -75,7 +121,8 @@ class CommandQueue:
             "job_id": f"{name}-{uuid.uuid4().hex}",
         }
         try:
-            target: Any = job  # RQ takes a callable or a dotted name; its types say one of them
+            # RQ takes a callable or a dotted name (a plain str, pickled with the job).
+            target: Any = job.value if isinstance(job, Job) else job
             if delay > 0:
                 self.queue.enqueue_in(timedelta(seconds=delay), target, reply, *args, **options)
                 return

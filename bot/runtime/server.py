@@ -21,10 +21,10 @@ from gunicorn.app.base import BaseApplication
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
+from bot.runtime.app import create_app
 from bot.runtime.lifetime import die_with_parent
 from bot.runtime.web import MAX_BODY, create_wsgi
 from bot.settings import Settings, load_settings
-from bot.slack.app import create_app
 from bot.slack.core import build_core
 
 log = logging.getLogger(__name__)

@@ -1,2 +1,2 @@
-"""The Slack side: the Bolt app factory, the core the listeners get, Block Kit rendering,
-App Home, command-text parsing, user groups, and posting reminders and DMs."""
+"""The Slack side: the core the listeners get, Block Kit rendering, App Home, command-text
+parsing, user groups, and posting reminders and DMs."""

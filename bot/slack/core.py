@@ -29,7 +29,7 @@ from bot.domain.status import StatusBook
 from bot.domain.store import StoreUnavailable, TokenStore, connect_for
 from bot.exotel.client import ExotelClient, ExotelError, Limiter
 from bot.ops.metrics import Metrics
-from bot.runtime.queue import COMMANDS_QUEUE, CommandQueue, Reply
+from bot.runtime.queue import COMMANDS_QUEUE, CommandQueue, Job, Reply
 from bot.settings import Settings
 from bot.slack.groups import GroupCache
 from bot.slack.home import HomeTabs
@@ -162,4 +162,4 @@ def lookup_client(settings: Settings, timeout: float = 2) -> WebClient:
 
 def _refresh_group(commands: CommandQueue, group_id: str) -> None:
     # By name: the job module sits in the layer above this one.
-    commands.enqueue("bot.runtime.jobs.refresh_usergroup", Reply.to(None), group_id)
+    commands.enqueue(Job.REFRESH_USERGROUP, Reply.to(None), group_id)

@@ -339,7 +339,7 @@ def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
     from rq.job import Job
 
     from bot.runtime import jobs
-    from bot.runtime.queue import Reply
+    from bot.runtime.queue import Reply, StepExecution
 
     core = make_core()
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="")
@@ -348,7 +348,7 @@ def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
     recorder.add(made)  # one of three made before the worker was killed
     job = Job.create(jobs.run_workflow_step, connection=core.commands.queue.connection,
                      args=(Reply.to(None), requester, 3, "ACME", "batch-cut",
-                           jobs.StepExecution("Fx0CUT", STEP_TOKEN)))
+                           StepExecution("Fx0CUT", STEP_TOKEN)))
     error = AbandonedJobError("worker died")
     jobs.on_failure(job, core.commands.queue.connection, AbandonedJobError, error, None)
     params = slack.params("functions.completeSuccess")[0]

@@ -13,7 +13,7 @@ from slack_bolt import BoltContext
 from bot.domain.access import Decision
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
-from bot.runtime import jobs
+from bot.runtime.queue import Job, StepExecution, UnfurlTarget
 from bot.slack import messages, surfaces
 from bot.slack.messages import FORGET_ACTION, STOP_ACTION
 from handlers.actions import batch_button, issue_anyway
@@ -88,7 +88,7 @@ def test_onboard_link_enqueues_the_issue_then_acks_working() -> None:
     core = mock_core()
     assert run(onboard_link, "3 ACME Corp", core) == messages.working(3)
     job, requester, count, note, batch_id = enqueued(core)
-    assert (job, requester, count, note) == (jobs.issue_links, REP, 3, "ACME Corp")
+    assert (job, requester, count, note) == (Job.ISSUE_LINKS, REP, 3, "ACME Corp")
     assert len(batch_id) == 32 and reply_url(core) == URL
     assert core.commands.enqueue.call_args.kwargs == {"idempotent": False}
     core.access.may_issue.assert_called_once_with("U0REP", "C0SALES")
@@ -97,7 +97,7 @@ def test_onboard_link_enqueues_the_issue_then_acks_working() -> None:
 def test_onboard_link_forget_enqueues_the_forget_of_that_token() -> None:
     core = mock_core()
     assert run(onboard_link, f"forget {LINK}", core) == {}
-    assert enqueued(core) == (jobs.forget, REP, TOKEN, None)
+    assert enqueued(core) == (Job.FORGET, REP, TOKEN, None)
 
 
 def test_onboard_link_list_all_asks_the_policy_about_all_and_relays_its_refusal() -> None:
@@ -110,7 +110,7 @@ def test_onboard_link_list_all_asks_the_policy_about_all_and_relays_its_refusal(
 def test_check_token_enqueues_the_check_then_acks_checking() -> None:
     core = mock_core()
     assert run(check_token, LINK, core) == messages.checking()
-    assert enqueued(core) == (jobs.check_token, REP, TOKEN)
+    assert enqueued(core) == (Job.CHECK_TOKEN, REP, TOKEN)
     assert reply_url(core) == URL
     core.access.may_check.assert_called_once_with("U0REP", "C0SALES")
 
@@ -189,18 +189,18 @@ def click(action_id: str, value: str, allowed: bool = True) -> tuple[MagicMock, 
 
 def test_an_allowed_click_enqueues_its_job_with_the_batch() -> None:
     core, _ = click(STOP_ACTION, BATCH)
-    assert enqueued(core) == (jobs.stop_reminders, REP, BATCH)
+    assert enqueued(core) == (Job.STOP_REMINDERS, REP, BATCH)
     assert reply_url(core) == URL
 
 
 def test_forget_gets_no_token_and_the_batch() -> None:
     core, _ = click(FORGET_ACTION, BATCH)
-    assert enqueued(core) == (jobs.forget, REP, None, BATCH)
+    assert enqueued(core) == (Job.FORGET, REP, None, BATCH)
 
 
 def test_a_refused_click_enqueues_only_the_refusal() -> None:
     core, _ = click(STOP_ACTION, BATCH, allowed=False)
-    assert enqueued(core) == (jobs.respond, messages.refused(REASON, ["U0ADMIN"]))
+    assert enqueued(core) == (Job.RESPOND, messages.refused(REASON, ["U0ADMIN"]))
     core.onboarding.refused.assert_called_once()
 
 
@@ -209,7 +209,7 @@ def test_issue_anyway_enqueues_a_repeat_allowed_issue() -> None:
     issue_anyway(ack=ack, body=click_body(), action={"value": "2 ACME"}, respond=MagicMock(),
                  context=context(core))
     job, requester, count, note, _batch, *flags = enqueued(core)
-    assert (job, requester, count, note, flags) == (jobs.issue_links, REP, 2, "ACME",
+    assert (job, requester, count, note, flags) == (Job.ISSUE_LINKS, REP, 2, "ACME",
                                                     [False, True])
     assert acked(ack) == {}
 
@@ -257,7 +257,7 @@ def test_a_submitted_form_enqueues_the_issue_and_closes() -> None:
     core = mock_core()
     assert submit(core, submitted("2")) == {}
     job, requester, count, note, _batch, channel = enqueued(core)
-    assert (job, requester, count, note, channel) == (jobs.issue_from_form, REP, 2, "ACME",
+    assert (job, requester, count, note, channel) == (Job.ISSUE_FROM_FORM, REP, 2, "ACME",
                                                       "C0SALES")
 
 
@@ -290,7 +290,7 @@ def test_send_in_thread_enqueues_links_for_the_messages_thread() -> None:
     body = {**click_body(), "message": {"user": "U0CUST", "ts": "1700000000.000100"}}
     send_in_thread(ack=ack, body=body, respond=MagicMock(), context=context(core))
     job, requester, author, thread_ts, _batch = enqueued(core)
-    assert (job, requester, author, thread_ts) == (jobs.send_in_thread, REP, "U0CUST",
+    assert (job, requester, author, thread_ts) == (Job.SEND_IN_THREAD, REP, "U0CUST",
                                                    "1700000000.000100")
     assert acked(ack) == {}
 
@@ -299,12 +299,12 @@ def test_send_in_thread_refused_enqueues_only_the_refusal() -> None:
     core, ack = mock_core(allowed=False), MagicMock()
     body = {**click_body(), "message": {"user": "U0CUST", "ts": "1700000000.000100"}}
     send_in_thread(ack=ack, body=body, respond=MagicMock(), context=context(core))
-    assert enqueued(core) == (jobs.respond, messages.refused(REASON, ["U0ADMIN"]))
+    assert enqueued(core) == (Job.RESPOND, messages.refused(REASON, ["U0ADMIN"]))
 
 
 # --- the Workflow Builder step --------------------------------------------------------------
 
-STEP = jobs.StepExecution("Fx0EXEC", "xwfp-token")
+STEP = StepExecution("Fx0EXEC", "xwfp-token")
 
 
 def step(core: MagicMock, **inputs: Any) -> tuple[MagicMock, MagicMock]:
@@ -320,7 +320,7 @@ def test_the_step_enqueues_its_run() -> None:
     core = mock_core()
     ack, fail = step(core, count=2, customer_note="ACME")
     job, requester, count, note, _batch, execution = enqueued(core)
-    assert (job, requester, count, note, execution) == (jobs.run_workflow_step, REP, 2, "ACME",
+    assert (job, requester, count, note, execution) == (Job.RUN_WORKFLOW_STEP, REP, 2, "ACME",
                                                         STEP)
     assert acked(ack) == {} and not fail.called
 
@@ -328,13 +328,13 @@ def test_the_step_enqueues_its_run() -> None:
 def test_a_step_without_its_user_is_failed_by_a_job() -> None:
     core = mock_core()
     step(core, user_id=None)
-    assert enqueued(core) == (jobs.fail_workflow_step, STEP, surfaces.step_error(NO_USER))
+    assert enqueued(core) == (Job.FAIL_WORKFLOW_STEP, STEP, surfaces.step_error(NO_USER))
 
 
 def test_a_refused_step_is_failed_by_a_job_and_audited() -> None:
     core = mock_core(allowed=False)
     step(core)
-    assert enqueued(core) == (jobs.fail_workflow_step, STEP, surfaces.step_refused(REASON))
+    assert enqueued(core) == (Job.FAIL_WORKFLOW_STEP, STEP, surfaces.step_refused(REASON))
     core.onboarding.refused.assert_called_once_with(REP, "workflow", REASON)
 
 
@@ -357,15 +357,15 @@ def shared(core: MagicMock, *urls: str) -> None:
 def test_an_onboarding_link_shared_is_previewed_by_a_job() -> None:
     core = mock_core()
     shared(core, LINK, "https://example.com/other")
-    assert enqueued(core) == (jobs.unfurl_links, REP,
-                              jobs.UnfurlTarget("C0SALES", "1700000000.000100"), [LINK])
+    assert enqueued(core) == (Job.UNFURL_LINKS, REP,
+                              UnfurlTarget("C0SALES", "1700000000.000100"), [LINK])
     core.access.may_preview.assert_called_once_with("U0REP", "C0SALES")
 
 
 def test_a_refused_preview_is_told_to_the_sharer_only() -> None:
     core = mock_core(allowed=False)
     shared(core, LINK)
-    assert enqueued(core) == (jobs.tell_privately, "C0SALES", "U0REP",
+    assert enqueued(core) == (Job.TELL_PRIVATELY, "C0SALES", "U0REP",
                               messages.refused(REASON, ["U0ADMIN"]))
 
 
@@ -379,7 +379,7 @@ def test_opening_the_home_tab_enqueues_its_refresh() -> None:
     core = mock_core()
     home_opened(event={"tab": "home", "user": "U0REP", "channel": "D0HOME"},
                 body={"team_id": "T0FAKE"}, context=context(core), logger=MagicMock())
-    assert enqueued(core) == (jobs.refresh_home, REP.model_copy(update={"channel_id": "D0HOME"}))
+    assert enqueued(core) == (Job.REFRESH_HOME, REP.model_copy(update={"channel_id": "D0HOME"}))
 
 
 def test_the_messages_tab_is_not_the_home() -> None:
