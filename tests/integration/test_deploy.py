@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,21 +237,26 @@ def start_tls_server(binary: str, cert: Path, key: Path,
          "--dir", str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"rediss://127.0.0.1:{port}/0"
     client = connect(url, tls_verify=False)
-    deadline = time.monotonic() + 15
-    while True:
+
+    def up_or_exited() -> bool:
         if proc.poll() is not None:
-            output = proc.stdout.read() if proc.stdout else ""
-            if "tls" in output.lower():
-                return None
-            raise AssertionError(f"redis-server exited: {output[-500:]}")
+            return True
         try:
-            client.ping()
-            return proc, url
+            return bool(client.ping())
         except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("TLS redis-server did not start") from None
-            time.sleep(0.05)
+            return False
+
+    try:
+        wait_until(up_or_exited, 15, "the TLS redis-server answered")
+    except AssertionError:
+        proc.kill()
+        raise
+    if proc.poll() is not None:
+        output = proc.stdout.read() if proc.stdout else ""
+        if "tls" in output.lower():
+            return None  # a redis-server built without TLS
+        raise AssertionError(f"redis-server exited: {output[-500:]}")
+    return proc, url
 
 
 @contextmanager
