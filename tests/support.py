@@ -206,6 +206,28 @@ class NoLimit:
         return None
 
 
+class FakeClock:
+    """A monotonic clock that moves only when something sleeps on it: deadlines, backoffs
+    and Retry-After waits are checked from what was slept, without waiting them out."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    @property
+    def elapsed(self) -> float:
+        return self.now - 1000.0
+
+
 METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
 
 

@@ -8,13 +8,17 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
 
+from bot.domain import ratelimit
 from bot.domain.ratelimit import WINDOW_SECONDS, SharedRateLimiter
 from bot.exotel.client import (
+    MAX_ATTEMPTS,
+    MIN_ATTEMPT_SECONDS,
     ExotelAuthError,
     ExotelBadRequest,
     ExotelBadResponse,
@@ -28,20 +32,18 @@ from bot.exotel.client import (
 )
 from bot.exotel.sandbox import LINK_BASE, ExotelSandbox, Fault
 from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN
+from tests.support import FakeClock, NoLimit
 
 TOKEN = "0b7c6a1e-3f2d-4c55-9e8a-1d2b3c4d5e6f"
 LINK = f"{LINK_BASE}{TOKEN}"
 
 
-class NoLimit:
-    def acquire(self, deadline: float) -> None:
-        pass
-
-
-def client_for(url: str, timeout: float = 2, deadline: float = 6) -> ExotelClient:
+def client_for(url: str, timeout: float = 2, deadline: float = 6,
+               clock: FakeClock | None = None) -> ExotelClient:
+    clock = clock or FakeClock()
     return ExotelClient(base_url=url, account_sid=EXOTEL_SID, api_key=EXOTEL_KEY,
                         api_token=EXOTEL_TOKEN, limiter=NoLimit(), timeout=timeout,
-                        deadline=deadline)
+                        deadline=deadline, clock=clock, sleep=clock.sleep)
 
 
 def isv(**inner: Any) -> dict[str, Any]:
@@ -148,46 +150,58 @@ def test_unknown_account_is_not_found(exotel: ExotelSandbox) -> None:
 
 def test_429_is_retried_after_retry_after(exotel: ExotelSandbox) -> None:
     exotel.faults.append(Fault(status=429, retry_after="1"))
-    link = client_for(exotel.url).create_link()
-    first, second = exotel.calls_of("POST")
+    clock = FakeClock()
+    link = client_for(exotel.url, clock=clock).create_link()
+    assert len(exotel.calls_of("POST")) == 2
     assert exotel.status(link.token) == "VALID"
-    assert second.at - first.at >= 0.9
+    assert clock.sleeps == [1.0]  # what Exotel asked for, not the backoff's own pause
 
 
 def test_a_long_retry_after_fails_at_once_instead_of_past_the_deadline(
         exotel: ExotelSandbox) -> None:
     exotel.always = Fault(status=429, retry_after="120")
-    started = time.monotonic()
+    clock = FakeClock()
     with pytest.raises(ExotelRateLimited, match="HTTP 429"):
-        client_for(exotel.url, deadline=3).create_link()
-    assert time.monotonic() - started < 1
+        client_for(exotel.url, deadline=3, clock=clock).create_link()
+    assert clock.sleeps == []
     assert len(exotel.calls) == 1
 
 
-def test_500_is_retried_until_the_deadline(exotel: ExotelSandbox) -> None:
+def test_500_is_retried_with_backoff_until_the_deadline(exotel: ExotelSandbox) -> None:
     exotel.always = Fault(status=500)
-    started = time.monotonic()
+    clock = FakeClock()
     with pytest.raises(ExotelUnavailable, match="HTTP 500"):
-        client_for(exotel.url, deadline=3).create_link()
-    assert time.monotonic() - started < 3
-    assert 2 <= len(exotel.calls) <= 5
+        client_for(exotel.url, deadline=6, clock=clock).create_link()
+    # Exponential backoff from 1 s (jitter up to 0.5 s), stopped before a start too late
+    # to finish by the deadline: three calls, two pauses, all within the six seconds.
+    assert len(exotel.calls) == 3
+    first, second = clock.sleeps
+    assert 1 <= first <= 1.5 and 2 <= second <= 2.5
+    assert clock.elapsed <= 6 - MIN_ATTEMPT_SECONDS
 
 
-@pytest.mark.slow  # waits out real Exotel deadlines and timeouts
+def test_retries_stop_at_five_attempts_however_long_the_deadline(
+        exotel: ExotelSandbox) -> None:
+    exotel.always = Fault(status=503)
+    clock = FakeClock()
+    with pytest.raises(ExotelUnavailable):
+        client_for(exotel.url, deadline=600, clock=clock).create_link()
+    assert len(exotel.calls) == MAX_ATTEMPTS and len(clock.sleeps) == MAX_ATTEMPTS - 1
+
+
 def test_a_slow_post_is_not_repeated_but_a_slow_read_is(exotel: ExotelSandbox) -> None:
     exotel.always = Fault(passthrough=True, delay=5)
-    client = client_for(exotel.url, timeout=0.5, deadline=2.5)
-    started = time.monotonic()
+    clock = FakeClock()
+    client = client_for(exotel.url, timeout=0.3, deadline=3, clock=clock)
     with pytest.raises(ExotelTimeout, match="did not answer in time"):
         client.create_link()
-    assert time.monotonic() - started < 1.5
     assert len(exotel.calls_of("POST")) == 1  # it may have made a link: never send it twice
+    assert clock.sleeps == []
 
-    started = time.monotonic()
     with pytest.raises(ExotelTimeout):
         client.token_status(TOKEN)
-    assert time.monotonic() - started < 3.5
-    assert len(exotel.calls_of("GET")) >= 2
+    assert len(exotel.calls_of("GET")) == 2  # a read is harmless to repeat, until the deadline
+    assert len(clock.sleeps) == 1
 
 
 def test_create_links_reports_each_failure_beside_the_links(exotel: ExotelSandbox) -> None:
@@ -273,14 +287,17 @@ def test_token_status_is_upper_cased(canned: Canned) -> None:
 
 # --- the shared rate limiter -----------------------------------------------------------------
 
-def test_limiter_lets_five_through_then_refuses_the_sixth(redis_client: redis.Redis) -> None:
+def test_limiter_lets_five_through_then_refuses_the_sixth(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(
+        time=time.time, monotonic=time.monotonic, sleep=slept.append))
     limiter = SharedRateLimiter(redis_client, per_minute=5, key="exotel:test")
-    started = time.monotonic()
     for _ in range(5):
         limiter.acquire(time.monotonic() + 0.2)
     with pytest.raises(RateLimitExceeded) as caught:
         limiter.acquire(time.monotonic() + 0.2)
-    assert time.monotonic() - started < 30  # refused at once, not after waiting a window out
+    assert slept == []  # refused at once, not after waiting a window out
     assert 50 < caught.value.retry_in <= WINDOW_SECONDS
 
 

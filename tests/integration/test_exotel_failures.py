@@ -1,4 +1,4 @@
-"""Exotel misbehaving, end to end: each failure reaches the user in plain words, in bounded time."""
+"""Exotel misbehaving, end to end: each failure reaches the user in plain words."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import re
-import time
 from collections.abc import Callable
 
 import pytest
@@ -30,20 +29,17 @@ BOTH = pytest.mark.parametrize("command", ["/onboard-link", "/check-token"])
 pytestmark = pytest.mark.slow
 
 
-def timed(bot: Bot, command: str, text: str, within: float) -> str:
-    """Run a command; return the text of its final reply, which must come within `within` s."""
-    started = time.monotonic()
+def answer(bot: Bot, command: str, text: str) -> str:
+    """Run a command; return the text of its final reply. How long retries and deadlines
+    take is checked on a fake clock in test_exotel_client.py, not by a stopwatch here."""
     reply = bot.command(command, text)
     assert reply.http.status_code == 200
-    final = reply.final(timeout=within + 5)
-    elapsed = time.monotonic() - started
-    assert elapsed < within, f"{command} took {elapsed:.1f} s to answer"
-    return block_text(final)
+    return block_text(reply.final())
 
 
 def issue_one(bot: Bot) -> str:
     """Issue one link through the bot (Exotel behaving); return its token."""
-    tokens = LINK.findall(timed(bot, "/onboard-link", "", within=5))
+    tokens = LINK.findall(answer(bot, "/onboard-link", ""))
     assert len(tokens) == 1
     return tokens[0]
 
@@ -56,7 +52,7 @@ def tracked_tokens(redis_client: redis.Redis) -> set[str]:
 def test_401_tells_the_operator_to_check_the_credentials(
         bot: Bot, exotel: ExotelSandbox, redis_client: redis.Redis, command: str) -> None:
     exotel.always = Fault(status=401)
-    text = timed(bot, command, ARGUMENT[command], within=3)
+    text = answer(bot, command, ARGUMENT[command])
     assert "rejected the bot's credentials" in text
     assert "operator" in text and "EXOTEL_API_TOKEN" in text
     assert len(exotel.calls) == 1  # wrong credentials stay wrong: no retries
@@ -67,7 +63,7 @@ def test_401_tells_the_operator_to_check_the_credentials(
 def test_402_points_at_the_plan_and_its_limit(bot: Bot, exotel: ExotelSandbox,
                                               command: str) -> None:
     exotel.always = Fault(status=402)
-    text = timed(bot, command, ARGUMENT[command], within=3)
+    text = answer(bot, command, ARGUMENT[command])
     assert "plan or usage limit" in text and "HTTP 402" in text
     assert "account owner" in text
     assert len(exotel.calls) == 1
@@ -76,7 +72,7 @@ def test_402_points_at_the_plan_and_its_limit(bot: Bot, exotel: ExotelSandbox,
 def test_429_then_200_waits_out_retry_after_and_delivers_the_link(
         bot: Bot, exotel: ExotelSandbox, redis_client: redis.Redis) -> None:
     exotel.faults.append(Fault(status=429, retry_after="1"))
-    tokens = LINK.findall(timed(bot, "/onboard-link", "ACME Corp", within=5))
+    tokens = LINK.findall(answer(bot, "/onboard-link", "ACME Corp"))
     assert len(tokens) == 1 and tracked_tokens(redis_client) == set(tokens)
     first, second = exotel.calls_of("POST")
     assert second.at - first.at >= 0.9  # Retry-After: 1 was honoured
@@ -85,14 +81,14 @@ def test_429_then_200_waits_out_retry_after_and_delivers_the_link(
 def test_429_then_200_on_check_token_gives_the_status(bot: Bot, exotel: ExotelSandbox) -> None:
     token = issue_one(bot)
     exotel.faults.append(Fault(status=429, retry_after="1"))
-    assert "VALID" in timed(bot, "/check-token", token, within=5)
+    assert "VALID" in answer(bot, "/check-token", token)
     assert len(exotel.calls_of("GET")) == 2
 
 
 def test_500_then_200_delivers_the_link(bot: Bot, exotel: ExotelSandbox,
                                         redis_client: redis.Redis) -> None:
     exotel.faults.append(Fault(status=500))
-    tokens = LINK.findall(timed(bot, "/onboard-link", "ACME Corp", within=5))
+    tokens = LINK.findall(answer(bot, "/onboard-link", "ACME Corp"))
     assert len(tokens) == 1 and tracked_tokens(redis_client) == set(tokens)
     assert len(exotel.calls_of("POST")) == 2
 
@@ -100,7 +96,7 @@ def test_500_then_200_delivers_the_link(bot: Bot, exotel: ExotelSandbox,
 def test_500_then_200_on_check_token_gives_the_status(bot: Bot, exotel: ExotelSandbox) -> None:
     token = issue_one(bot)
     exotel.faults.append(Fault(status=500))
-    assert "VALID" in timed(bot, "/check-token", token, within=5)
+    assert "VALID" in answer(bot, "/check-token", token)
 
 
 @BOTH
@@ -108,7 +104,7 @@ def test_500_every_time_gives_up_by_the_deadline(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, command: str) -> None:
     bot = make_bot(EXOTEL_DEADLINE=3)
     exotel.always = Fault(status=500)
-    text = timed(bot, command, ARGUMENT[command], within=3 + 2)
+    text = answer(bot, command, ARGUMENT[command])
     assert "Exotel is having trouble (HTTP 500)" in text and "try again" in text
     assert 2 <= len(exotel.calls) <= 5  # retried, but not for ever
 
@@ -118,7 +114,7 @@ def test_no_answer_for_30_s_is_reported_long_before(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, command: str) -> None:
     bot = make_bot(EXOTEL_TIMEOUT=1, EXOTEL_DEADLINE=4)
     exotel.always = Fault(delay=30)
-    text = timed(bot, command, ARGUMENT[command], within=4 + 2)
+    text = answer(bot, command, ARGUMENT[command])
     assert "Exotel did not answer in time" in text
     if command == "/onboard-link":
         assert len(exotel.calls) == 1  # a POST that may have landed is never sent twice
@@ -132,7 +128,7 @@ def test_an_html_error_page_is_summed_up_not_shown(
         make_bot: Callable[..., Bot], exotel: ExotelSandbox, status: int, words: str) -> None:
     bot = make_bot(EXOTEL_DEADLINE=3)
     exotel.always = Fault(status=status, html=True)
-    text = timed(bot, "/onboard-link", "ACME Corp", within=3 + 2)
+    text = answer(bot, "/onboard-link", "ACME Corp")
     assert words in text
     assert "<html" not in text and "Bad Gateway" not in text
 
@@ -140,7 +136,7 @@ def test_an_html_error_page_is_summed_up_not_shown(
 def test_one_of_five_failing_still_delivers_and_tracks_the_other_four(
         bot: Bot, exotel: ExotelSandbox, redis_client: redis.Redis) -> None:
     exotel.faults.append(Fault(status=401))
-    text = timed(bot, "/onboard-link", "5 ACME Corp", within=5)
+    text = answer(bot, "/onboard-link", "5 ACME Corp")
     tokens = set(LINK.findall(text))
     assert len(tokens) == 4
     assert tracked_tokens(redis_client) == tokens
@@ -177,7 +173,7 @@ def test_no_secret_reaches_the_logs_or_slack(
         exotel.faults.clear()
     # and once through the bot itself, so the Slack side is covered too
     exotel.faults.append(Fault(status=401))
-    assert "credentials" in timed(bot, "/onboard-link", "ACME", within=6)
+    assert "credentials" in answer(bot, "/onboard-link", "ACME")
 
     basic = base64.b64encode(f"{EXOTEL_KEY}:{EXOTEL_TOKEN}".encode()).decode()
     secrets = [EXOTEL_TOKEN, BOT_TOKEN, SIGNING_SECRET, basic]

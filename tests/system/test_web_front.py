@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import select
 import socket
 import threading
 import time
@@ -98,6 +99,13 @@ class SlowClients:
                     conn.sendall(b"x")
             time.sleep(self.interval)
 
+    def unanswered(self) -> int:
+        """How many connections have had no answer (nor been closed) so far."""
+        poller = select.poll()
+        for conn in self.conns:
+            poller.register(conn, select.POLLIN)
+        return len(self.conns) - len(poller.poll(0))
+
     def answers(self) -> list[int | None]:
         self.thread.join()
         statuses: list[int | None] = []
@@ -113,19 +121,16 @@ class SlowClients:
 @pytest.mark.slow
 def test_slow_clients_do_not_hold_up_acks(web: BotProcess, slack: FakeSlack) -> None:
     slow = SlowClients(web.port)
-    latencies = []
-    time.sleep(3.5)  # every slow connection has its headers and its first bytes in
+    time.sleep(0.5)  # the server has taken in every slow connection's headers
     for i in range(10):
         name = uuid.uuid4().hex
         body = command_body("/onboard-link", f"1 slow-client test {i}", slack.response_url(name))
-        started = time.monotonic()
         ack = requests.post(f"{web.url}/slack/events", data=body.encode(), headers=sign(body),
                             timeout=10)
-        latencies.append(time.monotonic() - started)
         assert ack.status_code == 200 and "Creating" in ack.text
-        time.sleep(0.4)
-    assert max(latencies) < 1.0, latencies
-    assert time.monotonic() - slow.started < 10, "the acks were timed while the slow clients held"
+        # Acked while all hundred were still held open, their bodies half sent: not one
+        # of them had been answered (or cut off) to make room for this request.
+        assert slow.unanswered() == len(slow.conns)
     # Their bodies never came whole: each was cut off at the body deadline (408).
     assert set(slow.answers()) == {408}
 
