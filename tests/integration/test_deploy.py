@@ -126,7 +126,9 @@ def test_web_waits_for_slack_then_serves(
 ) -> None:
     port = free_port()  # nothing listens there yet: Slack's API refuses connections
     api_url = f"http://127.0.0.1:{port}/api/"
-    env = bot_env(exotel, SimpleNamespace(api_url=api_url), REDIS_URL=redis_url)  # type: ignore[arg-type]
+    # bot_env reads only api_url of the fake Slack, and no fake Slack listens here
+    slack = SimpleNamespace(api_url=api_url)
+    env = bot_env(exotel, slack, REDIS_URL=redis_url)  # type: ignore[arg-type]
     bot = BotProcess(env, "web")
     line = f"Slack's API is not reachable at {api_url} ("
     stand_in: FakeSlack | None = None

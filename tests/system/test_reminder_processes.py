@@ -177,7 +177,9 @@ def test_a_reminder_due_after_a_worker_and_its_scheduler_were_killed_comes_on_ti
     settings = {**env(redis_url, exotel, slack), "REMINDER_LEAD": "86380"}  # due in 20 s
     with processes(BotProcess(settings, "web")) as (web,):
         first = BotProcess(settings, "worker").start()
-        wait_until(lambda: len(descendants_of(first.proc.pid)) >= 5, 30,  # type: ignore
+        assert first.proc is not None
+        pid = first.proc.pid
+        wait_until(lambda: len(descendants_of(pid)) >= 5, 30,
                    "the pool's four workers and the scheduler started")
         kill_tree(first)  # the scheduler too, still holding its lock
         with processes(BotProcess(settings, "worker")):

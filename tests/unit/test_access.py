@@ -15,6 +15,7 @@ def policy(users: list[str] | None = None, channels: list[str] | None = None,
         allowed_user_ids=users or [], allowed_usergroup_ids=[],
         allowed_channel_ids=channels or [], admin_user_ids=["U0ADMIN"],
         check_token_restricted=check_restricted)
+    # The policy reads these five settings only; memberships are not looked at here.
     return AccessPolicy(settings, MagicMock())  # type: ignore[arg-type]
 
 
