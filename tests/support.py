@@ -210,8 +210,10 @@ class FakeClock:
     """A monotonic clock that moves only when something sleeps on it: deadlines, backoffs
     and Retry-After waits are checked from what was slept, without waiting them out."""
 
+    START = 1000.0
+
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = self.START
         self.sleeps: list[float] = []
         self._lock = threading.Lock()
 
@@ -225,7 +227,7 @@ class FakeClock:
 
     @property
     def elapsed(self) -> float:
-        return self.now - 1000.0
+        return self.now - self.START
 
 
 METRICS_TOKEN = "metrics-token-3f9c1a7e5b"
