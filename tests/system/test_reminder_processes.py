@@ -83,7 +83,7 @@ def test_the_procfile_processes_post_the_reminder(
     settings = env(redis_url, exotel, slack)
     with processes(BotProcess(settings, "web"), BotProcess(settings, "worker")) as (web, _):
         onboard(web, slack, "procfile")
-        wait_for_posts(slack, 1, timeout=30)
+        wait_for_posts(slack, 1, timeout=15)
         wait_until_all_done(redis_url)
     [post] = reminders_posted(slack)
     assert post["channel"] == "C0SALES" and "<@U0REP>" in str(post["blocks"])
