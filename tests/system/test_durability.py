@@ -60,21 +60,24 @@ def test_commands_acked_by_a_web_process_killed_at_once_are_all_answered(
 def test_a_worker_killed_mid_command_leaves_every_link_tracked_and_says_what_was_made(
     redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
-    # Each command's first link comes at once; the rest hang until the worker is dead, then
-    # fail, so Exotel makes exactly the links whose answers the worker received.
-    env = bot_env(exotel, slack, REDIS_URL=redis_url, EXOTEL_DEADLINE="5", EXOTEL_TIMEOUT="5")
+    # Four workers take four commands of three links; the fifth command waits in the queue.
+    # Of the twelve calls, four make a link at once and eight hang until the worker is dead
+    # (then fail), so Exotel makes exactly the links whose answers the worker received. The
+    # faults are queued, not switched off after the kill: a call the worker sent just before
+    # it died, read by the fake Exotel just after, still hangs instead of making a link.
+    env = bot_env(exotel, slack, REDIS_URL=redis_url, EXOTEL_DEADLINE="5", EXOTEL_TIMEOUT="5",
+                  WORKER_PROCESSES="4")
     web = BotProcess(env, "web").start()
     worker = BotProcess(env, "worker").start()
     try:
-        exotel.faults.extend([Fault(passthrough=True)] * 4)
-        exotel.always = Fault(status=503, delay=20)
+        exotel.faults.extend([Fault(passthrough=True)] * 4 + [Fault(status=503, delay=20)] * 8)
         for n in range(5):
             send(web, slack, f"k{n}", "3 Cut short", user_id=f"U0REP{n}")
-        wait_until(lambda: len(exotel.tokens) == 4, 30, "four links made")
+        wait_until(lambda: len(exotel.calls_of("POST")) == 12, 30,
+                   "four commands in hand, their twelve calls at the fake Exotel")
         wait_until(lambda: len(tracked(redis_url, set(exotel.tokens))) == 4, 10,
-                   "the four links recorded")
+                   "the four links made, recorded")
         kill_tree(worker)
-        exotel.always = None
         fresh = BotProcess(env, "worker").start()
         try:
             replies = [slack.wait_for_replies(f"k{n}", timeout=180)[0] for n in range(5)]
