@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 import requests
 
+from bot.settings import Settings
 from testkit.env import ROOT
 from testkit.wait import wait_until
 
@@ -102,9 +103,9 @@ class BotProcess:
     def start(self, timeout: float = 30,
               ready: Callable[[], bool] | None = None) -> BotProcess:
         """Start it and wait until `ready()`: by default until /healthz answers 200, or for
-        `worker` until a new RQ worker is registered."""
+        `worker` until each of its pool's RQ workers is registered."""
         if ready is None:  # (the workers registered so far are read before it starts)
-            ready = self._new_worker() if self.args == ("worker",) else self._healthy
+            ready = self._new_workers() if self.args == ("worker",) else self._healthy
         self.proc = subprocess.Popen([sys.executable, "-m", "bot", *self.args], cwd=ROOT,
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=self.new_session)
@@ -126,12 +127,16 @@ class BotProcess:
         except requests.RequestException:
             return False  # not listening yet, or still booting
 
-    def _new_worker(self) -> Callable[[], bool]:
+    def _new_workers(self) -> Callable[[], bool]:
+        """Ready once the whole pool is: a test that hands it work before its last workers
+        are up would see them take it seconds later."""
         from rq import Worker
 
         jobs = redis.Redis.from_url(self.env["REDIS_URL"])
         before = {w.name for w in Worker.all(connection=jobs)}
-        return lambda: bool({w.name for w in Worker.all(connection=jobs)} - before)
+        pool = int(self.env.get("WORKER_PROCESSES")
+                   or Settings.model_fields["worker_processes"].default)
+        return lambda: len({w.name for w in Worker.all(connection=jobs)} - before) >= pool
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 import redis
 import requests
+from rq import Queue
 
 from bot.domain.store import TOKEN_KEY
 from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.runtime.queue import COMMANDS_QUEUE
 from testkit.env import bot_env
 from testkit.processes import BotProcess, alive, descendants_of, kill_tree
 from testkit.signed import command_body, sign
@@ -57,26 +59,33 @@ def test_commands_acked_by_a_web_process_killed_at_once_are_all_answered(
     assert tracked(redis_url, set(exotel.tokens)) == set(exotel.tokens)
 
 
+@pytest.mark.timeout(240)  # a dead worker's jobs are found once their timeout has passed
 def test_a_worker_killed_mid_command_leaves_every_link_tracked_and_says_what_was_made(
     redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
-    # Four workers take four commands of three links; the fifth command waits in the queue.
-    # Of the twelve calls, four make a link at once and eight hang until the worker is dead
-    # (then fail), so Exotel makes exactly the links whose answers the worker received. The
-    # faults are queued, not switched off after the kill: a call the worker sent just before
-    # it died, read by the fake Exotel just after, still hangs instead of making a link.
-    env = bot_env(exotel, slack, REDIS_URL=redis_url, EXOTEL_DEADLINE="5", EXOTEL_TIMEOUT="5",
-                  WORKER_PROCESSES="4")
+    # Four workers take four commands of three links, one command at a time; the fifth waits
+    # in the queue. Of each command's three calls one makes a link at once and two hang past
+    # the kill, so no command ends (and frees a worker) before it, and Exotel makes exactly
+    # the links whose answers the worker received. The faults are queued per call, and every
+    # call is in before the kill: none sent by the dying worker is read after it, when the
+    # fake Exotel answers normally again.
+    env = bot_env(exotel, slack, REDIS_URL=redis_url, EXOTEL_DEADLINE="10",
+                  EXOTEL_TIMEOUT="10", WORKER_PROCESSES="4")
     web = BotProcess(env, "web").start()
     worker = BotProcess(env, "worker").start()
     try:
-        exotel.faults.extend([Fault(passthrough=True)] * 4 + [Fault(status=503, delay=20)] * 8)
-        for n in range(5):
+        hang = Fault(status=503, delay=30)
+        exotel.faults.extend([Fault(passthrough=True), hang, hang] * 4)
+        for n in range(4):
             send(web, slack, f"k{n}", "3 Cut short", user_id=f"U0REP{n}")
-        wait_until(lambda: len(exotel.calls_of("POST")) == 12, 30,
-                   "four commands in hand, their twelve calls at the fake Exotel")
+            wait_until(lambda n=n: len(exotel.calls_of("POST")) == 3 * (n + 1), 30,
+                       f"command {n}'s three calls at the fake Exotel")
+        send(web, slack, "k4", "3 Cut short", user_id="U0REP4")
+        commands = Queue(COMMANDS_QUEUE, connection=redis_client)
+        wait_until(lambda: commands.count == 1, 10, "the fifth command queued, every worker busy")
         wait_until(lambda: len(tracked(redis_url, set(exotel.tokens))) == 4, 10,
                    "the four links made, recorded")
+        assert len(exotel.calls_of("POST")) == 12
         kill_tree(worker)
         fresh = BotProcess(env, "worker").start()
         try:
@@ -84,6 +93,8 @@ def test_a_worker_killed_mid_command_leaves_every_link_tracked_and_says_what_was
         finally:
             fresh.stop()
     finally:
+        if worker.proc is not None and worker.proc.poll() is None:
+            kill_tree(worker)  # failed before its kill: it must not take later tests' jobs
         web.stop()
     texts = [block_text(reply) for reply in replies]
     cut_short = [t for t in texts if "interrupted" in t]  # those the dead worker had in hand
