@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import sys
 import threading
 import time
 from multiprocessing import get_context
@@ -23,6 +22,7 @@ import redis
 from rq import SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.scheduler import RQScheduler
+from rq.utils import now
 from rq.worker_pool import WorkerPool
 
 from bot.ops import logs
@@ -52,9 +52,21 @@ class _Scheduler(RQScheduler):
         super().work()
 
 
+# SIGTERM or SIGINT before RQ's own handlers are in (starting, or waiting out an outage).
+_stop_requested = threading.Event()
+
+
 class Worker(SimpleWorker):
     """RQ's SimpleWorker (jobs run in this process, whose connections they reuse), with a
     scheduler that dies with it."""
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        # RQ forks the scheduler before it installs its handlers: a stop that came before
+        # now (or during that fork) is kept, so the worker stops before its first job.
+        if _stop_requested.is_set():
+            self._stop_requested = True
+            self._shutdown_requested_date = now()
 
     def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
                          date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
@@ -91,7 +103,7 @@ def serve(core: Core, logging_level: str) -> None:
     start_polling(core.poller.queue, core.settings.status_poll_seconds)
     delay = 1.0
     down_since: float | None = None
-    while True:
+    while not _stop_requested.is_set():
         worker = build_worker(core)
         with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
             worker.work(with_scheduler=True, logging_level=logging_level)
@@ -117,15 +129,17 @@ def _redis_answers(core: Core) -> bool:
 
 def _sleep_unless_stopped(seconds: float) -> None:
     _leave_on_stop_signals()
-    time.sleep(seconds)
+    _stop_requested.wait(seconds)
 
 
 def _leave_on_stop_signals() -> None:
-    def leave(*_: Any) -> None:
-        sys.exit(0)
+    def record(*_: Any) -> None:
+        # Record, not exit: a handler can run inside an at-fork hook, where CPython drops
+        # the SystemExit it raises (and with it the stop).
+        _stop_requested.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, leave)
+        signal.signal(sig, record)
 
 
 class Pool(WorkerPool):
