@@ -1,6 +1,6 @@
 """The stand-in reminder job: records how late RQ ran it, and posts nothing to Slack.
 
-Scheduled instead of `bot.reminders.send_reminder`, so the reminder benchmark measures
+Scheduled instead of `bot.runtime.jobs.send_reminder`, so the reminder benchmark measures
 RQ's scheduler and workers (the engine), not Exotel or Slack.
 """
 

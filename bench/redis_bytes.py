@@ -29,8 +29,9 @@ from bot.domain.audit import STREAM
 from bot.domain.models import Requester
 from bot.exotel.sandbox import ExotelSandbox
 from bot.runtime import worker
+from bot.runtime.composition import build_core
 from bot.settings import load_settings
-from bot.slack.core import Core, build_core
+from bot.slack.core import Core
 from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, bot_env
 from testkit.processes import RedisProcess
 from testkit.slack import FakeSlack

@@ -50,11 +50,11 @@ from rq.registry import StartedJobRegistry
 
 from bench.jobs import LATENESS_KEY, record_lateness
 from bench.load import percentile
-from bot.domain.reminders import QUEUE_NAME, enqueue_at
+from bot.domain.reminders import enqueue_at
+from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox, Fault
-from bot.runtime.queue import COMMANDS_QUEUE
+from bot.runtime.composition import build_core
 from bot.settings import Settings, load_settings
-from bot.slack.core import build_core
 from testkit.env import EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, ROOT, bot_env
 from testkit.processes import BotProcess, RedisProcess, descendants_of, free_port
 from testkit.signed import command_body, sign
@@ -772,7 +772,7 @@ def rq_workers(redis_url: str, count: int, log_dir: str) -> Iterator[list[subpro
             with open(Path(log_dir) / f"worker-{n}.log", "wb") as log:
                 procs.append(subprocess.Popen(
                     [rq, "worker", "-w", "rq.SimpleWorker", "--with-scheduler",
-                     "--url", redis_url, QUEUE_NAME],
+                     "--url", redis_url, REMINDERS_QUEUE],
                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + 30
         while len(Worker.all(connection=jobs)) < count:
@@ -812,7 +812,8 @@ class Lateness:
 
 def schedule(queue: Queue, count: int, first_due: float, spread: float, name: str) -> None:
     """`count` jobs due evenly over `spread` seconds from `first_due`, each enqueued as
-    `Reminders.schedule` enqueues a reminder (`bot.reminders.enqueue_at`), with the bench's job."""
+    `Reminders.schedule` enqueues a reminder (`bot.domain.reminders.enqueue_at`), with the
+    bench's job."""
     for i in range(count):
         due = first_due + spread * i / count
         enqueue_at(queue, datetime.fromtimestamp(due, UTC), f"{name}-{i}", f"{name} {i}",

@@ -18,11 +18,11 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from bot.ops import logs
 from bot.runtime import embedded_redis, multiproc
 from bot.settings import Settings, SettingsError, load_settings
+from bot.telemetry import logs
 
 log = logging.getLogger("bot")
 WORKER_STOP_SECONDS = 20
@@ -52,15 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     if args.process == "doctor":
         # Before _with_redis: the doctor looks at what is configured, it starts nothing.
-        from bot.ops import doctor
+        from bot.cli import doctor
 
         return doctor.run_doctor(settings)
     settings = _with_redis(settings)
 
     if args.process == "audit":
-        return _print_audit(settings, args.since, args.format)
+        from bot.cli import audit_export
+
+        return audit_export.run(settings, args.since, args.format)
     if args.process == "jobs":
-        return _print_jobs(settings)
+        from bot.cli import jobs_report
+
+        return jobs_report.run(settings)
     if not _wait_until_reachable(settings, slack=args.process != "worker"):
         return 2
     multiproc.use_multiprocess_dir()  # before anything imports prometheus_client
@@ -93,36 +97,6 @@ def _date(text: str) -> datetime:
         return parse_since(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use 2026-11-01)") from None
-
-
-def _print_audit(settings: Settings, since: datetime | None, fmt: str) -> int:
-    from bot.domain.audit import Audit, export
-    from bot.domain.store import StoreUnavailable, connect_for
-
-    audit = Audit(connect_for(settings), timedelta(days=settings.audit_retention_days))
-    try:
-        sys.stdout.write(export(audit.entries(since), fmt))
-    except StoreUnavailable:
-        print("Redis is not answering: check REDIS_URL.", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _print_jobs(settings: Settings) -> int:
-    import redis
-
-    from bot.domain.store import connect_for
-    from bot.ops.jobs_report import report
-    from bot.ops.logs import safe_url
-
-    assert settings.redis_url is not None
-    try:
-        report(connect_for(settings, decode_responses=False), safe_url(settings.redis_url),
-               sys.stdout)
-    except redis.RedisError as error:
-        print(f"Redis is not answering ({error}): check REDIS_URL.", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _wait_until_reachable(settings: Settings, *, slack: bool) -> bool:

@@ -13,7 +13,8 @@ from slack_bolt import Ack, App, BoltContext, Respond
 
 from bot.domain.access import valid_batch_id
 from bot.domain.models import Requester
-from bot.runtime.queue import Job, new_batch_id
+from bot.engine.queue import new_batch_id
+from bot.engine.registry import Job
 from bot.slack import linkviews, messages
 from bot.slack.command_text import OnboardRequest, UsageError, parse_onboard
 from bot.slack.core import Core

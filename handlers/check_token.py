@@ -8,7 +8,7 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable, redis_errors
-from bot.runtime.queue import Job
+from bot.engine.registry import Job
 from bot.slack import messages
 from bot.slack.core import Core
 from handlers.enqueue import enqueue_then_ack

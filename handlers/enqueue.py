@@ -9,7 +9,8 @@ from typing import Any
 from slack_bolt import Ack, Respond
 
 from bot.domain.store import StoreUnavailable
-from bot.runtime.queue import Job, Reply
+from bot.engine.queue import Reply
+from bot.engine.registry import Job
 from bot.slack import messages
 from bot.slack.core import Core
 

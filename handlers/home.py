@@ -9,7 +9,8 @@ from slack_bolt import App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
-from bot.runtime.queue import Job, Reply
+from bot.engine.queue import Reply
+from bot.engine.registry import Job
 from bot.slack.core import Core
 
 

@@ -8,7 +8,8 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
-from bot.runtime.queue import Job, new_batch_id
+from bot.engine.queue import new_batch_id
+from bot.engine.registry import Job
 from bot.slack import linkviews, messages
 from bot.slack.command_text import ForgetRequest, ListRequest
 from bot.slack.core import Core

@@ -10,7 +10,8 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.models import Requester
-from bot.runtime.queue import Job, new_batch_id
+from bot.engine.queue import new_batch_id
+from bot.engine.registry import Job
 from bot.slack import messages, surfaces
 from bot.slack.command_text import UsageError
 from bot.slack.core import Core

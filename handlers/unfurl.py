@@ -11,7 +11,8 @@ from slack_bolt import App, BoltContext
 
 from bot.domain.models import Requester
 from bot.domain.previews import MAX_PREVIEWS, token_of
-from bot.runtime.queue import Job, UnfurlTarget
+from bot.engine.queue import UnfurlTarget
+from bot.engine.registry import Job
 from bot.slack.core import Core
 from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, OPAQUE_ID, TEAM_ID, USER_ID, matches
 from handlers.enqueue import enqueue_or_tell

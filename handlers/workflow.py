@@ -8,7 +8,8 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext, Fail
 
 from bot.domain.models import Requester
-from bot.runtime.queue import Job, StepExecution, new_batch_id
+from bot.engine.queue import StepExecution, new_batch_id
+from bot.engine.registry import Job
 from bot.slack import surfaces
 from bot.slack.command_text import UsageError
 from bot.slack.core import Core

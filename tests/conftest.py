@@ -16,11 +16,12 @@ from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.store import connect
 from bot.exotel.sandbox import ExotelSandbox
-from bot.ops.logs import RedactSecrets
 from bot.runtime import jobs
 from bot.runtime.app import create_app
+from bot.runtime.composition import build_core
 from bot.runtime.web import create_wsgi
-from bot.slack.core import Core, build_core
+from bot.slack.core import Core
+from bot.telemetry.logs import RedactSecrets
 from testkit.env import BOT_TOKEN, EXOTEL_KEY, EXOTEL_SID, EXOTEL_TOKEN, SIGNING_SECRET
 from testkit.processes import RedisProcess
 from testkit.slack import FakeSlack

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bot.domain.ratelimit import LinkQuota, SharedRateLimiter
     from bot.domain.reminders import Reminders
     from bot.domain.status import LinkStatus, StatusBook
-    from bot.ops.metrics import Metrics
+    from bot.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 FORGOTTEN_KEY = "onboard:forgotten:{}"  # a batch id or token forgotten, until its link expires

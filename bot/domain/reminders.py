@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,8 +36,6 @@ def _seconds(name: str, default: str) -> list[int]:
     return [int(part) for part in os.environ.get(name, default).split(",") if part.strip()]
 
 
-QUEUE_NAME = "onboard-reminders"
-SEND_JOB = "bot.runtime.jobs.send_reminder"  # by name: the job module sits in the layer above
 SENT_KEY = "onboard:reminder:sent:{}"
 CLAIM_KEY = "onboard:reminder:claim:{}"
 STOPPED_KEY = "onboard:reminder:stopped:{}"
@@ -76,7 +73,7 @@ def job_id(batch_id: str) -> str:
 
 
 def enqueue_at(queue: Queue, due: datetime, job_id: str, description: str,
-               job: Callable[..., Any] | str, *args: Any) -> None:
+               job: str, *args: Any) -> None:
     """`job(*args)` at `due`, with the retries, timeout and TTLs every reminder job has.
 
     A finished job is deleted at once (its outcome is logged and counted in /metrics); a
@@ -109,21 +106,23 @@ class Claim:
 class Reminders:
     """Scheduling and the once-only bookkeeping of reminders."""
 
-    def __init__(self, client: Redis, queue: Queue, lead: timedelta) -> None:
+    def __init__(self, client: Redis, queue: Queue, lead: timedelta, send_job: str) -> None:
+        """`send_job`: the reminder job's name (the engine's registry holds it, above us)."""
         self.redis = client
         self.queue = queue
         self.lead = lead
+        self._send_job = send_job
 
     def schedule(self, batch: Batch) -> datetime:
         due = batch.reminder_due or batch.expires_at - self.lead
         enqueue_at(self.queue, due, job_id(batch.batch_id), f"reminder for batch {batch.batch_id}",
-                   SEND_JOB, batch.batch_id, due.isoformat())
+                   self._send_job, batch.batch_id, due.isoformat())
         return due
 
     def reschedule(self, batch_id: str, due: datetime, attempt: int, delay: timedelta) -> None:
         """The same reminder again after `delay`, as a job of its own (this one is ending)."""
         enqueue_at(self.queue, now() + delay, f"{job_id(batch_id)}-{attempt}",
-                   f"reminder for batch {batch_id}, attempt {attempt}", SEND_JOB,
+                   f"reminder for batch {batch_id}, attempt {attempt}", self._send_job,
                    batch_id, due.isoformat(), attempt)
 
     def stop(self, batch_id: str) -> bool:

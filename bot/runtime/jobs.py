@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
-from rq.job import Job
+from rq.job import Job as RQJob
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -29,15 +29,14 @@ from slack_sdk.webhook import WebhookClient
 from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait, IssueResult
 from bot.domain.previews import MAX_PREVIEWS, LinkPreviews
+from bot.engine.queue import Reply, StepExecution, UnfurlTarget
+from bot.engine.registry import Job
 from bot.exotel.tokens import mask
-
-# StepExecution and UnfurlTarget are named here too: jobs pickled before they moved refer to them
-# as bot.runtime.jobs.*.
-from bot.runtime.queue import Reply, StepExecution, UnfurlTarget
+from bot.runtime.composition import build_core
 from bot.settings import load_settings
 from bot.slack import linkviews, messages, poller, surfaces
 from bot.slack.command_text import MAX_NOTE
-from bot.slack.core import EXPECTED_FAILURES, Core, build_core
+from bot.slack.core import EXPECTED_FAILURES, Core
 from bot.slack.inputs import USER_ID, note_of
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ def current_core() -> Core:
     return _core
 
 
-# The jobs. Listeners enqueue these by name (bot.runtime.queue.Job).
+# The jobs. Listeners enqueue these by name (bot.engine.queue.Job).
 
 def issue_links(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
                 told_to_wait: bool = False, force: bool = False) -> None:
@@ -74,7 +73,7 @@ def issue_links(reply: Reply, requester: Requester, count: int, note: str, batch
             result = core.onboarding.issue(requester, count, note, batch_id=batch_id)
         except BudgetWait as wait:
             return _wait_for_budget(core, reply, wait, told_to_wait,
-                                    issue_links, requester, count, note, batch_id)
+                                    Job.ISSUE_LINKS, requester, count, note, batch_id)
         core.home.refresh(requester)
         return messages.issued(result)
 
@@ -89,7 +88,7 @@ def renew_batch(reply: Reply, requester: Requester, batch_id: str, new_batch_id:
                                            again=told_to_wait)
         except BudgetWait as wait:
             return _wait_for_budget(core, reply, wait, told_to_wait,
-                                    renew_batch, requester, batch_id, new_batch_id)
+                                    Job.RENEW_BATCH, requester, batch_id, new_batch_id)
         message = messages.renew_in_progress() if result is None else messages.issued(result)
         core.home.refresh(requester)
         return messages.keeping_original(message)
@@ -190,16 +189,16 @@ def _perform(reply: Reply, name: str, work: Work) -> None:
 
 
 def _wait_for_budget(core: Core, reply: Reply, wait: BudgetWait, told: bool,
-                     job: Callable[..., None], *args: Any) -> messages.Message | None:
+                     job: Job, *args: Any) -> messages.Message | None:
     """Queue the command again for when Exotel's budget has room; tell the user once."""
     seconds = wait.seconds
     if reply.lapsed(after=seconds + 60):
         requester = args[0]
-        core.onboarding.refused(requester, "issue" if job is issue_links else "renew",
+        core.onboarding.refused(requester, "issue" if job is Job.ISSUE_LINKS else "renew",
                                 str(wait), outcome="rate-limited")
         return messages.problem(wait)
     core.commands.enqueue(job, reply, *args, True, idempotent=False, delay=seconds)
-    log.info("%s waits %.0f s for Exotel's request budget", job.__name__, seconds)
+    log.info("%s waits %.0f s for Exotel's request budget", job.short_name, seconds)
     if told:
         return None
     return messages.budget_wait(wait.count, core.settings.exotel_rate_per_minute, seconds)
@@ -218,12 +217,12 @@ def send(core: Core, reply: Reply, message: messages.Message | None) -> None:
         log.exception("could not send the reply to Slack")
 
 
-def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
+def on_failure(job: RQJob, connection: Redis, exc_type: type[BaseException],
                exc: BaseException, tb: TracebackType | None) -> None:
     """RQ calls this when a job raised, timed out, or its worker died (AbandonedJobError)."""
     if job.retries_left:
         return  # RQ runs it again
-    if job.func_name in (f"{__name__}.run_workflow_step", f"{__name__}.issue_from_form"):
+    if job.func_name in (Job.RUN_WORKFLOW_STEP, Job.ISSUE_FROM_FORM):
         _cut_short(job)  # no response URL: the step, or the requester by DM, is told
         return
     reply = job.args[0] if job.args else None
@@ -236,14 +235,14 @@ def on_failure(job: Job, connection: Redis, exc_type: type[BaseException],
     core.metrics.command(name.rsplit(".", 1)[-1], "failed")
     log.error("job %s failed for good: %s", job.func_name, exc_type.__name__)
     message = messages.problem(exc)
-    if job.func_name in (f"{__name__}.issue_links", f"{__name__}.renew_batch"):
+    if job.func_name in (Job.ISSUE_LINKS, Job.RENEW_BATCH):
         message = messages.issued(_account_for(core, job))
     send(core, reply, message)
 
 
-def _account_for(core: Core, job: Job) -> IssueResult:
+def _account_for(core: Core, job: RQJob) -> IssueResult:
     """What an issuing job cut short made, from the batch it was recording."""
-    if (job.func_name or "").endswith("issue_links"):
+    if job.func_name == Job.ISSUE_LINKS:
         _, requester, count, note, batch_id, *_ = job.args
     else:  # renew: the count and note are those of the batch renewed
         _, requester, old_batch_id, batch_id, *_ = job.args
@@ -272,7 +271,7 @@ def run_workflow_step(reply: Reply, requester: Requester, count: int, note: str,
         if wait.seconds > STEP_BUDGET_WAIT:
             _finish_step(core, execution, error=messages.problem(wait)["text"])
             return
-        core.commands.enqueue(run_workflow_step, reply, requester, count, note, batch_id,
+        core.commands.enqueue(Job.RUN_WORKFLOW_STEP, reply, requester, count, note, batch_id,
                               execution, idempotent=False, delay=wait.seconds)
         return
     except EXPECTED_FAILURES as exc:
@@ -295,7 +294,7 @@ def issue_from_form(reply: Reply, requester: Requester, count: int, note: str, b
     try:
         result = core.onboarding.issue(requester, count, note, action="form", batch_id=batch_id)
     except BudgetWait as wait:
-        waiting = _wait_for_budget(core, reply, wait, told_to_wait, issue_from_form,
+        waiting = _wait_for_budget(core, reply, wait, told_to_wait, Job.ISSUE_FROM_FORM,
                                    requester, count, note, batch_id, post_to)
         _direct_message(core, requester.user_id, waiting)
         return
@@ -319,7 +318,7 @@ def send_in_thread(reply: Reply, requester: Requester, author: str, thread_ts: s
             result = core.onboarding.issue(requester, 1, note, action="thread",
                                            batch_id=batch_id)
         except BudgetWait as wait:
-            return _wait_for_budget(core, reply, wait, told_to_wait, send_in_thread,
+            return _wait_for_budget(core, reply, wait, told_to_wait, Job.SEND_IN_THREAD,
                                     requester, author, thread_ts, batch_id)
         if not result.links:
             return messages.issued(result)
@@ -400,7 +399,7 @@ def _finish_step(core: Core, execution: StepExecution, *, error: str | None = No
     core.metrics.command("workflow_step", outcome)
 
 
-def _cut_short(job: Job) -> None:
+def _cut_short(job: RQJob) -> None:
     """A step or form whose worker died: what it made (tracked, reminded) is handed over."""
     _, requester, count, note, batch_id, last, *_ = job.args
     core = current_core()

@@ -1,134 +1,15 @@
-"""The commands queue: where a listener puts a command's work before it acknowledges.
+"""The old home of what listeners hand jobs, kept for jobs already in Redis.
 
-Workers (`bot.runtime.worker`) take the jobs off it; `bot.runtime.jobs` holds what they run.
-This side names jobs (`Job`) and holds what listeners hand them, but imports none: the
-listeners and the web process depend on this contract, never on the worker's code.
+RQ pickles a job's arguments, and a `Reply`, `StepExecution` or `UnfurlTarget` pickled before
+they moved to `bot.engine.queue` names this module. Commands wait at most two hours unstarted
+and failed jobs are kept a day, so delete this module after REMOVE_AFTER
+(tests/unit/test_registry.py fails from then on to say so).
 """
 
-from __future__ import annotations
+from datetime import date
 
-import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
-from enum import StrEnum
-from typing import Any
+from bot.engine.queue import Reply, StepExecution, UnfurlTarget
 
-import redis
-from rq import Callback, Queue, Retry
+REMOVE_AFTER = date(2026, 12, 10)
 
-from bot.domain.store import StoreUnavailable
-
-COMMANDS_QUEUE = "onboard-commands"
-# Slack's response URL takes up to 5 replies within 30 minutes of the command; a job that
-# could only start after that has no one to answer, so it stops with a log line.
-RESPONSE_URL_LIFE = timedelta(minutes=30)
-# RQ drops a job never started after this; it outlasts RESPONSE_URL_LIFE so that a worker
-# coming back finds the job and logs that it expired, rather than it vanishing unsaid.
-UNSTARTED_TTL = timedelta(hours=2)
-KEEP_FAILED = timedelta(days=1)  # failed jobs stay this long for `rq info` and the operator
-# Idempotent work (check, list, forget, stop, share, home) is tried again; issuing never is.
-RETRY = Retry(max=3, interval=[5, 15, 45])
-SHORT_JOB_SECONDS = 30
-ON_FAILURE = Callback("bot.runtime.jobs.on_failure")
-
-
-class Job(StrEnum):
-    """The jobs listeners enqueue, by the dotted name RQ stores (tests/unit/test_queue.py
-    checks each names a function of bot.runtime.jobs)."""
-
-    ISSUE_LINKS = "bot.runtime.jobs.issue_links"
-    RENEW_BATCH = "bot.runtime.jobs.renew_batch"
-    CHECK_TOKEN = "bot.runtime.jobs.check_token"
-    STOP_REMINDERS = "bot.runtime.jobs.stop_reminders"
-    FORGET = "bot.runtime.jobs.forget"
-    SHARE_BATCH = "bot.runtime.jobs.share_batch"
-    REFRESH_HOME = "bot.runtime.jobs.refresh_home"
-    REFRESH_USERGROUP = "bot.runtime.jobs.refresh_usergroup"
-    RESPOND = "bot.runtime.jobs.respond"
-    RUN_WORKFLOW_STEP = "bot.runtime.jobs.run_workflow_step"
-    FAIL_WORKFLOW_STEP = "bot.runtime.jobs.fail_workflow_step"
-    ISSUE_FROM_FORM = "bot.runtime.jobs.issue_from_form"
-    SEND_IN_THREAD = "bot.runtime.jobs.send_in_thread"
-    UNFURL_LINKS = "bot.runtime.jobs.unfurl_links"
-    TELL_PRIVATELY = "bot.runtime.jobs.tell_privately"
-
-
-def new_batch_id() -> str:
-    return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class StepExecution:
-    """One run of the workflow step, to be completed with the just-in-time token Slack sent
-    with it (it may complete that execution and nothing else). Never logged."""
-
-    execution_id: str
-    token: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class UnfurlTarget:
-    """Where chat.unfurl attaches previews: a posted message, or one being composed."""
-
-    channel: str
-    ts: str
-    unfurl_id: str = ""
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """Where a job's answer goes: the command's response URL, and when it was asked."""
-
-    url: str | None
-    requested_at: float  # time.time() of the ack
-
-    @classmethod
-    def to(cls, url: str | None) -> Reply:
-        return cls(url, time.time())
-
-    def lapsed(self, after: float = 0.0) -> bool:
-        """Whether the response URL is past its life (or will be `after` seconds from now)."""
-        return time.time() + after > self.requested_at + RESPONSE_URL_LIFE.total_seconds()
-
-
-class CommandQueue:
-    """The web side's one handle on the job engine."""
-
-    def __init__(self, queue: Queue, exotel_deadline: float) -> None:
-        self.queue = queue
-        # Issuing may take Exotel's whole deadline, then record, remind and reply.
-        self._issue_seconds = int(exotel_deadline) + 25
-
-    def enqueue(self, job: Callable[..., Any] | Job, reply: Reply, *args: Any,
-                idempotent: bool = True, delay: float = 0.0) -> None:
-        """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it.
-
-        Listeners name `job` (a `Job`); jobs re-enqueueing themselves pass the function."""
-        name = job.value if isinstance(job, Job) else job.__name__
-        name = name.rsplit(".", 1)[-1]
-        options: dict[str, Any] = {
-            "job_timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
-            "ttl": int(UNSTARTED_TTL.total_seconds()),
-            "result_ttl": 0,  # nothing reads results: the reply went to Slack
-            "failure_ttl": int(KEEP_FAILED.total_seconds()),
-            "retry": RETRY if idempotent else None,
-            "on_failure": ON_FAILURE,
-            "description": name,
-            # Not RQ's default uuid4: that has an onboarding token's shape, which logs mask.
-            "job_id": f"{name}-{uuid.uuid4().hex}",
-        }
-        try:
-            # RQ takes a callable or a dotted name (a plain str, pickled with the job).
-            target: Any = job.value if isinstance(job, Job) else job
-            if delay > 0:
-                self.queue.enqueue_in(timedelta(seconds=delay), target, reply, *args, **options)
-                return
-            # One transaction, one round trip: half the CPU of RQ's own two, on the ack's path.
-            with self.queue.connection.pipeline() as pipe:
-                self.queue.enqueue(target, reply, *args, pipeline=pipe, **options)
-                pipe.execute()
-        except redis.RedisError:
-            raise StoreUnavailable("Redis is not answering") from None
+__all__ = ["REMOVE_AFTER", "Reply", "StepExecution", "UnfurlTarget"]

@@ -22,10 +22,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn_worker import UvicornWorker
 
 from bot.runtime.app import create_app
+from bot.runtime.composition import build_core
 from bot.runtime.lifetime import die_with_parent
 from bot.runtime.web import MAX_BODY, create_wsgi
 from bot.settings import Settings, load_settings
-from bot.slack.core import build_core
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from bot.domain.store import connect
-from bot.ops.logs import safe_url
 from bot.settings import Settings
+from bot.telemetry.logs import safe_url
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from slack_bolt.request import BoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from bot.domain.store import StoreUnavailable, TokenStore
-from bot.ops import metrics
 from bot.slack.core import Core
+from bot.telemetry import metrics
 
 EVENTS_PATH = "/slack/events"
 # Slack's requests are a few kB; anything over this is refused unread (413).

@@ -25,13 +25,14 @@ from rq.scheduler import RQScheduler
 from rq.utils import now
 from rq.worker_pool import WorkerPool
 
-from bot.ops import logs
+from bot.runtime.composition import build_core
 from bot.runtime.jobs import use_core
 from bot.runtime.lifetime import die_with_parent
 from bot.runtime.web import metrics_endpoint
 from bot.settings import Settings
-from bot.slack.core import Core, build_core
+from bot.slack.core import Core
 from bot.slack.poller import start_polling
+from bot.telemetry import logs
 
 log = logging.getLogger(__name__)
 

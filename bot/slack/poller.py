@@ -21,13 +21,13 @@ from slack_sdk import WebClient
 from bot.domain.models import Batch, TrackedLink
 from bot.domain.status import DONE, StatusBook
 from bot.domain.store import TokenStore, now
+from bot.engine.registry import Job
 from bot.exotel.client import ExotelClient, ExotelError, ExotelRateLimited
 from bot.settings import LINK_TTL
 from bot.slack import linkviews
 
 log = logging.getLogger(__name__)
 
-STATUS_QUEUE = "onboard-status"
 MAX_BATCHES = 1000  # live batches looked at per round, newest first
 ROUND_SECONDS = 60  # a round stops asking Exotel after this, whatever budget is left
 JOB_TIMEOUT = ROUND_SECONDS + 60
@@ -119,9 +119,7 @@ def _masked(link: TrackedLink) -> str:
     return mask(link.token)
 
 
-# The RQ chain. Its job, `bot.runtime.jobs.poll_statuses`, is named, not imported: the job module
-# sits in the layer above.
-POLL_JOB = "bot.runtime.jobs.poll_statuses"
+# The RQ chain. Its job is named (the registry's), not imported: the job module sits above.
 
 def slot_of(moment: float, interval: int) -> int:
     return math.floor(moment / interval)
@@ -131,7 +129,7 @@ def schedule_next(queue: Queue, interval: int) -> str:
     """The next slot's round (the same job id whoever asks); its id."""
     slot = slot_of(time.time(), interval) + 1
     job_id = f"status-poll-{slot}"
-    queue.enqueue_at(datetime.fromtimestamp(slot * interval, UTC), POLL_JOB, slot,
+    queue.enqueue_at(datetime.fromtimestamp(slot * interval, UTC), Job.POLL_STATUSES.value, slot,
                      job_id=job_id, job_timeout=JOB_TIMEOUT, result_ttl=0,
                      failure_ttl=int(timedelta(days=1).total_seconds()),
                      ttl=max(interval * 3, 600), retry=Retry(max=1, interval=[5]),

@@ -29,8 +29,8 @@ from bot.domain.status import StatusBook
 from bot.domain.store import TokenStore, now
 from bot.exotel.client import ExotelClient
 from bot.exotel.tokens import mask
-from bot.ops.metrics import Metrics
 from bot.slack import messages
+from bot.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

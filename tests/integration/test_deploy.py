@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from bot.domain.reminders import QUEUE_NAME
+from bot.cli import doctor
 from bot.domain.store import TokenStore, connect
+from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
-from bot.ops import doctor
 from bot.runtime import startup
 from bot.settings import SettingsError
 from testkit.env import ROOT, bot_env
@@ -290,7 +290,7 @@ def test_the_store_works_over_tls_without_verification_and_is_refused_with_it(
     with tls_redis(tmp_path) as server:
         # Verification off (REDIS_TLS_VERIFY=false): the store reads and writes.
         settings = settings_for(server.url, exotel, slack, REDIS_TLS_VERIFY="false")
-        from bot.slack.core import build_core
+        from bot.runtime.composition import build_core
 
         core = build_core(settings)
         core.store.ensure_available()
@@ -345,13 +345,13 @@ def test_jobs_shows_the_bots_own_queues(
 ) -> None:
     from rq import Queue
 
-    queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(redis_url))
+    queue = Queue(REMINDERS_QUEUE, connection=redis.Redis.from_url(redis_url))
     queue.enqueue_in(timedelta(hours=1), "builtins.print", "later")
     queue.enqueue("builtins.print", "now")
     done = run_jobs(bot_env(exotel, slack, REDIS_URL=redis_url), tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"Redis: {redis_url}" in done.stdout
-    assert f"queue {QUEUE_NAME}: 1 queued, 1 scheduled, 0 started" in done.stdout
+    assert f"queue {REMINDERS_QUEUE}: 1 queued, 1 scheduled, 0 started" in done.stdout
     assert "workers: 0" in done.stdout
 
 
@@ -374,5 +374,5 @@ def test_jobs_finds_the_embedded_redis_of_a_running_bot(
         bot.stop()
     assert done.returncode == 0, done.stderr
     assert "Redis: unix://" in done.stdout
-    assert f"queue {QUEUE_NAME}: 0 queued" in done.stdout
-    assert QUEUE_NAME in done.stdout.split("workers: 4", 1)[1]
+    assert f"queue {REMINDERS_QUEUE}: 0 queued" in done.stdout
+    assert REMINDERS_QUEUE in done.stdout.split("workers: 4", 1)[1]

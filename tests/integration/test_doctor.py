@@ -14,9 +14,9 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from bot.domain.reminders import QUEUE_NAME
+from bot.cli import doctor
+from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
-from bot.ops import doctor
 from testkit.env import APP_TOKEN, BOT_TOKEN
 from testkit.processes import RedisProcess, closed_redis_url, free_port
 from testkit.slack import FakeSlack
@@ -76,7 +76,7 @@ AUTH_OK = {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user":
 def registered_worker(redis_url: str) -> Iterator[SimpleWorker]:
     """An RQ worker registered on the reminder queue, as a running one is, without running."""
     connection = redis.Redis.from_url(redis_url)
-    worker = SimpleWorker([Queue(QUEUE_NAME, connection=connection)], connection=connection)
+    worker = SimpleWorker([Queue(REMINDERS_QUEUE, connection=connection)], connection=connection)
     worker.register_birth()
     try:
         yield worker
@@ -300,12 +300,12 @@ def test_the_worker_check_needs_a_registered_worker(
     settings = settings_for(redis_url, exotel, slack)
     idle = doctor.check_worker(settings)
     assert idle.line() == (
-        f"✗ reminder worker: no worker is listening on {QUEUE_NAME}; expiry reminders will "
+        f"✗ reminder worker: no worker is listening on {REMINDERS_QUEUE}; expiry reminders will "
         "not be sent — start it: python -m bot worker")
     with registered_worker(redis_url) as worker:
         alive = doctor.check_worker(settings)
     assert alive.ok
-    assert alive.detail.startswith(f"1 on {QUEUE_NAME} ({worker.name}, heartbeat ")
+    assert alive.detail.startswith(f"1 on {REMINDERS_QUEUE} ({worker.name}, heartbeat ")
     assert not doctor.check_worker(settings).ok  # gone again once it deregistered
 
 

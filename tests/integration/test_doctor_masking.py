@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
+from bot.cli import doctor
 from bot.exotel.sandbox import ExotelSandbox
-from bot.ops import doctor
 from testkit.slack import FakeSlack
 from tests.support import settings_for
 

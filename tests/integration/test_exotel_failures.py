@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from bot.domain.models import Requester
+from bot.engine.queue import Reply
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.runtime import jobs
-from bot.runtime.queue import Reply
 from testkit.env import BOT_TOKEN, EXOTEL_KEY, EXOTEL_TOKEN, SIGNING_SECRET
 from testkit.slack import FakeSlack
 from tests.blockkit import block_text

@@ -10,7 +10,7 @@ import redis
 import requests
 from rq import Queue
 
-from bot.ops import metrics
+from bot.telemetry import metrics
 from testkit.processes import free_port
 from tests.blockkit import block_text
 from tests.support import METRICS_TOKEN, Bot, scrape_metrics

@@ -338,8 +338,8 @@ def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
     from rq.exceptions import AbandonedJobError
     from rq.job import Job
 
+    from bot.engine.queue import Reply, StepExecution
     from bot.runtime import jobs
-    from bot.runtime.queue import Reply, StepExecution
 
     core = make_core()
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="")

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from rq import Queue
 
+from bot.engine.registry import COMMANDS_QUEUE
 from bot.runtime import worker
-from bot.runtime.queue import COMMANDS_QUEUE
 from bot.slack.core import Core
 
 

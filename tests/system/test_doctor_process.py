@@ -8,9 +8,9 @@ import sys
 
 import redis
 
-from bot.domain.reminders import QUEUE_NAME
+from bot.cli import doctor
+from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
-from bot.ops import doctor
 from testkit.env import BOT_TOKEN, EXOTEL_TOKEN, ROOT, SIGNING_SECRET, bot_env
 from testkit.processes import BotProcess, RedisProcess, closed_redis_url
 from testkit.slack import FakeSlack
@@ -50,7 +50,7 @@ def test_python_m_bot_doctor_passes_with_a_real_worker(
     # Each check's name went to stderr as it started, in order.
     assert [line for line in done.stderr.splitlines() if line.startswith("… checking ")] == [
         f"… checking {label}" for label, _ in doctor.STEPS]
-    assert lines[-1].startswith(f"✓ reminder worker: 4 on {QUEUE_NAME}")
+    assert lines[-1].startswith(f"✓ reminder worker: 4 on {REMINDERS_QUEUE}")
     output = done.stdout + done.stderr
     for secret in (BOT_TOKEN, SIGNING_SECRET, EXOTEL_TOKEN):
         assert secret not in output

@@ -13,8 +13,8 @@ import requests
 from rq import Queue
 
 from bot.domain.store import TOKEN_KEY
+from bot.engine.registry import COMMANDS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox, Fault
-from bot.runtime.queue import COMMANDS_QUEUE
 from testkit.env import bot_env
 from testkit.processes import BotProcess, alive, descendants_of, kill_tree
 from testkit.signed import command_body, sign

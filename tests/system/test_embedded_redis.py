@@ -16,7 +16,8 @@ import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from bot.domain.reminders import QUEUE_NAME, job_id
+from bot.domain.reminders import job_id
+from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
 from bot.runtime import embedded_redis
 from testkit.env import ROOT, bot_env
@@ -193,7 +194,7 @@ def test_python_m_bot_killed_whole_keeps_its_links_and_reminder(
         batch = json.loads(client.get(batch_key))
         assert len(batch["tokens"]) == 3
         assert all(client.exists(f"onboard:token:{token}") for token in batch["tokens"])
-        queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(
+        queue = Queue(REMINDERS_QUEUE, connection=redis.Redis.from_url(
             f"unix://{embedded_redis.socket_path(data.resolve())}"))
         # Still scheduled, and posted when due by the restarted bot's workers.
         assert ScheduledJobRegistry(queue=queue).get_job_ids() == [job_id(batch["batch_id"])]

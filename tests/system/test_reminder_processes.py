@@ -18,7 +18,8 @@ import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from bot.domain.reminders import CLAIM_KEY, QUEUE_NAME, SENT_KEY, Claim
+from bot.domain.reminders import CLAIM_KEY, SENT_KEY, Claim
+from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
 from testkit.env import ROOT, bot_env
 from testkit.processes import BotProcess, RedisProcess, descendants_of, kill_tree
@@ -71,7 +72,7 @@ def wait_for_posts(slack: FakeSlack, count: int, timeout: float) -> None:
 
 def wait_until_all_done(redis_url: str, timeout: float = 30) -> None:
     """Until no reminder is scheduled, queued or running: nothing more can be posted."""
-    queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(redis_url))
+    queue = Queue(REMINDERS_QUEUE, connection=redis.Redis.from_url(redis_url))
     wait_until(lambda: not (ScheduledJobRegistry(queue=queue).count or queue.count
                             or StartedJobRegistry(queue=queue).count),
                timeout, "no reminder job pending")
@@ -153,7 +154,7 @@ def test_a_worker_killed_mid_post_leaves_one_reminder_after_the_retry(
     wait_until(lambda: datetime.now(UTC) > claim.until, 30, "the dead worker's claim lapsed")
 
     retry = subprocess.run(
-        [sys.executable, "-c", "import sys; from bot.jobs import send_reminder; "
+        [sys.executable, "-c", "import sys; from bot.runtime.jobs import send_reminder; "
          "print(send_reminder(*sys.argv[1:]))", batch_id, result.reminder_due.isoformat()],
         cwd=ROOT, env={"PATH": os.environ["PATH"], **settings}, capture_output=True, text=True,
         timeout=60)

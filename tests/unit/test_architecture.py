@@ -58,40 +58,58 @@ def test_the_checker_sees_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
     raise AssertionError("a function-local cycle went unseen")
 
 
-# What each layer may import of the project. handlers → Slack → domain → Exotel; the runtime
-# (app factory, processes, jobs) sits on top; settings and the operator's metrics and logs
-# serve every layer; listeners and the Slack layer reach the job engine through its contract,
-# bot.runtime.queue (jobs by name), never the worker's code.
-SHARED = ("bot.settings", "bot.ops.metrics", "bot.ops.logs")
-QUEUE = "bot.runtime.queue"
-MAY_IMPORT = {
-    "bot.exotel": ("bot.exotel",),
-    "bot.domain": ("bot.domain", "bot.exotel", *SHARED),
-    "bot.slack": ("bot.slack", "bot.domain", "bot.exotel", QUEUE, *SHARED),
-    "handlers": ("handlers", "bot.slack", "bot.domain", "bot.exotel", QUEUE, *SHARED),
-    QUEUE: ("bot.domain", "bot.exotel", *SHARED),
-}
+# The layers, bottom first: each may import itself and the layers below it, nothing above
+# (docs/decisions/0017-one-home-for-each-concept.md). Settings and telemetry serve every
+# layer; the job engine's contract (job names, the commands queue) sits below the Slack layer,
+# so listeners enqueue without the worker's code; the processes, the jobs and the composition
+# root sit on top of the listeners, and the operator's commands on top of those.
+LAYERS = (
+    ("bot.settings",),
+    ("bot.telemetry",),
+    ("bot.exotel",),
+    ("bot.domain",),
+    ("bot.engine",),
+    ("bot.slack",),
+    ("handlers",),
+    ("bot.runtime",),
+    ("bot.cli",),
+    ("bot.__main__",),
+)
 NO_SLACK = ("slack_sdk", "slack_bolt")
+
+
+def _layer_of(name: str) -> int:
+    """The module's layer; len(LAYERS), above them all, for a module in none."""
+    for index, packages in enumerate(LAYERS):
+        if any(_within(name, package) for package in packages):
+            return index
+    return len(LAYERS)
 
 
 def test_each_layer_imports_only_the_layers_below_it() -> None:
     known = modules()
-    checked = set()
+    placed = set()
     for name, path in known.items():
-        # The most specific rule: bot.runtime.queue is not the rest of bot.runtime.
-        layer = max((layer for layer in MAY_IMPORT if _within(name, layer)), key=len,
-                    default=None)
-        if layer is None:
+        if not name.startswith(("bot", "handlers")) or name == "bot":
             continue
-        checked.add(layer)
+        layer = _layer_of(name)
+        assert layer < len(LAYERS), f"{name} is in no layer: add its package to LAYERS"
+        placed.add(layer)
         for target in imports_of(path, known):
-            assert target.startswith(MAY_IMPORT[layer]), f"{name} imports {target}"
+            assert _layer_of(target) <= layer, f"{name} imports {target}, above it"
         third_party = {alias.split(".")[0] for alias in _third_party_imports(path)}
-        if layer in ("bot.exotel", "bot.domain", QUEUE):
+        if layer <= _layer_of("bot.engine"):
             assert not third_party & set(NO_SLACK), f"{name} imports Slack"
-        if layer == "bot.exotel":
+        if _within(name, "bot.exotel"):
             assert not third_party & {"redis", "rq"}, f"{name} imports Redis"
-    assert checked == set(MAY_IMPORT)
+    assert placed == set(range(len(LAYERS)))
+
+
+def test_the_layer_check_catches_an_import_pointing_up() -> None:
+    assert _layer_of("bot.slack.messages") < _layer_of("bot.runtime.jobs")
+    assert _layer_of("handlers.actions") < _layer_of("bot.runtime.app")
+    assert _layer_of("bot.domain.onboarding") < _layer_of("bot.engine.queue")
+    assert _layer_of("bot.nowhere") == len(LAYERS)
 
 
 def _within(name: str, layer: str) -> bool:

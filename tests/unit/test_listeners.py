@@ -13,7 +13,8 @@ from slack_bolt import BoltContext
 from bot.domain.access import Decision
 from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
-from bot.runtime.queue import Job, StepExecution, UnfurlTarget
+from bot.engine.queue import StepExecution, UnfurlTarget
+from bot.engine.registry import Job
 from bot.slack import messages, surfaces
 from bot.slack.messages import FORGET_ACTION, STOP_ACTION
 from handlers.actions import batch_button, issue_anyway

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from bot.ops.logs import MAX_LINE, QUIET_LOGGERS, JsonFormatter, RedactSecrets
+from bot.telemetry.logs import MAX_LINE, QUIET_LOGGERS, JsonFormatter, RedactSecrets
 
 TOKEN = "41eabcd0-1234-4c55-9e8a-1d2b3c4d5e6f"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
-from bot.ops.metrics import Metrics
+from bot.telemetry.metrics import Metrics
 
 
 def value(name: str, **labels: str) -> float:

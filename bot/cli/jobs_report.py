@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TextIO
 
+import redis
 from redis import Redis
 from rq import Queue, Worker
 
-from bot.domain.reminders import QUEUE_NAME
-from bot.runtime.queue import COMMANDS_QUEUE
+from bot.domain.store import connect_for
+from bot.engine.registry import QUEUES
+from bot.settings import Settings
+from bot.telemetry.logs import safe_url
 
 
 def report(connection: Redis, where: str, out: TextIO) -> None:
     """One line per queue (the bot's own always, any other RQ knows of), then the workers."""
     known = (q.name for q in Queue.all(connection=connection))
-    names = sorted({COMMANDS_QUEUE, QUEUE_NAME, *known})
+    names = sorted({*QUEUES, *known})
     print(f"Redis: {where}", file=out)
     for name in names:
         queue = Queue(name, connection=connection)
@@ -32,3 +36,14 @@ def report(connection: Redis, where: str, out: TextIO) -> None:
     for worker in sorted(workers, key=lambda w: w.name):
         print(f"  {worker.name} ({worker.get_state()}) on {', '.join(worker.queue_names())}",
               file=out)
+
+
+def run(settings: Settings) -> int:
+    assert settings.redis_url is not None
+    try:
+        report(connect_for(settings, decode_responses=False), safe_url(settings.redis_url),
+               sys.stdout)
+    except redis.RedisError as error:
+        print(f"Redis is not answering ({error}): check REDIS_URL.", file=sys.stderr)
+        return 1
+    return 0

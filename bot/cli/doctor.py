@@ -27,17 +27,17 @@ from rq.worker import BaseWorker
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.domain.reminders import QUEUE_NAME
 from bot.domain.store import connect
+from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.client import (
     ExotelAuthError,
     ExotelBadRequest,
     ExotelError,
     ExotelNotFound,
 )
-from bot.ops.logs import mask_urls, safe_url, scrub
+from bot.runtime.composition import exotel_client
 from bot.settings import HINTS, Settings
-from bot.slack.core import exotel_client
+from bot.telemetry.logs import mask_urls, safe_url, scrub
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yml"
 # Never issued by Exotel: a validate call with it can only answer "unknown token" (404/400)
@@ -376,16 +376,16 @@ def check_worker(settings: Settings) -> Check:
                        "`python -m bot` runs a worker beside itself")
     fix = "start it: python -m bot worker"
     # RQ stores pickled jobs: its connection must not decode replies.
-    queue = Queue(QUEUE_NAME, connection=_redis(settings, decode=False))
+    queue = Queue(REMINDERS_QUEUE, connection=_redis(settings, decode=False))
     try:
         workers = Worker.all(queue=queue)
     except redis.RedisError:
         return Check("reminder worker", False, "cannot tell: Redis is not answering",
                      f"fix Redis first, then {fix}")
     if not workers:
-        return Check("reminder worker", False, f"no worker is listening on {QUEUE_NAME}; "
+        return Check("reminder worker", False, f"no worker is listening on {REMINDERS_QUEUE}; "
                      "expiry reminders will not be sent", fix)
-    return Check("reminder worker", True, f"{len(workers)} on {QUEUE_NAME} "
+    return Check("reminder worker", True, f"{len(workers)} on {REMINDERS_QUEUE} "
                  f"({', '.join(_describe(w) for w in workers)})")
 
 

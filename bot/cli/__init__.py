@@ -1,0 +1,1 @@
+"""The operator's commands: doctor, the jobs report, the audit export (python -m bot ...)."""

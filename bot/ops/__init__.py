@@ -1,1 +1,0 @@
-"""The operator's tools: doctor, metrics, logs and the jobs report."""

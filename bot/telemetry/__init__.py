@@ -1,0 +1,1 @@
+"""Telemetry every layer uses: Prometheus metrics and the log format."""
