@@ -9,45 +9,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App, BoltContext, Respond
+from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.access import valid_batch_id
 from bot.domain.models import Requester
 from bot.engine.queue import new_batch_id
 from bot.engine.registry import Job
-from bot.slack import linkviews, messages
-from bot.slack.command_text import OnboardRequest, UsageError, parse_onboard
+from bot.slack import linkviews
+from bot.slack.blocks import Message, text_message
+from bot.slack.command_text import OnboardRequest, parse_onboard
 from bot.slack.core import Core
+from bot.slack.inputs import UsageError, requester_from
 from bot.slack.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
 
-def clicker_of(body: dict[str, Any]) -> Requester:
-    return Requester(team_id=(body.get("team") or {}).get("id", ""),
-                     user_id=(body.get("user") or {}).get("id", ""),
-                     channel_id=(body.get("channel") or {}).get("id", ""))
-
-
 def allowed_click(core: Core, ack: Ack, body: dict[str, Any], action: dict[str, Any],
-                  respond: Respond, name: str) -> tuple[Requester, str] | None:
+                  name: str) -> tuple[Requester, str] | None:
     """The clicker and the batch id, or None once the click was refused (and audited)."""
-    clicker = clicker_of(body)
+    clicker = requester_from(body)
     value = action.get("value")
     decision = core.access.may_click(clicker.user_id, clicker.channel_id, value)
     if decision.allowed:
         return clicker, str(value)
     message = (refusal(core, clicker, name, decision.reason) if valid_batch_id(value)
                else _not_a_batch(core, clicker, name, decision.reason))
-    enqueue_then_ack(core, ack, Job.RESPOND, body.get("response_url"), message,
-                     respond=respond)
+    enqueue_then_ack(core, ack, Job.RESPOND, body.get("response_url"), message, button=True)
     return None
 
 
-def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> messages.Message:
+def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> Message:
     # The value itself is neither stored nor echoed: it is whatever the sender made up.
     core.onboarding.refused(clicker, name, "invalid button value")
-    return messages.text_message(f":no_entry: {reason}")
+    return text_message(f":no_entry: {reason}")
 
 
 # The buttons that act on one batch differ only in this: action id -> (name in the audit,
@@ -61,24 +56,24 @@ BATCH_BUTTONS: dict[str, tuple[str, Job, BatchArgs, bool]] = {
 }
 
 
-def batch_button(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+def batch_button(ack: Ack, body: dict[str, Any], action: dict[str, Any],
                  context: BoltContext) -> None:
     """Renew, Stop reminding, Post to channel and Forget: checked, then their job."""
     core: Core = context["core"]
     name, job, job_args, idempotent = BATCH_BUTTONS[action["action_id"]]
-    if (allowed := allowed_click(core, ack, body, action, respond, name)) is None:
+    if (allowed := allowed_click(core, ack, body, action, name)) is None:
         return
     clicker, batch_id = allowed
     enqueue_then_ack(core, ack, job, body.get("response_url"), clicker, *job_args(batch_id),
-                     idempotent=idempotent, respond=respond)
+                     idempotent=idempotent, button=True)
 
 
-def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any],
                  context: BoltContext) -> None:
     """"Issue a new one anyway": the repeat-issue answer's count and note, parsed again as
     the command would (the value comes back from Slack, so it is checked again)."""
     core: Core = context["core"]
-    clicker = clicker_of(body)
+    clicker = requester_from(body)
     url = body.get("response_url")
     try:
         request = parse_onboard(str(action.get("value") or ""))
@@ -90,10 +85,10 @@ def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond
     decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
     if not decision.allowed:
         enqueue_then_ack(core, ack, Job.RESPOND, url,
-                         refusal(core, clicker, "issue", decision.reason), respond=respond)
+                         refusal(core, clicker, "issue", decision.reason), button=True)
         return
     enqueue_then_ack(core, ack, Job.ISSUE_LINKS, url, clicker, request.count, request.note,
-                     new_batch_id(), False, True, idempotent=False, respond=respond)
+                     new_batch_id(), False, True, idempotent=False, button=True)
 
 
 def register(app: App) -> None:

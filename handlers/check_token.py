@@ -10,17 +10,19 @@ from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable, redis_errors
 from bot.engine.registry import Job
 from bot.slack import messages
+from bot.slack.blocks import Message, text_message
 from bot.slack.core import Core
+from bot.slack.inputs import requester_from
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
-from handlers.slash import CHECK_TOKEN, parse_or_explain, requester_of
+from handlers.slash import CHECK_TOKEN, parse_or_explain
 
 
 def check_token(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
     core: Core = context["core"]
     if (request := parse_or_explain(ack, command, CHECK_TOKEN)) is None:
         return
-    requester = requester_of(command)
+    requester = requester_from(command)
     decision = core.access.may_check(requester.user_id, requester.channel_id)
     if not decision.allowed:
         ack(**refusal(core, requester, "check-token", decision.reason))
@@ -32,7 +34,7 @@ def check_token(ack: Ack, command: dict[str, Any], context: BoltContext) -> None
                      request.token, ack_with=messages.checking())
 
 
-def rate_limited(core: Core, requester: Requester) -> messages.Message | None:
+def rate_limited(core: Core, requester: Requester) -> Message | None:
     """A refusal if the requester ran more checks this minute than CHECK_TOKEN_PER_MINUTE
     allows (every check costs Exotel's shared budget); Redis only, before the ack."""
     try:
@@ -45,7 +47,7 @@ def rate_limited(core: Core, requester: Requester) -> messages.Message | None:
     limit = core.check_rate.per_minute
     core.onboarding.refused(requester, "check-token", f"more than {limit} checks a minute",
                             outcome="rate-limited")
-    return messages.text_message(
+    return text_message(
         f":hourglass: You can check at most {limit} tokens a minute, to keep Exotel's "
         f"request budget for everyone. Please try again in {retry_in:.0f} s.")
 

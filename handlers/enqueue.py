@@ -6,31 +6,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, Respond
+from slack_bolt import Ack
 
 from bot.domain.store import StoreUnavailable
 from bot.engine.queue import Reply
 from bot.engine.registry import Job
 from bot.slack import messages
+from bot.slack.blocks import Message, keeping_original
 from bot.slack.core import Core
 
 
 def enqueue_then_ack(core: Core, ack: Ack, job: Job, response_url: str | None,
-                     *args: Any, ack_with: messages.Message | None = None,
-                     idempotent: bool = True, respond: Respond | None = None) -> None:
+                     *args: Any, ack_with: Message | None = None,
+                     idempotent: bool = True, button: bool = False) -> None:
     """`job` on a worker, then the ack (`ack_with`, for a command).
 
-    A command's ack can carry the bad news; a button's cannot, so for buttons (`respond`
-    given) it goes to the response URL instead."""
+    A command's ack can carry the bad news; a button's cannot, so for buttons it goes to
+    the response URL instead, beside the message clicked."""
     try:
         core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent)
     except StoreUnavailable as error:
         problem = messages.problem(error)
-        if respond is None:
+        if not button:
             ack(**problem)
-        else:
-            ack()
-            respond(**problem, replace_original=False)
+            return
+        ack()
+        core.delivery.reply(response_url, keeping_original(problem))
         return
     if ack_with is None:
         ack()
@@ -40,7 +41,7 @@ def enqueue_then_ack(core: Core, ack: Ack, job: Job, response_url: str | None,
 
 def enqueue_or_tell(core: Core, job: Job, response_url: str | None,
                     *args: Any, then: Callable[[], object],
-                    tell: Callable[[messages.Message], object],
+                    tell: Callable[[Message], object],
                     idempotent: bool = True) -> None:
     """`job` on a worker, then `then()` (the ack); if Redis will not take it, `tell(problem)`
     instead: for surfaces whose ack is not a message (modals, workflow steps, events)."""

@@ -7,11 +7,11 @@ from typing import Any
 
 from slack_bolt import App, BoltContext
 
-from bot.domain.models import Requester
 from bot.domain.store import StoreUnavailable
 from bot.engine.queue import Reply
 from bot.engine.registry import Job
 from bot.slack.core import Core
+from bot.slack.inputs import requester_from
 
 
 def home_opened(event: dict[str, Any], body: dict[str, Any], context: BoltContext,
@@ -19,8 +19,7 @@ def home_opened(event: dict[str, Any], body: dict[str, Any], context: BoltContex
     if event.get("tab") not in (None, "home"):
         return
     core: Core = context["core"]
-    viewer = Requester(team_id=body.get("team_id", ""), user_id=event.get("user", ""),
-                       channel_id=event.get("channel", ""))
+    viewer = requester_from(body, user=event.get("user"), channel=event.get("channel"))
     try:
         core.commands.enqueue(Job.REFRESH_HOME, Reply.to(None), viewer)
     except StoreUnavailable:

@@ -11,18 +11,19 @@ from bot.domain.store import StoreUnavailable
 from bot.engine.queue import new_batch_id
 from bot.engine.registry import Job
 from bot.slack import linkviews, messages
-from bot.slack.command_text import ForgetRequest, ListRequest
+from bot.slack.command_text import ForgetRequest, ListRequest, OnboardRequest
 from bot.slack.core import Core
+from bot.slack.inputs import requester_from
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
-from handlers.slash import ONBOARD_LINK, parse_or_explain, requester_of
+from handlers.slash import ONBOARD_LINK, parse_or_explain
 
 
 def onboard_link(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
     core: Core = context["core"]
     if (request := parse_or_explain(ack, command, ONBOARD_LINK)) is None:
         return
-    requester = requester_of(command)
+    requester = requester_from(command)
     decision = (core.access.may_list(requester.user_id, requester.channel_id, request.scope)
                 if isinstance(request, ListRequest)
                 else core.access.may_issue(requester.user_id, requester.channel_id))
@@ -36,8 +37,25 @@ def onboard_link(ack: Ack, command: dict[str, Any], context: BoltContext) -> Non
     if isinstance(request, ForgetRequest):
         enqueue_then_ack(core, ack, Job.FORGET, response_url, requester, request.token, None)
         return
+    _issue(core, ack, requester, request, response_url)
+
+
+def _issue(core: Core, ack: Ack, requester: Requester, request: OnboardRequest,
+           response_url: str) -> None:
+    """Links, or the customer's live ones: looked up here (Redis only), so that the ack
+    never says "Creating…" for a command that then creates nothing."""
+    try:
+        existing = core.onboarding.existing(requester, request.count, request.note)
+    except StoreUnavailable as error:
+        ack(**messages.problem(error))
+        return
+    if existing is not None:
+        ack(**linkviews.already_issued(*existing, request.count, request.note))
+        return
+    # force=True: the job need not look again (it would only find what a concurrent
+    # command for the same customer made, after this ack promised links).
     enqueue_then_ack(core, ack, Job.ISSUE_LINKS, response_url, requester, request.count,
-                     request.note, new_batch_id(), idempotent=False,
+                     request.note, new_batch_id(), False, True, idempotent=False,
                      ack_with=messages.working(request.count))
 
 

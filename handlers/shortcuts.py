@@ -6,16 +6,24 @@ from __future__ import annotations
 from logging import Logger
 from typing import Any
 
-from slack_bolt import Ack, App, BoltContext, Respond
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackApiError
 
-from bot.domain.models import Requester
 from bot.engine.queue import new_batch_id
 from bot.engine.registry import Job
 from bot.slack import messages, surfaces
-from bot.slack.command_text import UsageError
+from bot.slack.blocks import text_message
 from bot.slack.core import Core
-from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, TEAM_ID, USER_ID, count_of, matches, note_of
+from bot.slack.inputs import (
+    CHANNEL_ID,
+    MESSAGE_TS,
+    USER_ID,
+    UsageError,
+    count_of,
+    matches,
+    note_of,
+    requester_from,
+)
 from handlers.enqueue import enqueue_or_tell, enqueue_then_ack
 from handlers.refusal import refusal
 
@@ -24,8 +32,8 @@ FORM_UNAVAILABLE = "count"  # the field that shows a problem that is no field's 
 
 def open_form(core: Core, body: dict[str, Any], logger: Logger) -> None:
     """The form, or why not, in a modal: views.open must happen within the trigger's 3 s,
-    before the ack, so it goes through the core's short look-up client."""
-    requester = _who(body, channel="")
+    before the ack (delivery opens it with its short look-up client)."""
+    requester = requester_from(body, channel="")
     decision = core.access.may_open_form(requester.user_id)
     if decision.allowed:
         view = surfaces.form_view()
@@ -33,7 +41,7 @@ def open_form(core: Core, body: dict[str, Any], logger: Logger) -> None:
         core.onboarding.refused(requester, "form", decision.reason)
         view = surfaces.refused_view(decision.reason, core.access.admins)
     try:
-        core.lookups.views_open(trigger_id=str(body.get("trigger_id", "")), view=view)
+        core.delivery.open_view(str(body.get("trigger_id", "")), view)
     except (SlackApiError, OSError) as error:
         logger.warning("could not open the form for %s: %s", requester.user_id, error)
 
@@ -69,7 +77,7 @@ def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
     if errors or count is None or note is None:
         ack(response_action="errors", errors=errors)
         return
-    requester = _who(body, channel=channel or "")
+    requester = requester_from(body, channel=channel or "")
     decision = core.access.may_issue(requester.user_id, requester.channel_id)
     if not decision.allowed:
         core.onboarding.refused(requester, "form", decision.reason)
@@ -83,28 +91,27 @@ def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
                                  errors={FORM_UNAVAILABLE: problem["text"]}))
 
 
-def send_in_thread(ack: Ack, body: dict[str, Any], respond: Respond,
-                   context: BoltContext) -> None:
+def send_in_thread(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
     core: Core = context["core"]
-    channel = matches(CHANNEL_ID, (body.get("channel") or {}).get("id")) or ""
-    requester = _who(body, channel=channel)
+    requester = requester_from(body)
+    channel = requester.channel_id
     url = body.get("response_url")
     decision = core.access.may_issue(requester.user_id, requester.channel_id)
     if not decision.allowed:
         enqueue_then_ack(core, ack, Job.RESPOND, url,
                          refusal(core, requester, "send_in_thread", decision.reason),
-                         respond=respond)
+                         button=True)
         return
     message = body.get("message") or {}
     thread_ts = (matches(MESSAGE_TS, message.get("thread_ts"))
                  or matches(MESSAGE_TS, message.get("ts")))
     if thread_ts is None or not channel:
-        enqueue_then_ack(core, ack, Job.RESPOND, url, messages.text_message(
+        enqueue_then_ack(core, ack, Job.RESPOND, url, text_message(
             ":warning: The bot can't tell which message this is; try the shortcut again."),
-            respond=respond)
+            button=True)
         return
     enqueue_then_ack(core, ack, Job.SEND_IN_THREAD, url, requester, _author(message),
-                     thread_ts, new_batch_id(), idempotent=False, respond=respond)
+                     thread_ts, new_batch_id(), idempotent=False, button=True)
 
 
 def _fields(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -112,12 +119,6 @@ def _fields(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     values = (view.get("state") or {}).get("values") or {}
     return {block: ((values.get(block) or {}).get(block) or {})
             for block in (surfaces.COUNT, surfaces.NOTE, surfaces.CHANNEL)}
-
-
-def _who(body: dict[str, Any], channel: str) -> Requester:
-    return Requester(team_id=matches(TEAM_ID, (body.get("team") or {}).get("id")) or "",
-                     user_id=matches(USER_ID, (body.get("user") or {}).get("id")) or "",
-                     channel_id=channel)
 
 
 def _author(message: dict[str, Any]) -> str:

@@ -1,5 +1,5 @@
-"""What the two slash commands share: who sent one, and reading its text. A usage problem
-or a request for help is answered here, the same way for both commands."""
+"""What the two slash commands share: reading their text. A usage problem or a request for
+help is answered here, the same way for both commands."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from typing import Any, Generic, TypeVar
 
 from slack_bolt import Ack
 
-from bot.domain.models import Requester
 from bot.slack import messages
+from bot.slack.blocks import Message
 from bot.slack.command_text import (
     CheckRequest,
     ForgetRequest,
     Help,
     ListRequest,
     OnboardRequest,
-    UsageError,
     parse_check,
     parse_onboard,
 )
+from bot.slack.inputs import UsageError
 
 R = TypeVar("R")
 
@@ -30,8 +30,8 @@ class Usage(Generic[R]):
     """A command's parser and its two explanations: of a usage problem, and the help."""
 
     parse: Callable[[str | None], R | Help]
-    problem: Callable[[str], messages.Message]
-    help: Callable[[], messages.Message]
+    problem: Callable[[str], Message]
+    help: Callable[[], Message]
 
 
 ONBOARD_LINK: Usage[OnboardRequest | ListRequest | ForgetRequest] = Usage(
@@ -51,8 +51,3 @@ def parse_or_explain(ack: Ack, command: dict[str, Any], usage: Usage[R]) -> R | 
         ack(**usage.help())
         return None
     return request
-
-
-def requester_of(command: dict[str, Any]) -> Requester:
-    return Requester(team_id=command.get("team_id", ""), user_id=command.get("user_id", ""),
-                     channel_id=command.get("channel_id", ""))

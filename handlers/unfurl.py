@@ -9,12 +9,18 @@ from typing import Any
 
 from slack_bolt import App, BoltContext
 
-from bot.domain.models import Requester
 from bot.domain.previews import MAX_PREVIEWS, token_of
 from bot.engine.queue import UnfurlTarget
 from bot.engine.registry import Job
 from bot.slack.core import Core
-from bot.slack.inputs import CHANNEL_ID, MESSAGE_TS, OPAQUE_ID, TEAM_ID, USER_ID, matches
+from bot.slack.inputs import (
+    CHANNEL_ID,
+    MESSAGE_TS,
+    OPAQUE_ID,
+    USER_ID,
+    matches,
+    requester_from,
+)
 from handlers.enqueue import enqueue_or_tell
 from handlers.refusal import refusal
 
@@ -29,8 +35,7 @@ def link_shared(event: dict[str, Any], body: dict[str, Any], context: BoltContex
     if not urls or user is None or target is None:
         return
     core: Core = context["core"]
-    requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
-                          user_id=user, channel_id=matches(CHANNEL_ID, target.channel) or "")
+    requester = requester_from(body, user=user, channel=target.channel)
 
     def unavailable(_: Any) -> None:
         logger.warning("no preview for %s: Redis is not answering", user)

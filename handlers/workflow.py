@@ -7,13 +7,19 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Fail
 
-from bot.domain.models import Requester
 from bot.engine.queue import StepExecution, new_batch_id
 from bot.engine.registry import Job
 from bot.slack import surfaces
-from bot.slack.command_text import UsageError
 from bot.slack.core import Core
-from bot.slack.inputs import CHANNEL_ID, OPAQUE_ID, TEAM_ID, USER_ID, count_of, matches, note_of
+from bot.slack.inputs import (
+    OPAQUE_ID,
+    UnreadablePayload,
+    UsageError,
+    count_of,
+    matches,
+    note_of,
+    requester_from,
+)
 from handlers.enqueue import enqueue_or_tell
 
 NO_USER = ("The step needs to know who ran the workflow: set its Requester input to "
@@ -30,15 +36,14 @@ def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
         return
     core: Core = context["core"]
     execution = StepExecution(execution_id, token)
-    user = matches(USER_ID, inputs.get("user_id"))
-    requester = Requester(team_id=matches(TEAM_ID, body.get("team_id")) or "",
-                          user_id=user or "",
-                          channel_id=matches(CHANNEL_ID, inputs.get("channel_id")) or "")
     try:
+        requester = requester_from(body, user=inputs.get("user_id"),
+                                   channel=inputs.get("channel_id"))
         count = count_of(inputs.get("count"))
         note = note_of(inputs.get("customer_note"))
-        if user is None:
-            raise UsageError(NO_USER)
+    except UnreadablePayload:
+        _end_with(core, ack, fail, execution, surfaces.step_error(NO_USER))
+        return
     except UsageError as problem:
         _end_with(core, ack, fail, execution, surfaces.step_error(str(problem)))
         return

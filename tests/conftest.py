@@ -16,7 +16,7 @@ from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.store import connect
 from bot.exotel.sandbox import ExotelSandbox
-from bot.runtime import jobs
+from bot.runtime import execution
 from bot.runtime.app import create_app
 from bot.runtime.composition import build_core
 from bot.runtime.web import create_wsgi
@@ -87,7 +87,7 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
 
     def make(**overrides: Any) -> Bot:
         core = build_core(settings_for(redis_url, exotel, slack, **overrides))
-        jobs.use_core(core)  # the jobs the worker thread runs use this bot's settings
+        execution.use_core(core)  # the jobs the worker thread runs use this bot's settings
         bot = Bot(core, HttpServer(create_wsgi(create_app(core), core)), slack,
                   ThreadWorker(core))
         bots.append(bot)
@@ -96,7 +96,7 @@ def make_bot(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
     yield make
     for bot in bots:
         bot.close()
-    jobs.use_core(None)
+    execution.use_core(None)
 
 
 @pytest.fixture
@@ -109,11 +109,11 @@ def make_core(redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox,
               slack: FakeSlack) -> Iterator[Callable[..., Core]]:
     def make(**overrides: Any) -> Core:
         core = build_core(settings_for(redis_url, exotel, slack, **overrides))
-        jobs.use_core(core)
+        execution.use_core(core)
         return core
 
     yield make
-    jobs.use_core(None)
+    execution.use_core(None)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from slack_bolt import App, BoltContext
 
 import handlers
 from bot.slack.core import Core
+from bot.slack.delivery import MarkedAck
 
 
 def create_app(core: Core) -> App:
@@ -35,6 +36,8 @@ def create_app(core: Core) -> App:
     @app.middleware
     def give_listeners_the_core(context: BoltContext, next: Callable[[], None]) -> None:
         context["core"] = core  # listeners take their dependencies from Bolt's context
+        if core.delivery.sandbox:  # every ack says "Sandbox" too
+            context["ack"] = MarkedAck(core.delivery)
         next()
 
     @app.middleware

@@ -28,6 +28,7 @@ from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE, J
 from bot.exotel.client import ExotelClient, Limiter
 from bot.settings import Settings
 from bot.slack.core import Core
+from bot.slack.delivery import Delivery
 from bot.slack.groups import GroupCache
 from bot.slack.home import HomeTabs
 from bot.slack.poller import StatusPoller
@@ -100,19 +101,26 @@ def build_core(settings: Settings) -> Core:
     statuses = StatusBook(client)
     onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
                             access=access)
+    poll_exotel = exotel_client(settings, poll_budget(settings, client, limiter),
+                                observe=metrics.exotel_call)
+
+    def sandbox() -> bool:  # known from the settings, or learnt from Exotel's answers
+        return exotel.sandbox or poll_exotel.sandbox
+
+    delivery = Delivery(slack, sandbox, lookups=lookup_client(settings),
+                        api_url=settings.slack_api_url)
+    reminder_slack = reminder_slack_client(settings)
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
-        reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
-                                       metrics),
-        slack=slack, lookups=lookup_client(settings), access=access, groups=groups, metrics=metrics,
-        home=HomeTabs(onboarding, slack, access.is_admin),
+        reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack,
+                                       Delivery(reminder_slack, sandbox), metrics),
+        slack=slack, delivery=delivery, access=access, groups=groups, metrics=metrics,
+        home=HomeTabs(onboarding, delivery, access.is_admin),
         commands=commands,
         check_rate=UserRateLimit(client, settings.check_token_per_minute, "check-token"),
         statuses=statuses,
-        poller=StatusPoller(store, statuses,
-                            exotel_client(settings, poll_budget(settings, client, limiter),
-                                          observe=metrics.exotel_call),
-                            slack, exotel.sandbox, Queue(STATUS_QUEUE, connection=jobs)),
+        poller=StatusPoller(store, statuses, poll_exotel, delivery,
+                            Queue(STATUS_QUEUE, connection=jobs)),
     )
 
 

@@ -26,7 +26,7 @@ from rq.utils import now
 from rq.worker_pool import WorkerPool
 
 from bot.runtime.composition import build_core
-from bot.runtime.jobs import use_core
+from bot.runtime.execution import use_core
 from bot.runtime.lifetime import die_with_parent
 from bot.runtime.web import metrics_endpoint
 from bot.settings import Settings

@@ -8,20 +8,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.exotel.tokens import parse_token_argument
+from bot.slack.inputs import MAX_LINKS, UsageError, note_of, strip_bidi
 
-MAX_LINKS = 50
-MAX_NOTE = 500
 _NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
 HELP_WORDS = {"help", "-h", "--help", "?"}
-# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a note they would
-# reorder what readers of a listing or reminder see.
-BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-
-
-class UsageError(Exception):
-    """The command text can't be acted on; the message says why and what to type instead."""
-
-
 @dataclass(frozen=True)
 class Help:
     pass
@@ -57,10 +47,6 @@ def _text(raw: str | None) -> str:
     return strip_bidi(html.unescape(raw or "")).strip()
 
 
-def strip_bidi(text: str) -> str:
-    return BIDI_CONTROLS.sub("", text)
-
-
 def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetRequest | Help:
     text = _text(raw)
     first = text.split(maxsplit=1)[0] if text else ""  # any whitespace: newline, no-break space
@@ -88,11 +74,7 @@ def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetReque
                 f"“{first[:20]}” is not."
             )
         count, text = int(first), text[len(first):].strip()
-    if len(text) > MAX_NOTE:
-        raise UsageError(
-            f"Please keep the customer note to {MAX_NOTE} characters (it has {len(text)})."
-        )
-    return OnboardRequest(count=count, note=" ".join(text.split()))
+    return OnboardRequest(count=count, note=note_of(text))
 
 
 def _quote(text: str) -> str:

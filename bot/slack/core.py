@@ -18,6 +18,7 @@ from bot.domain.store import StoreUnavailable, TokenStore
 from bot.engine.queue import CommandQueue
 from bot.exotel.client import ExotelError
 from bot.settings import Settings
+from bot.slack.delivery import Delivery
 from bot.slack.groups import GroupCache
 from bot.slack.home import HomeTabs
 from bot.slack.poller import StatusPoller
@@ -35,8 +36,8 @@ class Core:
     onboarding: Onboarding
     reminders: Reminders
     reminder_sender: ReminderSender
-    slack: WebClient
-    lookups: WebClient  # for calls inside an ack's 3 s (views.open): short, no retries
+    slack: WebClient  # for look-ups (users.info); everything sent goes through `delivery`
+    delivery: Delivery
     access: AccessPolicy
     groups: GroupCache  # the membership the access policy reads, kept warm by the worker
     metrics: Metrics

@@ -13,20 +13,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from slack_sdk import WebClient
-
 from bot.domain.models import Requester
 from bot.domain.onboarding import Onboarding
 from bot.slack import linkviews, messages
+from bot.slack.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
 
 class HomeTabs:
-    def __init__(self, onboarding: Onboarding, slack: WebClient,
+    def __init__(self, onboarding: Onboarding, delivery: Delivery,
                  is_admin: Callable[[str], bool] = lambda _: False) -> None:
         self._onboarding = onboarding
-        self._slack = slack
+        self._delivery = delivery
         self._is_admin = is_admin
         self._lock = threading.Lock()
         self._publishing: set[str] = set()
@@ -51,7 +50,7 @@ class HomeTabs:
         """A failure here must not spoil the command's own reply: it is logged only."""
         try:
             view = self.view(viewer)
-            self._slack.views_publish(user_id=viewer.user_id, view=view)
+            self._delivery.publish_home(viewer.user_id, view)
         except Exception:
             log.warning("could not publish the App Home of %s", viewer.user_id, exc_info=True)
 
@@ -61,8 +60,7 @@ class HomeTabs:
         onboarding = self._onboarding
         listing = onboarding.live(viewer, "user", messages.MAX_LISTED)
         details = onboarding.details(listing)
-        if onboarding.statuses is None:
-            return messages.home_view(listing)
+        assert onboarding.statuses is not None  # the composition root always gives one
         mine = onboarding.statuses.funnel(viewer.team_id, viewer.user_id)
         team = (onboarding.statuses.funnel(viewer.team_id, None)
                 if self._is_admin(viewer.user_id) else None)

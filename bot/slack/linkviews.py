@@ -18,23 +18,20 @@ from bot.domain.models import Batch, Listing, TrackedLink
 from bot.domain.status import Funnel, LinkStatus
 from bot.domain.store import now
 from bot.exotel.tokens import mask
-from bot.slack.messages import (
-    FORGET_ACTION,
-    MAX_LISTED,
-    RULES,
+from bot.slack.blocks import (
     SECTION_LIMIT,
     Message,
-    _batch_line,
-    _blocks,
-    _context,
-    _message,
-    _note,
-    _section,
+    context,
+    ephemeral,
     escape,
-    sandboxed,
+    escape_note,
+    note_block,
+    render,
+    section,
     slack_date,
     time_left,
 )
+from bot.slack.messages import FORGET_ACTION, MAX_LISTED, NEW_LINKS_ACTION, RULES, batch_line
 
 ISSUE_ANYWAY_ACTION = "issue_anyway"
 # Links shown in one listing: 30 lines of ~180 characters, with 20 batch lines, stay well
@@ -48,8 +45,6 @@ STATUS_WORDS = {
     "EXPIRED": ":red_circle: EXPIRED",
 }
 Details = dict[str, list[tuple[TrackedLink, LinkStatus | None]]]
-
-__all__ = ["ISSUE_ANYWAY_ACTION", "sandboxed"]
 
 
 def ago(moment: datetime, at: datetime | None = None) -> str:
@@ -76,7 +71,7 @@ def link_line(link: TrackedLink, record: LinkStatus | None, full: bool,
 def _batch_section(batch: Batch, rows: list[tuple[TrackedLink, LinkStatus | None]],
                    full: bool, budget: int, at: datetime) -> tuple[str, int]:
     """The batch's line and as many of its links as fit; the links it showed."""
-    text = _batch_line(batch, at)
+    text = batch_line(batch, at)
     shown = 0
     for link, record in rows:
         line = link_line(link, record, full, at)
@@ -108,7 +103,7 @@ def _batch_blocks(listing: Listing, details: Details, full_for: str | None,
         blocks.append(block)
     hidden = listing.total - len(blocks)
     if hidden > 0:
-        blocks.append(_context(f"…and {hidden} older ones."))
+        blocks.append(context(f"…and {hidden} older ones."))
     return blocks
 
 
@@ -117,10 +112,10 @@ def listing(listing: Listing, details: Details, scope: str, viewer: str) -> Mess
     title = {"user": "Your live onboarding links", "channel": "Live onboarding links in this "
              "channel", "all": "Everyone's live onboarding links"}[scope]
     if not listing.batches:
-        return _message(title, [_section(f"*{title}*: none. Create some with `/onboard-link`.")])
-    blocks: list[Block] = [_section(f"*{title}* (newest first; only you see this)")]
+        return ephemeral(title, [section(f"*{title}*: none. Create some with `/onboard-link`.")])
+    blocks: list[Block] = [section(f"*{title}* (newest first; only you see this)")]
     blocks.extend(_batch_blocks(listing, details, viewer, forget_button=True))
-    return _message(title, blocks)
+    return ephemeral(title, blocks)
 
 
 def _funnel_line(funnel: Funnel, whose: str) -> str:
@@ -141,13 +136,17 @@ def home(listing: Listing, details: Details, viewer: str, funnel: Funnel,
     lines = [_funnel_line(funnel, "Your links")]
     if team is not None:
         lines.append(_funnel_line(team, "The whole team"))
-    blocks: list[Block] = [_section("\n".join(lines)),
-                           _section("*Your live onboarding links*")]
+    blocks: list[Block] = [
+        section("\n".join(lines)),
+        section("*Your live onboarding links*"),
+        ActionsBlock(elements=[ButtonElement(text="New links", style="primary",
+                                             action_id=NEW_LINKS_ACTION)]),
+    ]
     blocks.extend(_batch_blocks(listing, details, viewer, forget_button=False))
     if not listing.batches:
-        blocks.append(_context("None right now. Create some with `/onboard-link` in any "
+        blocks.append(context("None right now. Create some with `/onboard-link` in any "
                                "channel."))
-    blocks.append(_context(RULES))
+    blocks.append(context(RULES))
     rendered = [block.to_dict() for block in blocks]
     if len(rendered) > HOME_MAX_BLOCKS:
         raise ValueError(f"{len(rendered)} blocks is over Slack's {HOME_MAX_BLOCKS}")
@@ -157,8 +156,8 @@ def home(listing: Listing, details: Details, viewer: str, funnel: Funnel,
 def link_used(batch: Batch, used: TrackedLink, links: list[TrackedLink],
               statuses: dict[str, LinkStatus]) -> Message:
     """The DM when a link turns USED: which customer, which link, and the rest of the batch."""
-    note = escape(batch.note) if batch.note else "a customer with no note"
-    blocks: list[Block] = [_section(
+    note = escape_note(batch.note) if batch.note else "a customer with no note"
+    blocks: list[Block] = [section(
         f":tada: A customer finished onboarding with your link `{mask(used.token)}` "
         f"for *{note}*.")]
     others = [link for link in links if link.token != used.token]
@@ -168,12 +167,12 @@ def link_used(batch: Batch, used: TrackedLink, links: list[TrackedLink],
                  for link in others[:MAX_LINK_LINES]]
         if len(others) > MAX_LINK_LINES:
             lines.append(f"…and {len(others) - MAX_LINK_LINES} more")
-        blocks.append(_section(f"The batch's other links ({time_left(batch.expires_at, at)}):\n"
+        blocks.append(section(f"The batch's other links ({time_left(batch.expires_at, at)}):\n"
                                + "\n".join(lines)))
-    blocks.append(_context("Exotel marks a link USED once it has onboarded; this bot polls "
+    blocks.append(context("Exotel marks a link USED once it has onboarded; this bot polls "
                            "live links in the background. `/onboard-link list` shows them all."))
-    return {"text": f"A customer finished onboarding: {escape(batch.note[:100])}",
-            "blocks": _blocks(blocks)}
+    return {"text": f"A customer finished onboarding: {escape_note(batch.note[:100])}",
+            "blocks": render(blocks)}
 
 
 def already_issued(batch: Batch, rows: list[tuple[TrackedLink, LinkStatus | None]],
@@ -183,29 +182,29 @@ def already_issued(batch: Batch, rows: list[tuple[TrackedLink, LinkStatus | None
     noun = "link" if len(rows) == 1 else "links"
     lines = [link_line(link, record, True, at) for link, record in rows[:MAX_LINK_LINES]]
     blocks: list[Block] = [
-        _section(f":information_source: You already have {len(rows)} live {noun} for this "
+        section(f":information_source: You already have {len(rows)} live {noun} for this "
                  f"customer, issued {slack_date(batch.issued_at)} "
                  f"({time_left(batch.expires_at, at)}). Nothing new was issued."),
-        _note(batch.note),
-        _section("\n".join(lines)),
-        _context(RULES),
+        note_block(batch.note),
+        section("\n".join(lines)),
+        context(RULES),
         ActionsBlock(elements=[ButtonElement(
             text="Issue a new one anyway" if count == 1 else f"Issue {count} new ones anyway",
             action_id=ISSUE_ANYWAY_ACTION, value=f"{count} {note}")]),
     ]
-    return _message(f"You already have a live link for {escape(note[:100])}", blocks)
+    return ephemeral(f"You already have a live link for {escape_note(note[:100])}", blocks)
 
 
 def already_stopped() -> Message:
-    return _message("Already stopped", [_section(
+    return ephemeral("Already stopped", [section(
         ":no_bell: Reminders for those links were already stopped.")])
 
 
 def already_forgotten() -> Message:
-    return _message("Already forgotten", [_section(
+    return ephemeral("Already forgotten", [section(
         ":wastebasket: The bot had already forgotten those links; nothing more to do.")])
 
 
 def already_posted() -> Message:
-    return _message("Already posted", [_section(
+    return ephemeral("Already posted", [section(
         ":white_check_mark: Those links were already posted to the channel.")])

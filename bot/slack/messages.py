@@ -1,27 +1,14 @@
-"""Pure functions from the bot's data to Slack messages (Block Kit), within Slack's limits.
-
-User text never reaches mrkdwn unescaped: it goes in plain_text objects, or through
-`escape` where it must sit inside mrkdwn.
-"""
+"""Pure functions from the bot's data to Slack messages (Block Kit): replies to the commands and
+buttons, reminders, posts. Built from `bot.slack.blocks`, which keeps them within Slack's
+limits and user text inert."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
-from functools import cache, wraps
-from typing import Any, Literal, Required, TypedDict
+from datetime import datetime, timedelta
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    MarkdownTextObject,
-    PlainTextObject,
-    SectionBlock,
-)
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
 
-from bot.domain.models import Batch, Listing, Requester, TrackedLink
+from bot.domain.models import Batch, Requester, TrackedLink
 from bot.domain.onboarding import (
     AlreadyForgotten,
     BatchGone,
@@ -32,34 +19,27 @@ from bot.domain.onboarding import (
     NotYours,
 )
 from bot.domain.ratelimit import QuotaExceeded
-from bot.domain.store import StoreUnavailable, now
+from bot.domain.store import StoreUnavailable
 from bot.exotel.client import ExotelError
 from bot.exotel.tokens import mask
-from bot.slack.command_text import MAX_LINKS, MAX_NOTE, strip_bidi
+from bot.slack.blocks import (
+    SECTION_LIMIT,
+    Message,
+    chunks,
+    context,
+    ephemeral,
+    escape,
+    escape_note,
+    fixed,
+    note_block,
+    render,
+    section,
+    slack_date,
+    text_message,
+    time_left,
+)
+from bot.slack.inputs import MAX_LINKS, MAX_NOTE, UnreadablePayload
 
-
-class Message(TypedDict, total=False):
-    """A message as the bot hands it to Slack: an ack, a reply to a response URL, a post or
-    a DM. The keys are Slack's own names, so a Message is passed on with `**message`.
-
-    Only `text` is always there (Slack's fallback for notifications and screen readers).
-    """
-
-    text: Required[str]
-    blocks: list[dict[str, Any]]  # Block Kit, rendered and checked against Slack's limits
-    response_type: Literal["ephemeral", "in_channel"]  # acks and replies: who sees them
-    unfurl_links: bool  # posts: False shows no preview of the links in `text`
-
-
-class Response(Message, total=False):
-    """A reply to a response URL, which may also say what becomes of the message whose
-    button was clicked (acks cannot: Bolt's `ack` takes no `replace_original`)."""
-
-    replace_original: bool  # False: the reply comes beside the clicked message
-
-
-MAX_BLOCKS = 50
-SECTION_LIMIT = 3000
 CUSTOMERS_PER_LINK = 5
 LATE_NOTICE = timedelta(minutes=1)
 RULES = (
@@ -90,48 +70,6 @@ STATUS_TEXT = {
 }
 
 
-def escape(text: str) -> str:
-    """Make user text inert in mrkdwn: no mentions, links or channel pings."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-# mrkdwn has no escape for its formatting characters: in a note they become lookalikes that
-# format nothing (∗ ˍ ∼ ˋ), so a note cannot bold, italicise, strike or open code in a line.
-_INERT = str.maketrans({"*": "\u2217", "_": "\u02cd", "~": "\u223c", "`": "\u02cb"})
-
-
-def escape_note(note: str) -> str:
-    """A customer note made inert for mrkdwn: `escape`, formatting characters neutralised
-    and bidi controls dropped (notes stored before they were stripped on input)."""
-    return escape(strip_bidi(note).translate(_INERT))
-
-
-def slack_date(moment: datetime) -> str:
-    """A date each reader sees in their own time zone, with a UTC fallback."""
-    fallback = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} at {{time}}|{fallback}>"
-
-
-def time_left(until: datetime, at: datetime | None = None) -> str:
-    seconds = int((until - (at or now())).total_seconds())
-    if seconds <= 0:
-        return "expired"
-    hours, minutes = divmod(seconds // 60, 60)
-    return f"{hours} h {minutes} min left" if hours else f"{max(minutes, 1)} min left"
-
-
-def _blocks(blocks: Iterable[Block]) -> list[dict[str, Any]]:
-    rendered = [block.to_dict() for block in blocks]  # to_dict() checks Block Kit's limits
-    if len(rendered) > MAX_BLOCKS:
-        raise ValueError(f"{len(rendered)} blocks is over Slack's {MAX_BLOCKS}")
-    return rendered
-
-
-def _message(text: str, blocks: Iterable[Block]) -> Message:
-    """A reply only the requester sees (an ack, or a post to the response URL)."""
-    return {"response_type": "ephemeral", "text": text, "blocks": _blocks(blocks)}
-
-
 def _buttons(batch_id: str, *, renew: bool = False, share: bool = False) -> ActionsBlock:
     buttons = [ButtonElement(text="Stop reminding", action_id=STOP_ACTION, value=batch_id)]
     if share:
@@ -143,65 +81,6 @@ def _buttons(batch_id: str, *, renew: bool = False, share: bool = False) -> Acti
     return ActionsBlock(elements=buttons)
 
 
-def _section(mrkdwn: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=mrkdwn))
-
-
-def _context(*mrkdwn: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=t) for t in mrkdwn])
-
-
-def _note(note: str) -> ContextBlock:
-    return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {strip_bidi(note)}",
-                                                  emoji=False)])
-
-
-def _chunks(lines: Iterable[str], limit: int = SECTION_LIMIT) -> Iterator[str]:
-    """Join lines into texts of at most `limit` characters each."""
-    chunk: list[str] = []
-    size = 0
-    for line in lines:
-        if chunk and size + len(line) + 1 > limit:
-            yield "\n".join(chunk)
-            chunk, size = [], 0
-        chunk.append(line)
-        size += len(line) + 1
-    if chunk:
-        yield "\n".join(chunk)
-
-
-def _fixed(build: Callable[..., Message]) -> Callable[..., Message]:
-    """Build a fixed reply once: acks are on Slack's clock, and Block Kit checks take time."""
-    cached = cache(build)
-
-    @wraps(build)
-    def fresh_copy(*args: Any) -> Message:
-        return {**cached(*args)}  # callers may add keys; the cached one stays as it was
-
-    return fresh_copy
-
-
-def keeping_original(message: Message) -> Response:
-    """A reply to a button that leaves the message with the button as it was."""
-    return {**message, "replace_original": False}
-
-
-def as_post(message: Message) -> Message:
-    """A reply turned into a post or DM: only the keys chat.postMessage knows."""
-    post: Message = {"text": message["text"]}
-    if "blocks" in message:
-        post["blocks"] = message["blocks"]
-    if "unfurl_links" in message:
-        post["unfurl_links"] = message["unfurl_links"]
-    return post
-
-
-def text_message(text: str) -> Message:
-    """A short ephemeral reply; `text` is mrkdwn the bot wrote (escape user parts first)."""
-    return _message(text, [_section(text)])
-
-
-@_fixed
 def working(count: int) -> Message:
     noun = "link" if count == 1 else "links"
     return text_message(f":hourglass_flowing_sand: Creating {count} onboarding {noun}…")
@@ -215,7 +94,7 @@ def budget_wait(count: int, per_minute: int, seconds: float) -> Message:
         f"{max(1, round(seconds))} s.")
 
 
-@_fixed
+@fixed
 def checking() -> Message:
     return text_message(":hourglass_flowing_sand: Asking Exotel about that token…")
 
@@ -228,7 +107,7 @@ def check_usage_problem(problem: str) -> Message:
     return text_message(f":warning: {escape(problem)}")
 
 
-@_fixed
+@fixed
 def onboard_help() -> Message:
     return text_message(
         "*`/onboard-link [count] [customer note]`* creates WhatsApp onboarding links "
@@ -244,7 +123,7 @@ def onboard_help() -> Message:
     )
 
 
-@_fixed
+@fixed
 def check_help() -> Message:
     return text_message(
         "*`/check-token &lt;link or token&gt;`* asks Exotel whether an onboarding link "
@@ -258,23 +137,23 @@ def issued(result: IssueResult) -> Message:
         return _all_failed(result)
     count = len(result.links)
     noun = "link" if count == 1 else "links"
-    blocks: list[Block] = [_section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
+    blocks: list[Block] = [section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
                                     "this message)")]
     if result.note:
-        blocks.append(_note(result.note))
+        blocks.append(note_block(result.note))
     lines = [f"{i}. {link.url}" for i, link in enumerate(result.links, 1)]
-    blocks.extend(_section(chunk) for chunk in _chunks(lines))
+    blocks.extend(section(chunk) for chunk in chunks(lines))
     expires_at = result.links[0].expires_at
-    blocks.append(_context(f"Valid until {slack_date(expires_at)}. {RULES}"))
+    blocks.append(context(f"Valid until {slack_date(expires_at)}. {RULES}"))
     if result.errors:
-        blocks.append(_section(_failure_summary(result)))
+        blocks.append(section(_failure_summary(result)))
     if result.batch and result.reminder_due:
-        blocks.append(_context(f"Reminder in this channel {slack_date(result.reminder_due)}."))
+        blocks.append(context(f"Reminder in this channel {slack_date(result.reminder_due)}."))
         blocks.append(_buttons(result.batch.batch_id, share=True))
     fallback = f"{count} WhatsApp onboarding {noun}"
     if result.note:
         fallback += f" for {escape_note(result.note[:100])}"
-    return _message(fallback, blocks)
+    return ephemeral(fallback, blocks)
 
 
 def _failure_summary(result: IssueResult) -> str:
@@ -294,19 +173,19 @@ def _all_failed(result: IssueResult) -> Message:
 
 def checked(result: CheckResult) -> Message:
     status = STATUS_TEXT.get(result.status, f"*{escape(result.status)}* (as Exotel says)")
-    blocks: list[Block] = [_section(f"Token `…{result.token[-4:]}`: {status}")]
+    blocks: list[Block] = [section(f"Token `…{result.token[-4:]}`: {status}")]
     tracked = result.tracked
     if tracked is None:
-        blocks.append(_context("This link is not tracked by this bot: it was forgotten, or "
+        blocks.append(context("This link is not tracked by this bot: it was forgotten, or "
                                "this bot never issued it. The status above is Exotel's."))
     else:
-        blocks.append(_context(
+        blocks.append(context(
             f"Issued by <@{tracked.requester.user_id}> on {slack_date(tracked.issued_at)}; "
             f"expires {slack_date(tracked.expires_at)} ({time_left(tracked.expires_at)})."
         ))
         if tracked.note:
-            blocks.append(_note(tracked.note))
-    return _message(f"Token status: {escape(result.status)}", blocks)
+            blocks.append(note_block(tracked.note))
+    return ephemeral(f"Token status: {escape(result.status)}", blocks)
 
 
 def problem(error: BaseException) -> Message:
@@ -335,6 +214,9 @@ def problem(error: BaseException) -> Message:
         )
     if isinstance(error, ExotelError):
         return text_message(f":x: {escape(str(error))}")
+    if isinstance(error, UnreadablePayload):
+        return text_message(":warning: Slack sent the bot a request without a user it could "
+                            "act for, so nothing was done. Please try again.")
     if isinstance(error, NotYours):
         return text_message(":no_entry: Only the person who issued those links (or an admin) "
                             "can do that.")
@@ -360,18 +242,18 @@ def reminder(batch: Batch, statuses: dict[str, str], late_by: timedelta) -> Mess
                 if token in statuses else "status unknown (Exotel could not be reached)")
              for token in batch.tokens]
     blocks: list[Block] = [
-        _section(f":alarm_clock: <@{batch.requester.user_id}>, your {count} onboarding {noun} "
+        section(f":alarm_clock: <@{batch.requester.user_id}>, your {count} onboarding {noun} "
                  f"expire {slack_date(batch.expires_at)} ({time_left(batch.expires_at)})."),
     ]
     if batch.note:
-        blocks.append(_note(batch.note))
-    blocks.extend(_section(chunk) for chunk in _chunks(lines))
+        blocks.append(note_block(batch.note))
+    blocks.extend(section(chunk) for chunk in chunks(lines))
     if late_by > LATE_NOTICE:
-        blocks.append(_context(f"This reminder is {int(late_by.total_seconds() // 60)} min late: "
+        blocks.append(context(f"This reminder is {int(late_by.total_seconds() // 60)} min late: "
                                "the bot was offline when it was due."))
     blocks.append(_buttons(batch.batch_id, renew=True))
     fallback = f"Reminder: {count} onboarding {noun} expire soon"
-    return {"text": fallback, "blocks": _blocks(blocks)}
+    return {"text": fallback, "blocks": render(blocks)}
 
 
 def stopped() -> Message:
@@ -389,8 +271,10 @@ def refused(reason: str, admins: list[str]) -> Message:
     return text_message(f":no_entry: {escape(reason)}{ask}")
 
 
-def _batch_line(batch: Batch, at: datetime) -> str:
-    note = escape_note(_shorten(batch.note, LISTED_NOTE)) if batch.note else "_no customer note_"
+def batch_line(batch: Batch, at: datetime) -> str:
+    """A batch in a listing: its note, count, requester, time left and reminder."""
+    note = (escape_note(_shorten(batch.note, LISTED_NOTE)) if batch.note
+            else "_no customer note_")
     count = len(batch.tokens)
     reminder = (f"; reminder {slack_date(batch.reminder_due)}"
                 if batch.reminder_due and batch.reminder_due > at else "")
@@ -400,42 +284,6 @@ def _batch_line(batch: Batch, at: datetime) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
-
-
-def batch_list(listing: Listing, scope: str) -> Message:
-    title = {"user": "Your live onboarding links", "channel": "Live onboarding links in this "
-             "channel", "all": "Everyone's live onboarding links"}[scope]
-    if not listing.batches:
-        return text_message(f"*{title}*: none. Create some with `/onboard-link`.")
-    at = now()
-    blocks: list[Block] = [_section(f"*{title}* (newest first)")]
-    for batch in listing.batches[:MAX_LISTED]:
-        blocks.append(SectionBlock(
-            text=MarkdownTextObject(text=_batch_line(batch, at)),
-            accessory=ButtonElement(text="Forget", action_id=FORGET_ACTION,
-                                    value=batch.batch_id)))
-    blocks.extend(_older(listing))
-    return _message(title, blocks)
-
-
-def home_view(listing: Listing) -> dict[str, Any]:
-    """The App Home tab: the viewer's live links."""
-    at = now()
-    blocks: list[Block] = [_section("*Your live onboarding links*")]
-    blocks.append(ActionsBlock(elements=[ButtonElement(text="New links", style="primary",
-                                                       action_id=NEW_LINKS_ACTION)]))
-    blocks.extend(_section(_batch_line(b, at)) for b in listing.batches[:MAX_LISTED])
-    blocks.extend(_older(listing))
-    if not listing.batches:
-        blocks.append(_context("None right now. Create some with `/onboard-link` in any "
-                               "channel."))
-    blocks.append(_context(RULES))
-    return {"type": "home", "blocks": _blocks(blocks)}
-
-
-def _older(listing: Listing) -> list[Block]:
-    hidden = listing.total - min(len(listing.batches), MAX_LISTED)
-    return [_context(f"…and {hidden} older ones.")] if hidden > 0 else []
 
 
 def forgotten(result: Forgotten) -> Message:
@@ -448,14 +296,14 @@ def forgotten(result: Forgotten) -> Message:
 def shared(batch: Batch, links: list[TrackedLink], sharer: Requester) -> Message:
     """The links posted to the channel, attributed to the one who issued them."""
     count = len(links)
-    blocks: list[Block] = [_section(f":link: <@{sharer.user_id}> shared {count} WhatsApp "
+    blocks: list[Block] = [section(f":link: <@{sharer.user_id}> shared {count} WhatsApp "
                                     f"onboarding link{'s' if count != 1 else ''}:")]
     if batch.note:
-        blocks.append(_note(batch.note))
-    blocks.extend(_section(chunk) for chunk in
-                  _chunks(f"{i}. {link.url}" for i, link in enumerate(links, 1)))
-    blocks.append(_context(f"Valid until {slack_date(batch.expires_at)}. {RULES}"))
-    return {"text": f"{count} onboarding links shared", "blocks": _blocks(blocks)}
+        blocks.append(note_block(batch.note))
+    blocks.extend(section(chunk) for chunk in
+                  chunks(f"{i}. {link.url}" for i, link in enumerate(links, 1)))
+    blocks.append(context(f"Valid until {slack_date(batch.expires_at)}. {RULES}"))
+    return {"text": f"{count} onboarding links shared", "blocks": render(blocks)}
 
 
 def posted_to_channel() -> Message:
@@ -468,10 +316,3 @@ def cannot_post_here(error: str) -> Message:
                         "copy the links yourself.")
 
 
-def sandboxed(message: Message) -> Message:
-    """Mark a reply as coming from the sandbox, so nobody sends its links to a customer."""
-    note = ContextBlock(elements=[MarkdownTextObject(
-        text=":test_tube: *Sandbox*: Exotel here is `python -m bot sandbox`; these links are "
-             "not real.")]).to_dict()
-    blocks = [*message.get("blocks", []), note][:MAX_BLOCKS]
-    return {**message, "text": f"[sandbox] {message['text']}", "blocks": blocks}

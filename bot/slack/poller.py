@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from rq import Queue, Retry
-from slack_sdk import WebClient
 
 from bot.domain.models import Batch, TrackedLink
 from bot.domain.status import DONE, StatusBook
@@ -25,6 +24,7 @@ from bot.engine.registry import Job
 from bot.exotel.client import ExotelClient, ExotelError, ExotelRateLimited
 from bot.settings import LINK_TTL
 from bot.slack import linkviews
+from bot.slack.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ class StatusPoller:
     store: TokenStore
     book: StatusBook
     exotel: ExotelClient  # its limiter is the PollBudget: no slot, no request
-    slack: WebClient
-    sandbox: bool
+    delivery: Delivery
     queue: Queue  # STATUS_QUEUE: workers take it after commands and reminders
 
     def poll_once(self) -> Round:
@@ -98,11 +97,8 @@ class StatusPoller:
         try:
             links = self.store.links_of(batch)
             statuses = self.book.get_many([item.token for item in links])
-            message = linkviews.link_used(batch, link, links, statuses)
-            if self.sandbox or self.exotel.sandbox:
-                message = linkviews.sandboxed(message)
-            channel = self.slack.conversations_open(users=link.requester.user_id)["channel"]["id"]
-            self.slack.chat_postMessage(channel=channel, **message)
+            self.delivery.direct_message(link.requester.user_id,
+                                         linkviews.link_used(batch, link, links, statuses))
         except Exception:
             # Not told: let the next round try again.
             self.store.redis.delete(f"onboard:once:used-dm:{link.token}")

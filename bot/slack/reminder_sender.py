@@ -30,6 +30,8 @@ from bot.domain.store import TokenStore, now
 from bot.exotel.client import ExotelClient
 from bot.exotel.tokens import mask
 from bot.slack import messages
+from bot.slack.blocks import Message
+from bot.slack.delivery import Delivery
 from bot.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class ReminderSender:
     store: TokenStore
     exotel: ExotelClient
     slack: WebClient  # with no rate-limit retries: a 429 puts the job back, see send()
+    delivery: Delivery  # the same client: posts and DMs
     metrics: Metrics
 
     def send(self, batch_id: str, due: datetime, attempt: int = 0) -> str:
@@ -134,11 +137,9 @@ class ReminderSender:
             summary = ",".join(f"{mask(t)}={s}" for t, s in known.items())
             return f"not posted: no link is still valid ({summary})"
         message = messages.reminder(batch, known, late_by)
-        if self.exotel.sandbox:
-            message = messages.sandboxed(message)
         return f"posted to {self._post(batch, claim, message)}"
 
-    def _post(self, batch: Batch, claim: Claim, message: messages.Message) -> str:
+    def _post(self, batch: Batch, claim: Claim, message: Message) -> str:
         requester: Requester = batch.requester
         metadata = {"event_type": EVENT_TYPE, "event_payload": {"batch_id": batch.batch_id}}
         try:
@@ -149,14 +150,14 @@ class ReminderSender:
                 raise
             log.info("channel %s refused the reminder (%s); sending it as a DM",
                      requester.channel_id, error.response.get("error"))
-        dm = self._call(self.slack.conversations_open, users=requester.user_id)["channel"]["id"]
+        dm = self._call(self.delivery.open_dm, user=requester.user_id)
         self._post_to(batch, claim, dm, message, metadata)
         return f"a DM to {requester.user_id}"
 
-    def _post_to(self, batch: Batch, claim: Claim, channel: str, message: messages.Message,
+    def _post_to(self, batch: Batch, claim: Claim, channel: str, message: Message,
                  metadata: dict[str, Any]) -> None:
         self.reminders.posting_to(batch, claim, channel)
-        self._call(self.slack.chat_postMessage, channel=channel, metadata=metadata, **message)
+        self._call(self.delivery.post, channel=channel, message=message, metadata=metadata)
 
     @staticmethod
     def _call(method: Callable[..., Any], **kwargs: Any) -> Any:

@@ -1,8 +1,8 @@
 """Block Kit for the Slack surfaces beyond the commands: the form (modal), links posted in
 a thread, link previews and the Workflow Builder step's errors.
 
-Same rules as bot.slack.messages: user text in plain_text or escaped, limits checked by
-slack_sdk's models, fixed views built once."""
+Built from bot.slack.blocks like every message: user text in plain_text or escaped, limits
+checked by slack_sdk's models."""
 
 from __future__ import annotations
 
@@ -11,15 +11,11 @@ from typing import Any
 
 from slack_sdk.models.blocks import (
     Block,
-    ContextBlock,
     ConversationFilter,
     ConversationSelectElement,
     InputBlock,
-    MarkdownTextObject,
     NumberInputElement,
     PlainTextInputElement,
-    PlainTextObject,
-    SectionBlock,
 )
 from slack_sdk.models.views import View
 
@@ -28,7 +24,20 @@ from bot.domain.onboarding import IssueResult
 from bot.domain.previews import Preview
 from bot.domain.store import now
 from bot.slack import messages
-from bot.slack.command_text import MAX_LINKS, MAX_NOTE
+from bot.slack.blocks import (
+    MAX_BLOCKS,
+    Message,
+    Response,
+    as_post,
+    context,
+    escape,
+    note_block,
+    render,
+    section,
+    slack_date,
+    time_left,
+)
+from bot.slack.inputs import MAX_LINKS, MAX_NOTE
 
 # Callback and block ids are part of the interface (workflows, saved shortcuts): keep them.
 FORM = "new_onboarding_links"  # the global shortcut and the modal (and messages.NEW_LINKS_ACTION)
@@ -41,25 +50,6 @@ PREVIEW_STATUS = {
     "USED": ":white_check_mark: *USED*: has onboarded as many customers as it may",
     "EXPIRED": ":red_circle: *EXPIRED*: past its 24 hours",
 }
-
-
-def _dicts(blocks: list[Block]) -> list[dict[str, Any]]:
-    rendered = [block.to_dict() for block in blocks]  # to_dict() checks Block Kit's limits
-    if len(rendered) > messages.MAX_BLOCKS:
-        raise ValueError(f"{len(rendered)} blocks is over Slack's {messages.MAX_BLOCKS}")
-    return rendered
-
-
-def _section(mrkdwn: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=mrkdwn))
-
-
-def _context(mrkdwn: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=mrkdwn)])
-
-
-def _note(note: str) -> ContextBlock:
-    return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {note}", emoji=False)])
 
 
 def form_view() -> dict[str, Any]:
@@ -90,40 +80,40 @@ def refused_view(reason: str, admins: list[str]) -> dict[str, Any]:
     """What the shortcut opens for someone the access policy turns away."""
     text = messages.refused(reason, admins)["text"]
     return View(type="modal", callback_id=FORM, title="New onboarding links", close="Close",
-                blocks=[_section(text)]).to_dict()
+                blocks=[section(text)]).to_dict()
 
 
-def links_dm(result: IssueResult) -> messages.Message:
+def links_dm(result: IssueResult) -> Message:
     """The form's links, as a direct message to the requester (not an ephemeral reply)."""
-    return messages.as_post(messages.issued(result))
+    return as_post(messages.issued(result))
 
 
-def thread_link(result: IssueResult, rep: Requester) -> messages.Message:
+def thread_link(result: IssueResult, rep: Requester) -> Message:
     """One link posted in a message's thread, attributed to the rep who asked for it."""
     link = result.links[0]
-    blocks: list[Block] = [_section(f":link: <@{rep.user_id}> sent a WhatsApp onboarding "
+    blocks: list[Block] = [section(f":link: <@{rep.user_id}> sent a WhatsApp onboarding "
                                     f"link:\n{link.url}")]
     if result.note:
-        blocks.append(_note(result.note))
-    blocks.append(_context(f"Valid until {messages.slack_date(link.expires_at)}. "
+        blocks.append(note_block(result.note))
+    blocks.append(context(f"Valid until {slack_date(link.expires_at)}. "
                            f"{messages.RULES}"))
-    return {"text": f"WhatsApp onboarding link: {link.url}", "blocks": _dicts(blocks),
+    return {"text": f"WhatsApp onboarding link: {link.url}", "blocks": render(blocks),
             "unfurl_links": False}
 
 
-def not_posted_in_thread(result: IssueResult, error: str) -> messages.Response:
+def not_posted_in_thread(result: IssueResult, error: str) -> Response:
     """For the rep alone: the thread refused the post; here is the link to pass on."""
     message = messages.issued(result)
     why = messages.cannot_post_here(error)["blocks"]
-    return {**message, "blocks": [*why, *message["blocks"]][:messages.MAX_BLOCKS],
+    return {**message, "blocks": [*why, *message["blocks"]][:MAX_BLOCKS],
             "replace_original": False}
 
 
-def posted_in_channel(channel: str) -> messages.Message:
+def posted_in_channel(channel: str) -> Message:
     return {"text": f"Posted the links in <#{channel}>."}
 
 
-def not_posted_in_channel(channel: str, error: str) -> messages.Message:
+def not_posted_in_channel(channel: str, error: str) -> Message:
     text = messages.cannot_post_here(error)["text"].replace("this channel", f"<#{channel}>")
     return {"text": text}
 
@@ -131,17 +121,17 @@ def not_posted_in_channel(channel: str, error: str) -> messages.Message:
 def preview(found: Preview) -> dict[str, Any]:
     """A link's unfurl: Exotel's status, time left and, when tracked, who and for whom."""
     status = ("status unknown right now (ask with `/check-token`)" if found.status is None
-              else PREVIEW_STATUS.get(found.status, f"*{messages.escape(found.status)}*"))
-    blocks: list[Block] = [_section(f"*WhatsApp onboarding link* `{'…' + found.token[-4:]}`: "
+              else PREVIEW_STATUS.get(found.status, f"*{escape(found.status)}*"))
+    blocks: list[Block] = [section(f"*WhatsApp onboarding link* `{'…' + found.token[-4:]}`: "
                                     f"{status}")]
     tracked = found.tracked
     if tracked is not None:
-        blocks.append(_context(
-            f"Issued by <@{tracked.requester.user_id}> {messages.slack_date(tracked.issued_at)}; "
-            f"{messages.time_left(tracked.expires_at, now())}."))
+        blocks.append(context(
+            f"Issued by <@{tracked.requester.user_id}> {slack_date(tracked.issued_at)}; "
+            f"{time_left(tracked.expires_at, now())}."))
         if tracked.note:
-            blocks.append(_note(tracked.note))
-    return {"blocks": _dicts(blocks)}
+            blocks.append(note_block(tracked.note))
+    return {"blocks": render(blocks)}
 
 
 def step_error(text: str) -> str:

@@ -102,7 +102,7 @@ def test_a_step_without_its_user_says_which_input_to_set(
 def test_the_step_token_is_never_logged_nor_shown_in_job_arguments(
     bot: Bot, slack: FakeSlack, caplog: Any
 ) -> None:
-    from bot.runtime.jobs import StepExecution
+    from bot.engine.queue import StepExecution
 
     assert STEP_TOKEN not in repr(StepExecution("Fx0STEP", STEP_TOKEN))  # RQ logs job args
     caplog.set_level("INFO")
@@ -119,7 +119,8 @@ def test_the_global_shortcut_opens_the_form(bot: Bot, slack: FakeSlack) -> None:
     assert opened["trigger_id"] == "12345.98765.abcd"
     view = opened["view"]
     assert view["type"] == "modal" and view["callback_id"] == FORM
-    elements = {block["block_id"]: block["element"] for block in view["blocks"]}
+    elements = {block["block_id"]: block["element"] for block in view["blocks"]
+                if block["type"] == "input"}
     assert list(elements) == ["count", "customer_note", "channel"]
     assert {block_id: e["action_id"] for block_id, e in elements.items()} == {
         "count": "count", "customer_note": "customer_note", "channel": "channel"}
@@ -127,14 +128,14 @@ def test_the_global_shortcut_opens_the_form(bot: Bot, slack: FakeSlack) -> None:
     assert (elements["count"]["min_value"], elements["count"]["max_value"]) == ("1", "50")
     assert elements["customer_note"]["type"] == "plain_text_input"
     assert elements["channel"]["type"] == "conversations_select"
-    assert [b.get("optional", False) for b in view["blocks"]] == [False, True, True]
+    assert [b.get("optional", False) for b in view["blocks"] if b["type"] == "input"] == [
+        False, True, True]
 
 
 def test_the_app_home_button_opens_the_same_form(bot: Bot, slack: FakeSlack) -> None:
-    from bot.domain.models import Listing
-    from bot.slack import messages
+    from bot.domain.models import Requester
 
-    home = messages.home_view(Listing([], 0))
+    home = bot.core.home.view(Requester(team_id="T0TEAM", user_id="U0REP", channel_id=""))
     buttons = [e for b in home["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert [(b["action_id"], b["text"]["text"]) for b in buttons] == [(FORM, "New links")]
     bot.click(FORM, "")

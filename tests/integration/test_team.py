@@ -14,8 +14,8 @@ from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.audit import STREAM
 from bot.exotel.sandbox import ExotelSandbox
-from bot.slack.command_text import MAX_NOTE
 from bot.slack.core import Core
+from bot.slack.inputs import MAX_NOTE
 from bot.slack.messages import FORGET_ACTION, MAX_LISTED, SHARE_ACTION
 from testkit.slack import FakeSlack
 from testkit.wait import wait_until

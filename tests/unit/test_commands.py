@@ -6,14 +6,13 @@ import pytest
 
 from bot.exotel.tokens import mask, parse_token_argument
 from bot.slack.command_text import (
-    MAX_NOTE,
     CheckRequest,
     Help,
     OnboardRequest,
-    UsageError,
     parse_check,
     parse_onboard,
 )
+from bot.slack.inputs import MAX_NOTE, UsageError
 
 TOKEN = "3f1c2a9e-5b7d-4e0f-9a21-7c6d5e4b3a10"
 LINK = f"https://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}"

@@ -1,4 +1,4 @@
-"""bot/messages.py: Slack messages from the bot's data, inside Slack's limits and inert."""
+"""bot/slack/messages.py and blocks.py: messages from the bot's data, within limits and inert."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from freezegun import freeze_time
 
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.onboarding import BudgetWait, CheckResult, IssueResult
+from bot.domain.status import Funnel
 from bot.domain.store import StoreUnavailable
 from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
-from bot.slack import messages
+from bot.slack import blocks, linkviews, messages
 from tests.blockkit import (
     assert_inert,
     assert_within_slack_limits,
@@ -69,17 +70,17 @@ def test_a_customer_note_never_reaches_mrkdwn_unescaped() -> None:
 
 
 def test_escape() -> None:
-    assert messages.escape("a & <b> > <!channel>") == "a &amp; &lt;b&gt; &gt; &lt;!channel&gt;"
-    assert messages.escape("&amp;") == "&amp;amp;"  # what the user typed, shown as typed
-    assert messages.escape("*bold* _x_") == "*bold* _x_"
+    assert blocks.escape("a & <b> > <!channel>") == "a &amp; &lt;b&gt; &gt; &lt;!channel&gt;"
+    assert blocks.escape("&amp;") == "&amp;amp;"  # what the user typed, shown as typed
+    assert blocks.escape("*bold* _x_") == "*bold* _x_"
 
 
 def test_slack_date() -> None:
     moment = datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
     expected = "<!date^1700000000^{date_short_pretty} at {time}|2023-11-14 22:13 UTC>"
-    assert messages.slack_date(moment) == expected
+    assert blocks.slack_date(moment) == expected
     ist = timezone(timedelta(hours=5, minutes=30))
-    assert messages.slack_date(moment.astimezone(ist)) == expected
+    assert blocks.slack_date(moment.astimezone(ist)) == expected
 
 
 @pytest.mark.parametrize(("left", "expected"), [
@@ -93,8 +94,8 @@ def test_slack_date() -> None:
 ])
 def test_time_left(left: timedelta, expected: str) -> None:
     with freeze_time(ISSUED_AT):
-        assert messages.time_left(ISSUED_AT + left) == expected
-    assert messages.time_left(EXPIRES_AT, at=EXPIRES_AT - left) == expected
+        assert blocks.time_left(ISSUED_AT + left) == expected
+    assert blocks.time_left(EXPIRES_AT, at=EXPIRES_AT - left) == expected
 
 
 @freeze_time(ISSUED_AT + timedelta(hours=22, minutes=30))
@@ -177,8 +178,8 @@ def _listing(note: str) -> Listing:
 
 @freeze_time(ISSUED_AT)
 def test_a_note_cannot_format_or_reorder_a_listing_the_home_tab_or_a_fallback() -> None:
-    listing = messages.batch_list(_listing(FORMATTING_NOTE), "user")
-    home = messages.home_view(_listing(FORMATTING_NOTE))
+    listing = linkviews.listing(_listing(FORMATTING_NOTE), {}, "user", "U0REP")
+    home = linkviews.home(_listing(FORMATTING_NOTE), {}, "U0REP", Funnel(0, 0, 0, None), None)
     issued = messages.issued(issue_result(1, note=FORMATTING_NOTE))
     for message in (listing, home, issued):
         texts = [*mrkdwn_texts(message), message.get("text", "")]
@@ -191,7 +192,7 @@ def test_a_note_cannot_format_or_reorder_a_listing_the_home_tab_or_a_fallback() 
 
 
 def test_escape_note() -> None:
-    assert messages.escape_note("a*b_c~d`e\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
+    assert blocks.escape_note("a*b_c~d`e\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
                                 "\u2069<x>&") == "a\u2217b\u02cdc\u223cd\u02cbe&lt;x&gt;&amp;"
 
 
@@ -202,8 +203,8 @@ def test_a_plain_text_note_carries_no_bidi_control() -> None:
 
 
 def test_a_button_reply_keeps_the_clicked_message_and_a_post_drops_reply_only_keys() -> None:
-    reply = messages.keeping_original(messages.issued(issue_result(1)))
+    reply = blocks.keeping_original(messages.issued(issue_result(1)))
     assert reply["replace_original"] is False and reply["response_type"] == "ephemeral"
-    post = messages.as_post({**reply, "unfurl_links": False})
+    post = blocks.as_post({**reply, "unfurl_links": False})
     assert set(post) == {"text", "blocks", "unfurl_links"}  # what chat.postMessage takes
     assert post["blocks"] == reply["blocks"] and post["text"] == reply["text"]
