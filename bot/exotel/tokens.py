@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-# Exotel's tokens are UUID-like; accept what could plausibly be one and nothing that could
-# smuggle a path or query into the validate URL.
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Exotel's tokens are UUIDs ("41eabcd-abcdabcd" in its docs): accept what could plausibly be
+# one (6 to 128 letters, digits, - and _, at least one digit) and nothing that could smuggle a
+# path or query into the validate URL, or that is plainly a word ("garbage"): those are
+# refused before they cost a request of Exotel's budget.
+TOKEN_PATTERN = re.compile(r"(?=[A-Za-z_-]*[0-9])[A-Za-z0-9_-]{6,128}")
+TOKEN_RULE = "letters, digits, - and _, 6 to 128 of them, at least one a digit"
 _SLACK_LINK = re.compile(r"^<([^<>|]+)(?:\|[^<>]*)?>$")
 _TRAILING = ".,;:!?)]}>\"'"
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.exotel.tokens import parse_token_argument
+from bot.exotel.tokens import TOKEN_RULE, parse_token_argument
 from bot.slack.inputs import MAX_LINKS, UsageError, note_of, strip_bidi
 
 _NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
@@ -92,6 +92,6 @@ def parse_check(raw: str | None) -> CheckRequest | Help:
         raise UsageError(
             "That doesn't look like an onboarding token or link. Paste the whole link "
             "(https://messaging.exotel.com/ua-links/isv-onboard/…) or just the token at its end: "
-            "letters, digits, - and _, at most 128 characters."
+            f"{TOKEN_RULE}, like 3f1c2a9e-5b7d-4e0f-9a21-7c6d5e4b3a10."
         )
     return CheckRequest(token=token)

@@ -72,14 +72,16 @@ def test_a_token_exotel_does_not_know(bot: Bot, exotel: ExotelSandbox) -> None:
 
 @pytest.mark.parametrize("junk", [
     "../x", "a b", "a" * 500, "https://evil.example/..", "https://evil.example/x/..%2F",
-    "x?access_token=other", "&lt;script&gt;alert(1)&lt;/script&gt;",
-], ids=["dotdot", "space", "500-a", "url-dotdot", "url-encoded-slash", "query", "html"])
+    "x?access_token=other", "&lt;script&gt;alert(1)&lt;/script&gt;", "garbage",
+], ids=["dotdot", "space", "500-a", "url-dotdot", "url-encoded-slash", "query", "html",
+        "a-word"])
 def test_junk_is_refused_in_the_ack_without_calling_exotel(bot: Bot, exotel: ExotelSandbox,
                                                            junk: str) -> None:
     reply = bot.command("/check-token", junk)
 
     assert reply.http.status_code == 200
     assert NOT_A_TOKEN in block_text(reply.ack)
+    assert "https://messaging.exotel.com/ua-links/isv-onboard/" in block_text(reply.ack)
     assert_inert(reply.ack, "<script")
     bot.worker.stop()  # anything it had been given has now run
     assert exotel.calls == []

@@ -115,8 +115,14 @@ def test_token_argument_refuses_junk(text: str) -> None:
 
 def test_token_argument_never_takes_a_query_or_path_beyond_the_last_segment() -> None:
     # Only the last path segment can become the token; the query and `..` never reach Exotel.
-    assert parse_token_argument("https://evil.example/x?y=../z") == "x"
-    assert parse_token_argument("a" * 128) == "a" * 128
+    assert parse_token_argument("https://evil.example/x1y2z3?y=../z") == "x1y2z3"
+    assert parse_token_argument("a1" * 64) == "a1" * 64
+    assert parse_token_argument("a1" * 64 + "b") is None
+
+
+@pytest.mark.parametrize("text", ["garbage", "abc12", "password", "messaging.exotel.com/x/hello"])
+def test_words_and_short_strings_are_no_tokens(text: str) -> None:
+    assert parse_token_argument(text) is None
 
 
 def test_mask_keeps_only_the_last_four_characters() -> None:

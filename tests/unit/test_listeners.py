@@ -6,18 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields
+from datetime import UTC, datetime
 from typing import Any, get_type_hints
 from unittest.mock import MagicMock, create_autospec
 
 import pytest
+from freezegun import freeze_time
 from slack_bolt import BoltContext
 
 from bot.domain.access import Decision
-from bot.domain.models import Requester
+from bot.domain.models import Batch, Requester
 from bot.domain.store import StoreUnavailable
 from bot.engine.queue import StepExecution, UnfurlTarget
 from bot.engine.registry import Job
-from bot.slack import messages, surfaces
+from bot.slack import linkviews, messages, surfaces
 from bot.slack.blocks import Message
 from bot.slack.core import Core
 from bot.slack.messages import FORGET_ACTION, STOP_ACTION
@@ -402,3 +404,25 @@ def test_redis_down_leaves_the_home_as_it_was_with_a_warning() -> None:
     home_opened(event={"tab": "home", "user": "U0REP"}, body={"team_id": "T0FAKE"},
                 context=context(core), logger=logger)
     logger.warning.assert_called_once()
+
+
+def test_a_customer_with_live_links_is_answered_in_the_ack_and_nothing_is_enqueued() -> None:
+    core = mock_core()
+    batch = Batch(batch_id=BATCH, requester=REP, note="ACME", tokens=["t1"],
+                  issued_at=datetime(2030, 1, 1, tzinfo=UTC),
+                  expires_at=datetime(2030, 1, 2, tzinfo=UTC))
+    core.onboarding.existing.return_value = (batch, [])
+    with freeze_time("2030-01-01 01:00:00"):
+        answer = run(onboard_link, "1 ACME", core)
+        assert answer == linkviews.already_issued(batch, [], 1, "ACME")
+    assert "Creating" not in answer["text"] and not core.commands.enqueue.called
+    core.onboarding.existing.assert_called_once_with(REP, 1, "ACME")
+
+
+def test_redis_down_at_a_click_acks_then_replies_beside_the_clicked_message() -> None:
+    core, ack = redis_down(mock_core()), MagicMock()
+    batch_button(ack=ack, body=click_body(), action={"action_id": STOP_ACTION, "value": BATCH},
+                 context=context(core))
+    assert acked(ack) == {}
+    core.delivery.reply.assert_called_once_with(
+        URL, {**messages.problem(StoreUnavailable()), "replace_original": False})
