@@ -178,7 +178,7 @@ def test_no_secret_reaches_the_logs_or_slack(
     basic = base64.b64encode(f"{EXOTEL_KEY}:{EXOTEL_TOKEN}".encode()).decode()
     secrets = [EXOTEL_TOKEN, BOT_TOKEN, SIGNING_SECRET, basic]
     names = {record.name for record in caplog.records}
-    logged = {"bot.exotel.client", "bot.runtime.jobs", "bot.domain.onboarding"}
+    logged = {"bot.exotel.client", "bot.runtime.execution", "bot.domain.onboarding"}
     assert logged <= names  # logs were captured
     assert any(" failed: " in record.getMessage() for record in caplog.records)
     for record in caplog.records:
