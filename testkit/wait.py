@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 POLL = 0.02  # seconds between looks: short, since replies are waited for all through the suite
 
+T = TypeVar("T")
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll `condition` until it is true, or fail saying `what` did not happen: the one
-    way tests wait for something another thread or process does."""
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, *,
+               every: float = POLL, fail: bool = True) -> T:
+    """Poll `condition` until it is true, and return what it returned; or fail saying `what`
+    did not happen: the one way tests wait for something another thread or process does.
+
+    `every`: seconds between looks. `fail=False`: at the deadline, return the condition's
+    last (false) answer instead of failing, for a caller that reports what came in time."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(POLL)
+    while True:
+        found = condition()
+        if found or time.monotonic() >= deadline:
+            break
+        time.sleep(every)
+    if found or not fail:
+        return found
     raise AssertionError(f"not within {timeout} s: {what}")

@@ -1,0 +1,147 @@
+"""4. Memory of the whole bot: the proportional set size of the `python -m bot` process tree
+(web, workers and embedded Redis), idle after 100 commands; for context, the same with one
+process fewer on either side."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.harness import (
+    CONCURRENCY,
+    UNLIMITED,
+    WEB,
+    Figure,
+    Section,
+    links_in,
+    stat_fields,
+    timed_commands_elsewhere,
+)
+from bot.exotel.sandbox import ExotelSandbox
+from testkit.env import bot_env
+from testkit.processes import BotProcess, descendants_of
+from testkit.slack import FakeSlack
+
+MEMORY_COMMANDS = 100
+MEMORY_TARGET_MB = 200
+IDLE_SECONDS = 5.0
+# For context: the same with one process fewer on either side, to show what each costs.
+MEMORY_VARIANTS = ({"WEB_CONCURRENCY": "2"}, {"WORKER_PROCESSES": "3"})
+
+
+@dataclass
+class ProcessMemory:
+    pid: int
+    role: str
+    pss_kb: int
+    rss_kb: int
+    private_kb: int  # pages this process alone maps (what ending it would free)
+
+
+def command_line(pid: int) -> str:
+    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return " ".join(w for w in raw.decode(errors="replace").split("\0") if w)
+
+
+def parent_of(pid: int) -> int:
+    return int(stat_fields(pid)[1])
+
+
+def role(pid: int, root: int) -> str:
+    """What a process of the `python -m bot` tree is, from its place in the tree."""
+    line, parent = command_line(pid), parent_of(pid)
+    if "redis-server" in line:
+        return "embedded redis-server"
+    if pid == root:
+        return "gunicorn master (`python -m bot`)"
+    if line.endswith("-m bot worker"):
+        if parent == root:
+            return "worker pool master (`python -m bot worker`)"
+        if parent_of(parent) == root:
+            return "RQ worker"
+        return "RQ scheduler (forked by an RQ worker)"
+    return "gunicorn web worker" if parent == root else line[:60]
+
+
+def memory_of(pid: int, root: int) -> ProcessMemory | None:
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        name = role(pid, root)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
+    return ProcessMemory(pid, name, kb["Pss"], kb["Rss"],
+                         kb["Private_Clean"] + kb["Private_Dirty"])
+
+
+def tree_memory(root: int) -> list[ProcessMemory]:
+    found = [memory_of(pid, root) for pid in sorted({root, *descendants_of(root)})]
+    return [m for m in found if m is not None]
+
+
+def measure(exotel: ExotelSandbox, slack: FakeSlack,
+            **overrides: str) -> tuple[list[ProcessMemory], int]:
+    """The process tree of `python -m bot`, idle after MEMORY_COMMANDS commands, and how
+    many of them got their link."""
+    data_dir = tempfile.mkdtemp(prefix="onboard-bench-data-")
+    env = bot_env(exotel, slack, **{"ONBOARD_DATA_DIR": data_dir, **UNLIMITED})
+    for name in WEB:  # `python -m bot`'s own defaults for one host
+        env.pop(name, None)
+    env.update(overrides)
+    bot = BotProcess(env)  # `python -m bot`: web, workers and embedded Redis
+    try:
+        bot.start(timeout=60)
+        name = f"memory-{len(slack.responses)}"
+        timed_commands_elsewhere(bot.url, slack.response_url(name), MEMORY_COMMANDS,
+                                 CONCURRENCY, "1 memory")
+        answers = slack.wait_for_replies(name, MEMORY_COMMANDS, timeout=120)
+        time.sleep(IDLE_SECONDS)
+        assert bot.proc is not None
+        processes = tree_memory(bot.proc.pid)
+    finally:
+        bot.stop(30)
+        Path(bot.log.name).unlink(missing_ok=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return processes, sum(links_in(a) == 1 for a in answers)
+
+
+def run(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
+    processes, answered = measure(exotel, slack)
+    variants = [(overrides, measure(exotel, slack, **overrides)[0])
+                for overrides in MEMORY_VARIANTS]
+    return memory_section(processes, answered, variants)
+
+
+def total_mb(processes: list[ProcessMemory]) -> float:
+    return sum(p.pss_kb for p in processes) / 1024
+
+
+def memory_section(processes: list[ProcessMemory], answered: int,
+                   variants: list[tuple[dict[str, str], list[ProcessMemory]]]) -> Section:
+    total = total_mb(processes)
+    pythons = [p for p in processes if "redis-server" not in p.role]
+    figures = [
+        Figure(f"PSS of `python -m bot`, idle after {MEMORY_COMMANDS} commands "
+               f"({len(processes)} processes)", f"{total:.0f} MB",
+               f"≤ {MEMORY_TARGET_MB} MB", total <= MEMORY_TARGET_MB),
+        Figure("same, the Python processes only",
+               f"{total_mb(pythons):.0f} MB over {len(pythons)}"),
+    ]
+    figures += [Figure("same, with " + ", ".join(f"{k}={v}" for k, v in overrides.items()),
+                       f"{total_mb(found):.0f} MB ({len(found)} processes)")
+                for overrides, found in variants]
+    notes = [
+        f"`python -m bot` with REDIS_URL unset (embedded Redis) and a fresh "
+        f"ONBOARD_DATA_DIR, its defaults for one host (WEB_CONCURRENCY=1, WORKER_PROCESSES=4); "
+        f"{MEMORY_COMMANDS} `/onboard-link 1` commands, 20 at a time, fake Exotel answering at "
+        f"once: {answered} answered with their link; then {IDLE_SECONDS:.0f} s idle. PSS: the "
+        "sum of `Pss:` in /proc/<pid>/smaps_rollup over the process and all its descendants "
+        "(shared pages split between the processes sharing them).",
+        "Per process, PSS (RSS, private) in MB: " + "; ".join(
+            f"{p.role} {p.pss_kb / 1024:.1f} ({p.rss_kb / 1024:.1f}, "
+            f"{p.private_kb / 1024:.1f})" for p in processes) + ".",
+    ]
+    return Section("4. Memory of the whole bot", figures, notes)
