@@ -28,7 +28,7 @@ import redis
 from bot.domain.audit import STREAM
 from bot.domain.models import Requester
 from bot.exotel.sandbox import ExotelSandbox
-from bot.runtime import worker
+from bot.runtime import execution, worker
 from bot.runtime.composition import build_core
 from bot.settings import load_settings
 from bot.slack.core import Core
@@ -84,7 +84,7 @@ def run(batches: int) -> None:
             exotel, slack, REDIS_URL=server.url, REMINDER_LEAD="86399",  # due 1 s after issue
             EXOTEL_RATE_PER_MINUTE="100000", MAX_LINKS_PER_USER_PER_DAY="1000000"))
         core = build_core(settings)
-        worker.use_core(core)
+        execution.use_core(core)
         client = redis.Redis.from_url(server.url, decode_responses=True)
 
         issue(core, 20)
