@@ -14,7 +14,7 @@ import pytest
 import redis
 from freezegun.api import FrozenDateTimeFactory
 
-from bot import __main__ as cli
+from bot.cli import audit_export
 from bot.domain.audit import STREAM
 from bot.domain.models import Requester
 from bot.domain.ratelimit import SharedRateLimiter
@@ -238,7 +238,7 @@ def test_the_audit_shows_quota_and_access_refusals_and_a_check_of_an_unknown_tok
     exotel.always = Fault(status=402)  # Exotel refuses: the check failed, and says so
     assert "HTTP 402" in block_text(bot.command("/check-token", UNKNOWN_TOKEN).final())
 
-    assert cli._print_audit(bot.core.settings, None, "csv") == 0
+    assert audit_export.run(bot.core.settings, None, "csv") == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["action"], r["outcome"], r["user_id"]) for r in rows] == [
         ("issue", "quota", "U0REP"), ("onboard-link", "refused", "U0OUT"),
