@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.domain.access import AccessPolicy
 from bot.domain.audit import Audit
 from bot.domain.onboarding import Onboarding
+from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import LinkQuota, PollBudget, SharedRateLimiter, UserRateLimit
 from bot.domain.reminders import Reminders
 from bot.domain.status import StatusBook
@@ -103,7 +104,7 @@ def build_core(settings: Settings) -> Core:
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack_client(settings),
-                                       metrics),
+                                       metrics, statuses),
         slack=slack, lookups=lookup_client(settings), access=access, groups=groups, metrics=metrics,
         home=HomeTabs(onboarding, slack, access.is_admin),
         commands=commands,
@@ -113,6 +114,8 @@ def build_core(settings: Settings) -> Core:
                             exotel_client(settings, poll_budget(settings, client, limiter),
                                           observe=metrics.exotel_call),
                             slack, exotel.sandbox, Queue(STATUS_QUEUE, connection=jobs)),
+        previews=LinkPreviews(client, exotel, store, limiter,
+                              f"exotel:{settings.exotel_account_sid}"),
     )
 
 
