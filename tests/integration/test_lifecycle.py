@@ -87,6 +87,18 @@ def test_list_and_app_home_show_both_full_links_with_their_status(
     assert all(token not in other and f"…{token[-4:]}" in other for token in tokens)
 
 
+def test_links_list_as_valid_as_soon_as_exotel_returns_them(
+    bot: Bot, exotel: ExotelSandbox
+) -> None:
+    tokens = tokens_in(bot.command("/onboard-link", "2 Fresh Co").final())
+    text = block_text(bot.command("/onboard-link", "list").ack)
+    assert len(tokens) == 2 and text.count("VALID (checked just now)") == 2
+    assert "not checked yet" not in text
+    assert exotel.calls_of("GET") == []  # Exotel's answer to issuing, not a poll
+    funnel = bot.core.statuses.funnel("T0FAKE", "U0REP")
+    assert (funnel.issued, funnel.used) == (2, 0)  # counted issued, not used
+
+
 # 2. The completion signal ----------------------------------------------------------------
 
 
