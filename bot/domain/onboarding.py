@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.ratelimit import QuotaExceeded
-from bot.domain.store import Scope, StoreUnavailable, now, redis_errors
+from bot.domain.store import BatchRecorder, Scope, StoreUnavailable, now, redis_errors
 from bot.exotel.client import (
     ExotelError,
     ExotelNotFound,
@@ -141,8 +141,8 @@ class Onboarding:
                 self.budget.issuing_waits(wait + BUDGET_NAP)
             raise BudgetWait(wait, count)
         time.sleep(wait)
-        recorder = self.store.recorder(requester, note, batch_id or uuid.uuid4().hex,
-                                       self.reminders.lead)
+        recorder = BatchRecorder.start(self.store, requester, note,
+                                       batch_id or uuid.uuid4().hex, self.reminders.lead)
 
         def record(link: OnboardingLink) -> None:
             tracked = recorder.add(link)

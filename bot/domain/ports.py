@@ -12,7 +12,7 @@ from typing import Protocol
 
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.status import Funnel, LinkStatus
-from bot.domain.store import BatchRecorder, BatchWriter, Scope
+from bot.domain.store import BatchWriter, Scope
 from bot.exotel.client import CreateOutcome, OnboardingLink
 
 
@@ -22,9 +22,6 @@ class LinkStore(BatchWriter, Protocol):
 
     def ensure_available(self) -> None:
         """StoreUnavailable unless the store answers."""
-
-    def recorder(self, requester: Requester, note: str, batch_id: str,
-                 reminder_lead: timedelta) -> BatchRecorder: ...
 
     def get_link(self, token: str) -> TrackedLink | None: ...
 

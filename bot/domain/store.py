@@ -107,11 +107,6 @@ class TokenStore:
         with redis_errors():
             self.redis.ping()
 
-    def recorder(self, requester: Requester, note: str, batch_id: str,
-                 reminder_lead: timedelta) -> BatchRecorder:
-        """A new batch, to be recorded link by link (see `BatchRecorder`)."""
-        return BatchRecorder.start(self, requester, note, batch_id, reminder_lead)
-
     def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
         """Record `batch` as it now is, with `links` of it, in one transaction."""
         ttl = max(1, int((batch.expires_at - now()).total_seconds()))
