@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.ratelimit import QuotaExceeded
-from bot.domain.store import Scope, StoreUnavailable, TokenStore, now, redis_errors
+from bot.domain.store import BatchRecorder, Scope, StoreUnavailable, now, redis_errors
 from bot.exotel.client import (
-    ExotelClient,
     ExotelError,
     ExotelNotFound,
     ExotelRateLimited,
@@ -24,16 +23,19 @@ from bot.exotel.tokens import mask
 
 if TYPE_CHECKING:
     from bot.domain.access import AccessPolicy
-    from bot.domain.audit import Audit
-    from bot.domain.ratelimit import LinkQuota, SharedRateLimiter
-    from bot.domain.reminders import Reminders
-    from bot.domain.status import LinkStatus, StatusBook
+    from bot.domain.ports import (
+        AuditTrail,
+        Budget,
+        LinkMaker,
+        LinkStore,
+        Quota,
+        ReminderBook,
+        Statuses,
+    )
+    from bot.domain.status import LinkStatus
     from bot.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
-FORGOTTEN_KEY = "onboard:forgotten:{}"  # a batch id or token forgotten, until its link expires
-# Per requester and customer note: their newest batch for that customer, while it lives.
-NOTE_KEY = "onboard:note:{}:{}:{}"
 RENEW_WINDOW = timedelta(minutes=10)  # a second "Renew" click within this is a double click
 # A wait this short for Exotel's budget is slept through; a longer one is queued for.
 BUDGET_NAP = 2.0
@@ -105,13 +107,12 @@ class Forgotten:
 
 
 class Onboarding:
-    def __init__(self, exotel: ExotelClient, store: TokenStore, reminders: Reminders,
-                 audit: Audit, quota: LinkQuota, metrics: Metrics,
-                 budget: SharedRateLimiter, statuses: StatusBook | None = None,
-                 access: AccessPolicy | None = None) -> None:
+    def __init__(self, exotel: LinkMaker, store: LinkStore, reminders: ReminderBook,
+                 audit: AuditTrail, quota: Quota, metrics: Metrics, budget: Budget,
+                 statuses: Statuses, access: AccessPolicy) -> None:
         self.exotel = exotel
         self.statuses = statuses
-        self.access = access  # who may act on a batch; without it, its requester only
+        self.access = access  # who may act on a batch
         self.budget = budget
         self.store = store
         self.reminders = reminders
@@ -140,15 +141,14 @@ class Onboarding:
                 self.budget.issuing_waits(wait + BUDGET_NAP)
             raise BudgetWait(wait, count)
         time.sleep(wait)
-        recorder = self.store.recorder(requester, note, batch_id or uuid.uuid4().hex,
-                                       self.reminders.lead)
+        recorder = BatchRecorder.start(self.store, requester, note,
+                                       batch_id or uuid.uuid4().hex, self.reminders.lead)
 
         def record(link: OnboardingLink) -> None:
             tracked = recorder.add(link)
             with redis_errors():
                 self.quota.charge(requester.team_id, requester.user_id)
-            if self.statuses is not None:
-                self.statuses.issued(tracked)
+            self.statuses.issued(tracked)  # VALID: Exotel just returned it
 
         started = time.monotonic()
         outcome = self.exotel.create_links(count, on_link=record)
@@ -157,7 +157,8 @@ class Onboarding:
         if recorder.links:
             result.batch, result.links = recorder.batch, list(recorder.links)
             self.reminders.schedule(result.batch)
-            self._index_note(result.batch)
+            if result.batch.note.strip():
+                self.store.note_index_set(result.batch)
         self._issued(action, requester, result, exotel_seconds)
         return result
 
@@ -167,13 +168,12 @@ class Onboarding:
         unused: issuing again would only spend Exotel's budget. Never calls Exotel."""
         if not note.strip():
             return None
-        with redis_errors():
-            batch_id = self.store.redis.get(_note_key(requester, note))
-        batch = self.store.get_batch(str(batch_id)) if batch_id else None
+        batch_id = self.store.note_index_get(requester, note)
+        batch = self.store.get_batch(batch_id) if batch_id else None
         if batch is None:
             return None
         links = self.store.links_of(batch)
-        records = self.statuses.get_many([lk.token for lk in links]) if self.statuses else {}
+        records = self.statuses.get_many([lk.token for lk in links])
         live = [(lk, records.get(lk.token)) for lk in links
                 if (records.get(lk.token) is None
                     or records[lk.token].status not in ("USED", "EXPIRED"))]
@@ -183,19 +183,12 @@ class Onboarding:
                      tokens=[mask(lk.token) for lk, _ in live], detail="existing links shown")
         return batch, live
 
-    def _index_note(self, batch: Batch) -> None:
-        if not batch.note.strip():
-            return
-        with redis_errors():
-            self.store.redis.set(_note_key(batch.requester, batch.note), batch.batch_id,
-                                 exat=int(batch.expires_at.timestamp()))
-
     def details(self, listing: Listing) -> dict[str, list[tuple[TrackedLink, LinkStatus | None]]]:
         """Each listed batch's links with their last known status."""
         found: dict[str, list[tuple[TrackedLink, LinkStatus | None]]] = {}
         for batch in listing.batches:
             links = self.store.links_of(batch)
-            records = self.statuses.get_many([lk.token for lk in links]) if self.statuses else {}
+            records = self.statuses.get_many([lk.token for lk in links])
             found[batch.batch_id] = [(lk, records.get(lk.token)) for lk in links]
         return found
 
@@ -238,7 +231,7 @@ class Onboarding:
             "check", requester, status, round(time.monotonic() - started, 3), None))
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
         tracked = self.store.get_link(token)
-        if tracked is not None and self.statuses is not None:
+        if tracked is not None:
             self.statuses.record(tracked, status)
         return CheckResult(token=token, status=status, tracked=tracked)
 
@@ -288,8 +281,7 @@ class Onboarding:
 
     def share_failed(self, batch_id: str) -> None:
         """The post did not happen: a later click may try again."""
-        with redis_errors():
-            self.store.redis.delete(f"onboard:once:shared:{batch_id}")
+        self.store.forget_once(f"shared:{batch_id}")
 
     def forget(self, requester: Requester, *, token: str | None = None,
                batch_id: str | None = None, is_admin: bool = False) -> Forgotten:
@@ -302,10 +294,10 @@ class Onboarding:
                 raise BatchGone(mask(token))
             batch = self._own_batch(requester, link.batch_id, is_admin, "forget")
             remaining = self.store.forget_link(link)
-            self._mark_forgotten(token, batch)
+            self.store.mark_forgotten(token, batch)
             if remaining is None:
                 self.reminders.stop(batch.batch_id)
-                self._mark_forgotten(batch.batch_id, batch)
+                self.store.mark_forgotten(batch.batch_id, batch)
             self._record("forget", requester, batch, tokens=[mask(token)])
             return Forgotten(batch, token)
         assert batch_id is not None
@@ -313,23 +305,16 @@ class Onboarding:
             self._already_forgotten(requester, batch_id, batch_id=batch_id)
         batch = self._own_batch(requester, batch_id, is_admin, "forget")
         self.store.forget_batch(batch)
-        self._mark_forgotten(batch.batch_id, batch)
+        self.store.mark_forgotten(batch.batch_id, batch)
         self.reminders.stop(batch.batch_id)
         self._record("forget", requester, batch, count=len(batch.tokens),
                      tokens=[mask(t) for t in batch.tokens])
         return Forgotten(batch)
 
-    def _mark_forgotten(self, key: str, batch: Batch) -> None:
-        with redis_errors():
-            self.store.redis.set(FORGOTTEN_KEY.format(key), "1",
-                                 exat=int(max(batch.expires_at, now()).timestamp()) + 1)
-
     def _already_forgotten(self, requester: Requester, key: str, *, batch_id: str = "",
                            tokens: list[str] | None = None) -> None:
         """AlreadyForgotten (audited) if `key` was forgotten; otherwise nothing."""
-        with redis_errors():
-            gone = self.store.redis.exists(FORGOTTEN_KEY.format(key))
-        if gone:
+        if self.store.is_forgotten(key):
             self._record("forget", requester, None, batch_id=batch_id, tokens=tokens,
                          outcome="already")
             raise AlreadyForgotten(key)
@@ -348,9 +333,7 @@ class Onboarding:
             if action:
                 self._record(action, requester, None, batch_id=batch_id, outcome="gone")
             raise BatchGone(batch_id)
-        allowed = (self.access.may_act_on(requester.user_id, batch).allowed if self.access
-                   else batch.requester.user_id == requester.user_id)
-        if not (allowed or is_admin):
+        if not (self.access.may_act_on(requester.user_id, batch).allowed or is_admin):
             if action:
                 self.refused(requester, action, "not theirs", batch_id=batch_id)
             raise NotYours(batch_id)
@@ -376,16 +359,6 @@ def _check_outcome(error: ExotelError) -> str:
     if isinstance(error, ExotelRateLimited):
         return "rate-limited"
     return "failed"
-
-
-def _note_key(requester: Requester, note: str) -> str:
-    """Customer notes compare trimmed, case and inner spaces ignored; hashed, so any note
-    makes a short key."""
-    import hashlib
-
-    normal = " ".join(note.split()).casefold()
-    return NOTE_KEY.format(requester.team_id, requester.user_id,
-                           hashlib.sha256(normal.encode()).hexdigest()[:32])
 
 
 def _fields(command: str, requester: Requester, outcome: str, exotel_seconds: float,

@@ -98,6 +98,9 @@ class StatusBook:
     # The funnel.
 
     def issued(self, link: TrackedLink) -> None:
+        """Exotel just returned `link`: VALID as of now (not "not checked yet"), and one
+        more issued in the funnel."""
+        self._save(link, LinkStatus(status="VALID", checked_at=now()))
         self._funnel_add(FUNNEL_ISSUED, link, link.issued_at, nx=False)
 
     def _funnel_used(self, link: TrackedLink, moment: datetime) -> None:

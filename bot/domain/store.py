@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import redis
@@ -22,6 +23,10 @@ BATCH_KEY = "onboard:batch:{}"
 USER_INDEX = "onboard:batches:user:{}:{}"
 CHANNEL_INDEX = "onboard:batches:channel:{}"
 ALL_INDEX = "onboard:batches:all"
+# Per requester and customer note: their newest batch for that customer, while it lives.
+NOTE_KEY = "onboard:note:{}:{}:{}"
+FORGOTTEN_KEY = "onboard:forgotten:{}"  # a batch id or token forgotten, until its link expires
+ONCE_KEY = "onboard:once:{}"  # see `TokenStore.first_time`
 Scope = Literal["user", "channel", "all"]
 
 
@@ -29,6 +34,19 @@ def _indexes(requester: Requester) -> dict[Scope, str]:
     """The listing indexes a requester's batch belongs to, by scope."""
     return {"user": USER_INDEX.format(requester.team_id, requester.user_id),
             "channel": CHANNEL_INDEX.format(requester.channel_id), "all": ALL_INDEX}
+
+
+def note_key(requester: Requester, note: str) -> str:
+    """Customer notes compare trimmed, case and inner spaces ignored; hashed, so any note
+    makes a short key."""
+    normal = " ".join(note.split()).casefold()
+    return NOTE_KEY.format(requester.team_id, requester.user_id,
+                           hashlib.sha256(normal.encode()).hexdigest()[:32])
+
+
+def forgotten_until(batch: Batch) -> datetime:
+    """How long a mark that something of `batch` was forgotten is kept: its links' life."""
+    return max(batch.expires_at, now()) + timedelta(seconds=1)
 
 
 class StoreUnavailable(Exception):
@@ -89,16 +107,6 @@ class TokenStore:
         with redis_errors():
             self.redis.ping()
 
-    def recorder(self, requester: Requester, note: str, batch_id: str,
-                 reminder_lead: timedelta) -> BatchRecorder:
-        """A new batch, to be recorded link by link (see `BatchRecorder`)."""
-        issued_at = now()
-        expires_at = issued_at + LINK_TTL
-        batch = Batch(batch_id=batch_id, requester=requester, note=note, tokens=[],
-                      issued_at=issued_at, expires_at=expires_at,
-                      reminder_due=expires_at - reminder_lead)
-        return BatchRecorder(self, batch)
-
     def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
         """Record `batch` as it now is, with `links` of it, in one transaction."""
         ttl = max(1, int((batch.expires_at - now()).total_seconds()))
@@ -117,7 +125,34 @@ class TokenStore:
     def first_time(self, key: str, ttl: timedelta) -> bool:
         """True the first time `key` is seen within `ttl` (e.g. to ignore a double click)."""
         with redis_errors():
-            return bool(self.redis.set(f"onboard:once:{key}", "1", nx=True, ex=ttl))
+            return bool(self.redis.set(ONCE_KEY.format(key), "1", nx=True, ex=ttl))
+
+    def forget_once(self, key: str) -> None:
+        """`key` was not done after all: the next `first_time(key)` is True again."""
+        with redis_errors():
+            self.redis.delete(ONCE_KEY.format(key))
+
+    def note_index_get(self, requester: Requester, note: str) -> str | None:
+        """The id of `requester`'s newest live batch for this customer note, if any."""
+        with redis_errors():
+            batch_id = self.redis.get(note_key(requester, note))
+        return str(batch_id) if batch_id else None
+
+    def note_index_set(self, batch: Batch) -> None:
+        """`batch` is now its requester's newest for its note, until it expires."""
+        with redis_errors():
+            self.redis.set(note_key(batch.requester, batch.note), batch.batch_id,
+                           exat=int(batch.expires_at.timestamp()))
+
+    def mark_forgotten(self, key: str, batch: Batch) -> None:
+        """`key` (a batch id or a token of `batch`) was forgotten, not merely expired."""
+        with redis_errors():
+            self.redis.set(FORGOTTEN_KEY.format(key), "1",
+                           exat=int(forgotten_until(batch).timestamp()))
+
+    def is_forgotten(self, key: str) -> bool:
+        with redis_errors():
+            return bool(self.redis.exists(FORGOTTEN_KEY.format(key)))
 
     def get_link(self, token: str) -> TrackedLink | None:
         with redis_errors():
@@ -180,15 +215,30 @@ class TokenStore:
         return [TrackedLink.model_validate_json(raw) for raw in raws if raw]
 
 
+class BatchWriter(Protocol):
+    def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
+        """Record `batch` as it now is, with `links` of it, at once."""
+
+
 class BatchRecorder:
     """One command's batch, recorded the moment Exotel returns each of its links, so that a
     worker that dies half-way leaves every link it got tracked (and findable by batch id)."""
 
-    def __init__(self, store: TokenStore, batch: Batch) -> None:
+    def __init__(self, store: BatchWriter, batch: Batch) -> None:
         self.batch = batch
         self.links: list[TrackedLink] = []
         self._store = store
         self._lock = threading.Lock()  # links arrive on several threads of one command
+
+    @classmethod
+    def start(cls, store: BatchWriter, requester: Requester, note: str, batch_id: str,
+              reminder_lead: timedelta) -> BatchRecorder:
+        """A new batch, issued now, with no link yet."""
+        issued_at = now()
+        expires_at = issued_at + LINK_TTL
+        return cls(store, Batch(batch_id=batch_id, requester=requester, note=note, tokens=[],
+                                issued_at=issued_at, expires_at=expires_at,
+                                reminder_due=expires_at - reminder_lead))
 
     def add(self, link: OnboardingLink) -> TrackedLink:
         with self._lock:

@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.domain.access import AccessPolicy
 from bot.domain.audit import Audit
 from bot.domain.onboarding import Onboarding
+from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import LinkQuota, PollBudget, SharedRateLimiter, UserRateLimit
 from bot.domain.reminders import Reminders
 from bot.domain.status import StatusBook
@@ -112,8 +113,9 @@ def build_core(settings: Settings) -> Core:
     reminder_slack = reminder_slack_client(settings)
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
-        reminder_sender=ReminderSender(reminders, store, exotel, reminder_slack,
-                                       Delivery(reminder_slack, sandbox), metrics),
+        reminder_sender=ReminderSender(
+            reminders=reminders, store=store, exotel=exotel, slack=reminder_slack,
+            delivery=Delivery(reminder_slack, sandbox), metrics=metrics, statuses=statuses),
         slack=slack, delivery=delivery, access=access, groups=groups, metrics=metrics,
         home=HomeTabs(onboarding, delivery, access.is_admin),
         commands=commands,
@@ -121,6 +123,8 @@ def build_core(settings: Settings) -> Core:
         statuses=statuses,
         poller=StatusPoller(store, statuses, poll_exotel, delivery,
                             Queue(STATUS_QUEUE, connection=jobs)),
+        previews=LinkPreviews(client, exotel, store, limiter,
+                              f"exotel:{settings.exotel_account_sid}"),
     )
 
 

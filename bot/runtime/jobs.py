@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait
-from bot.domain.previews import MAX_PREVIEWS, LinkPreviews
+from bot.domain.previews import MAX_PREVIEWS
 from bot.engine.queue import Reply, StepExecution, UnfurlTarget
 from bot.engine.registry import Job
 from bot.exotel.tokens import mask
@@ -225,8 +225,7 @@ def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
                  urls: list[str]) -> None:
     """Previews of onboarding links pasted in a conversation (idempotent: retried)."""
     core = current_core()
-    found = LinkPreviews(core.store.redis, core.onboarding.exotel, core.store,
-                         core.onboarding.budget, f"exotel:{core.settings.exotel_account_sid}")
+    found = core.previews
     unfurls: dict[str, dict[str, Any]] = {}
     for url in urls[:MAX_PREVIEWS]:
         preview = found.preview(url)

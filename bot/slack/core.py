@@ -11,6 +11,7 @@ from slack_sdk import WebClient
 
 from bot.domain.access import AccessPolicy
 from bot.domain.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
+from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import QuotaExceeded, UserRateLimit
 from bot.domain.reminders import ReminderBusy, Reminders
 from bot.domain.status import StatusBook
@@ -46,6 +47,7 @@ class Core:
     check_rate: UserRateLimit  # /check-token commands per user a minute
     statuses: StatusBook
     poller: StatusPoller
+    previews: LinkPreviews  # of onboarding links pasted in Slack (unfurls)
 
     @property
     def queues(self) -> list[Queue]:

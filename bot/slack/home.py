@@ -60,7 +60,6 @@ class HomeTabs:
         onboarding = self._onboarding
         listing = onboarding.live(viewer, "user", messages.MAX_LISTED)
         details = onboarding.details(listing)
-        assert onboarding.statuses is not None  # the composition root always gives one
         mine = onboarding.statuses.funnel(viewer.team_id, viewer.user_id)
         team = (onboarding.statuses.funnel(viewer.team_id, None)
                 if self._is_admin(viewer.user_id) else None)

@@ -101,7 +101,7 @@ class StatusPoller:
                                          linkviews.link_used(batch, link, links, statuses))
         except Exception:
             # Not told: let the next round try again.
-            self.store.redis.delete(f"onboard:once:used-dm:{link.token}")
+            self.store.forget_once(f"used-dm:{link.token}")
             log.warning("could not tell %s that %s was used", link.requester.user_id,
                         _masked(link), exc_info=True)
             return

@@ -47,6 +47,7 @@ class ReminderSender:
     slack: WebClient  # with no rate-limit retries: a 429 puts the job back, see send()
     delivery: Delivery  # the same client: posts and DMs
     metrics: Metrics
+    statuses: StatusBook
 
     def send(self, batch_id: str, due: datetime, attempt: int = 0) -> str:
         if self.reminders.is_stopped(batch_id):
@@ -124,14 +125,13 @@ class ReminderSender:
 
     def _send(self, batch: Batch, claim: Claim, late_by: timedelta) -> str:
         # A link known USED is asked about no more; the others' answers are kept.
-        book = StatusBook(self.store.redis)
-        used = {t for t, r in book.get_many(batch.tokens).items() if r.status == "USED"}
+        used = {t for t, r in self.statuses.get_many(batch.tokens).items() if r.status == "USED"}
         statuses: dict[str, Any] = {t: "USED" for t in used}
         statuses.update(self.exotel.token_statuses([t for t in batch.tokens if t not in used]))
         links = {link.token: link for link in self.store.links_of(batch)}
         for token, status in statuses.items():
             if isinstance(status, str) and token in links and token not in used:
-                book.record(links[token], status)
+                self.statuses.record(links[token], status)
         known = {token: s for token, s in statuses.items() if isinstance(s, str)}
         if len(known) == len(statuses) and "VALID" not in known.values():
             summary = ",".join(f"{mask(t)}={s}" for t, s in known.items())

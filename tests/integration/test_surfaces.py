@@ -11,6 +11,7 @@ import redis
 
 from bot.domain.audit import STREAM
 from bot.domain.models import Requester
+from bot.domain.store import BatchRecorder
 from bot.exotel.sandbox import ExotelSandbox
 from bot.exotel.tokens import token_from_link
 from testkit.signed import (
@@ -345,7 +346,8 @@ def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
     core = make_core()
     requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="")
     made = core.onboarding.exotel.create_links(1).links[0]
-    recorder = core.store.recorder(requester, "ACME", "batch-cut", core.reminders.lead)
+    recorder = BatchRecorder.start(core.store, requester, "ACME", "batch-cut",
+                                   core.reminders.lead)
     recorder.add(made)  # one of three made before the worker was killed
     job = Job.create(jobs.run_workflow_step, connection=core.commands.queue.connection,
                      args=(Reply.to(None), requester, 3, "ACME", "batch-cut",
