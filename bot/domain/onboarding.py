@@ -319,6 +319,10 @@ class Onboarding:
                          outcome="already")
             raise AlreadyForgotten(key)
 
+    def previewed(self, requester: Requester, token: str, status: str | None) -> None:
+        """Audit a link preview shown to `requester` (what Exotel said, or "unknown")."""
+        self._record("unfurl", requester, None, tokens=[mask(token)], detail=status or "unknown")
+
     def refused(self, requester: Requester, action: str, reason: str,
                 outcome: str = "refused", batch_id: str = "") -> None:
         """Audit a refusal (access, quota, rate limit) under whoever was refused."""

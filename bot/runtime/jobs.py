@@ -20,7 +20,6 @@ from bot.domain.onboarding import AlreadyForgotten, BudgetWait
 from bot.domain.previews import MAX_PREVIEWS
 from bot.engine.queue import Reply, StepExecution, UnfurlTarget
 from bot.engine.registry import Job
-from bot.exotel.tokens import mask
 from bot.runtime.execution import (
     complete_with,
     current_core,
@@ -225,15 +224,13 @@ def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
                  urls: list[str]) -> None:
     """Previews of onboarding links pasted in a conversation (idempotent: retried)."""
     core = current_core()
-    found = core.previews
     unfurls: dict[str, dict[str, Any]] = {}
     for url in urls[:MAX_PREVIEWS]:
-        preview = found.preview(url)
+        preview = core.previews.preview(url)
         if preview is None:
             continue
         unfurls[url] = surfaces.preview(preview)
-        core.onboarding._record("unfurl", requester, None, tokens=[mask(preview.token)],
-                                detail=preview.status or "unknown")
+        core.onboarding.previewed(requester, preview.token, preview.status)
     if not unfurls:
         return
     where: dict[str, Any] = ({"unfurl_id": target.unfurl_id, "source": target.source}
