@@ -86,6 +86,7 @@ class ExotelSandbox:
         self.calls: list[Call] = []
         self.faults: deque[Fault] = deque()  # consumed one per request, oldest first
         self.always: Fault | None = None  # applied to every request once `faults` is empty
+        self.announce = True  # False: no SANDBOX_HEADER, so the bot takes it for Exotel itself
         self._lock = threading.Lock()
         self._server = LoopbackServer((host, port), self._handler())
         self._thread: threading.Thread | None = None
@@ -111,6 +112,7 @@ class ExotelSandbox:
             self.calls.clear()
             self.faults.clear()
             self.always = None
+            self.announce = True
 
     def onboard(self, token: str, customers: int = 1) -> None:
         """Record customers onboarded with a token (what a real customer's signup does)."""
@@ -237,7 +239,8 @@ class ExotelSandbox:
                     self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(body)))
                     # So the bot can tell its users that these are not real links.
-                    self.send_header(SANDBOX_HEADER, "1")
+                    if sandbox.announce:
+                        self.send_header(SANDBOX_HEADER, "1")
                     for name, value in (headers or {}).items():
                         self.send_header(name, value)
                     self.end_headers()
