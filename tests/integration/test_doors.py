@@ -191,6 +191,38 @@ def route_exotel_to(core: Core, fake_url: str) -> None:
         client._session.mount("https://api.exotel.com", ToFakeExotel(fake_url))
 
 
+def submit_the_form(walk: Recorder, door: str, note: str) -> None:
+    """The form submitted with a channel: its links DMed and posted there, App Home redone."""
+    slack = walk.slack
+    with walk.door(door, "chat.postMessage", "views.publish"):
+        refreshed = home_refreshed(slack)
+        walk.signed(view_submission_body(FORM, form_values("1", note, "C0DEALS")))
+        wait_until(lambda: posts(slack, "C0DEALS") and len(posts(slack, "DU0REP")) >= 2
+                   and refreshed(), WAIT, "the form's links DMed and posted")
+
+
+def shortcut_a_message(walk: Recorder) -> None:
+    """"Send onboarding link" on a customer's message: a link in its thread."""
+    slack = walk.slack
+    with walk.door("the message shortcut", "chat.postMessage", "views.publish"):
+        refreshed = home_refreshed(slack)
+        walk.signed(message_action_body(SEND, slack.response_url("thread"), CUSTOMER_MESSAGE,
+                                        channel_id="C0SHARED"))
+        wait_until(lambda: posts(slack, "C0SHARED") and refreshed(), WAIT,
+                   "the link posted in the thread")
+
+
+def run_a_workflow_step(walk: Recorder, door: str, note: str) -> None:
+    """The step run for U0REP: completed with its link, App Home redone."""
+    slack = walk.slack
+    with walk.door(door, "functions.completeSuccess", "views.publish"):
+        refreshed = home_refreshed(slack)
+        walk.signed(function_executed_body(STEP, {"user_id": "U0REP", "count": 1,
+                                                  "customer_note": note}))
+        wait_until(lambda: slack.calls("functions.completeSuccess") and refreshed(), WAIT,
+                   "the step done")
+
+
 def walk_every_door(bot: Bot, exotel: ExotelSandbox, note: str = "Walk Co") -> Recorder:
     walk = Recorder(bot)
     slack = bot.slack
@@ -236,18 +268,9 @@ def walk_every_door(bot: Bot, exotel: ExotelSandbox, note: str = "Walk Co") -> R
         walk.signed(shortcut_body(FORM))  # opened before the ack
     with walk.door("App Home's New links", "views.open"):
         walk.click(NEW_LINKS_ACTION, "")
-    with walk.door("the form submitted", "chat.postMessage", "views.publish"):
-        refreshed = home_refreshed(slack)
-        walk.signed(view_submission_body(FORM, form_values("1", note, "C0DEALS")))
-        wait_until(lambda: posts(slack, "C0DEALS") and len(posts(slack, "DU0REP")) >= 2
-                   and refreshed(), WAIT, "the form's links DMed and posted")
+    submit_the_form(walk, "the form submitted", note)
     [form_token] = LINK.findall(json.dumps(posts(slack, "DU0REP")[0]))
-    with walk.door("the message shortcut", "chat.postMessage", "views.publish"):
-        refreshed = home_refreshed(slack)
-        walk.signed(message_action_body(SEND, slack.response_url("thread"), CUSTOMER_MESSAGE,
-                                        channel_id="C0SHARED"))
-        wait_until(lambda: posts(slack, "C0SHARED") and refreshed(), WAIT,
-                   "the link posted in the thread")
+    shortcut_a_message(walk)
     with walk.door("a link preview", "chat.unfurl"):
         walk.signed(link_shared_body([LINK_BASE + tokens[0]]))
         wait_until(lambda: slack.calls("chat.unfurl"), WAIT, "the link unfurled")
@@ -265,12 +288,7 @@ def walk_every_door(bot: Bot, exotel: ExotelSandbox, note: str = "Walk Co") -> R
         exotel.onboard(form_token, 5)
         assert bot.core.poller.poll_once().used == [f"…{form_token[-4:]}"]
 
-    with walk.door("a workflow step", "functions.completeSuccess", "views.publish"):
-        refreshed = home_refreshed(slack)
-        walk.signed(function_executed_body(STEP, {"user_id": "U0REP", "count": 1,
-                                                  "customer_note": note}))
-        wait_until(lambda: slack.calls("functions.completeSuccess") and refreshed(), WAIT,
-                   "the step done")
+    run_a_workflow_step(walk, "a workflow step", note)
     walk.of("a workflow step")  # the last door's sends, collected
     return walk
 
@@ -343,23 +361,9 @@ def test_a_hostile_note_is_inert_in_everything_the_bot_sends_whichever_door_it_c
         issued = walk.command("/onboard-link", f"2 {HOSTILE}").final(WAIT)
     with walk.door("the command again", "ack"):
         walk.command("/onboard-link", f"1 {HOSTILE}")
-    with walk.door("the form", "chat.postMessage", "views.publish"):
-        refreshed = home_refreshed(slack)
-        walk.signed(view_submission_body(FORM, form_values("1", HOSTILE, "C0DEALS")))
-        wait_until(lambda: posts(slack, "C0DEALS") and len(posts(slack, "DU0REP")) >= 2
-                   and refreshed(), WAIT, "the form's links DMed and posted")
-    with walk.door("the message shortcut", "chat.postMessage", "views.publish"):
-        refreshed = home_refreshed(slack)
-        walk.signed(message_action_body(SEND, slack.response_url("thread"), CUSTOMER_MESSAGE,
-                                        channel_id="C0SHARED"))
-        wait_until(lambda: posts(slack, "C0SHARED") and refreshed(), WAIT,
-                   "the link posted in the thread")
-    with walk.door("the workflow step", "functions.completeSuccess", "views.publish"):
-        refreshed = home_refreshed(slack)
-        walk.signed(function_executed_body(STEP, {"user_id": "U0REP", "count": 1,
-                                                  "customer_note": HOSTILE}))
-        wait_until(lambda: slack.calls("functions.completeSuccess") and refreshed(), WAIT,
-                   "the step done")
+    submit_the_form(walk, "the form", HOSTILE)
+    shortcut_a_message(walk)
+    run_a_workflow_step(walk, "the workflow step", HOSTILE)
     batches = core.store.all_live_batches(50)
     assert len(batches) == 4
     assert all("\u202e" not in b.note and "evil" in b.note for b in batches)
