@@ -52,6 +52,13 @@ class _Scheduler(RQScheduler):
         die_with_parent(signal.SIGTERM)
         super().work()
 
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        # The worker stops its scheduler with SIGTERM and waits for it. One sent right after
+        # the fork reached the handler the worker had then (which only records it): kept.
+        if _stop_requested.is_set():
+            self._stop_requested = True
+
 
 # SIGTERM or SIGINT before RQ's own handlers are in (starting, or waiting out an outage).
 _stop_requested = threading.Event()
