@@ -138,7 +138,6 @@ class FakeExotel:
     """Makes links at once; `script` says what becomes of the next requests, in order: None
     makes a link, an error fails it, `Killed` ends the command right there."""
 
-    sandbox: bool = False
     script: list[ExotelError | Killed | None] = field(default_factory=list)
     made: list[OnboardingLink] = field(default_factory=list)
     status_of: dict[str, str] = field(default_factory=dict)  # a made link's, VALID if none

@@ -57,8 +57,6 @@ class LinkStore(BatchWriter, Protocol):
 class LinkMaker(Protocol):
     """Exotel, as the use cases call it."""
 
-    sandbox: bool
-
     def create_links(self, count: int,
                      on_link: Callable[[OnboardingLink], object] | None = None
                      ) -> CreateOutcome: ...

@@ -1,7 +1,8 @@
 """Every job the bot runs, by the dotted name RQ stores, and the queues they go on.
 
-Listeners, the use cases and the Slack layer name jobs from here and never import the job
-functions (they sit in `bot.runtime.jobs`, above them). The names are stored in Redis with
+Listeners, the Slack layer and the composition root name jobs from here (the domain's
+reminders are handed their job's name) and never import the job functions (they sit in
+`bot.runtime.jobs`, above them). The names are stored in Redis with
 each job, so a job's name outlives a release: keep them when code moves.
 tests/unit/test_registry.py checks that each resolves to a function and that no other
 module names a job by a string of its own.

@@ -108,14 +108,12 @@ def build_core(settings: Settings) -> Core:
     def sandbox() -> bool:  # known from the settings, or learnt from Exotel's answers
         return exotel.sandbox or poll_exotel.sandbox
 
-    delivery = Delivery(slack, sandbox, lookups=lookup_client(settings),
-                        api_url=settings.slack_api_url)
-    reminder_slack = reminder_slack_client(settings)
+    delivery = Delivery(slack, sandbox, lookups=lookup_client(settings))
     return Core(
         settings=settings, store=store, onboarding=onboarding, reminders=reminders,
         reminder_sender=ReminderSender(
-            reminders=reminders, store=store, exotel=exotel, slack=reminder_slack,
-            delivery=Delivery(reminder_slack, sandbox), metrics=metrics, statuses=statuses),
+            reminders=reminders, store=store, exotel=exotel, statuses=statuses, metrics=metrics,
+            delivery=Delivery(reminder_slack_client(settings), sandbox)),
         slack=slack, delivery=delivery, access=access, groups=groups, metrics=metrics,
         home=HomeTabs(onboarding, delivery, access.is_admin),
         commands=commands,

@@ -44,11 +44,10 @@ class Delivery:
     each send: a worker learns it from Exotel's answers too)."""
 
     def __init__(self, slack: WebClient, sandbox: Callable[[], bool], *,
-                 lookups: WebClient | None = None, api_url: str | None = None) -> None:
+                 lookups: WebClient | None = None) -> None:
         self.slack = slack
         self._sandbox = sandbox
         self._lookups = lookups or slack  # inside an ack's 3 s: short, no retries
-        self._api_url = api_url
 
     @property
     def sandbox(self) -> bool:
@@ -125,7 +124,7 @@ class Delivery:
     def complete_step(self, execution: StepExecution, *, outputs: dict[str, str] | None = None,
                       error: str | None = None) -> None:
         """End a workflow step with its own just-in-time token; SlackApiError if refused."""
-        client = WebClient(token=execution.token, base_url=self._api_url or self.slack.base_url,
+        client = WebClient(token=execution.token, base_url=self.slack.base_url,
                            timeout=10, retry_handlers=[
                                ConnectionErrorRetryHandler(),
                                RateLimitErrorRetryHandler(max_retry_count=3)])

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.domain.models import Batch, Requester
@@ -44,8 +43,9 @@ class ReminderSender:
     reminders: Reminders
     store: TokenStore
     exotel: ExotelClient
-    slack: WebClient  # with no rate-limit retries: a 429 puts the job back, see send()
-    delivery: Delivery  # the same client: posts and DMs
+    # Its Slack client waits out no rate limit: a 429 puts the job back, see send(). Posts
+    # and DMs go through it, and so does reading a channel's history.
+    delivery: Delivery
     metrics: Metrics
     statuses: StatusBook
 
@@ -110,7 +110,7 @@ class ReminderSender:
     def _posted_in(self, channel: str, batch_id: str, oldest: str) -> bool:
         cursor = None
         for _ in range(HISTORY_PAGES):
-            page = self.slack.conversations_history(
+            page = self.delivery.slack.conversations_history(
                 channel=channel, oldest=oldest, include_all_metadata=True, limit=200,
                 cursor=cursor)
             for message in page.get("messages") or []:

@@ -154,7 +154,7 @@ def test_a_post_that_timed_out_but_reached_slack_is_not_posted_again(
     caplog.set_level(logging.INFO)
     core = make_core()
     result = issue(core)
-    core.reminder_sender.slack.timeout = 1
+    core.reminder_sender.delivery.slack.timeout = 1
     slack.channel_delays["C0SALES"] = 3  # Slack posts it, then answers too late
     clock.move_to(result.reminder_due + timedelta(seconds=1))
     fire_due(core)  # the job fails: it cannot know whether the post went out
@@ -184,7 +184,7 @@ def test_where_history_cannot_be_read_the_reminder_is_posted_again(
     result = issue(core)
     batch_id = result.batch.batch_id
     clock.move_to(result.reminder_due + timedelta(seconds=1))
-    core.reminder_sender.slack.chat_postMessage(  # the dead worker's post
+    core.reminder_sender.delivery.slack.chat_postMessage(  # the dead worker's post
         channel="C0SALES", text="x", metadata={"event_type": "onboard_reminder",
                                                "event_payload": {"batch_id": batch_id}})
     plant_unfinished_claim(core, batch_id, ["C0SALES"])
@@ -226,7 +226,7 @@ def test_the_dm_a_reminder_went_to_is_looked_in_too(
     core = make_core()
     result = issue(core)
     slack.channel_errors["C0SALES"] = "not_in_channel"
-    core.reminder_sender.slack.timeout = 1
+    core.reminder_sender.delivery.slack.timeout = 1
     slack.channel_delays["DU0REP"] = 3  # the DM is posted, the answer comes too late
     clock.move_to(result.reminder_due + timedelta(seconds=1))
     fire_due(core)
