@@ -65,10 +65,6 @@ def snapshot(client: redis.Redis, cores: list[Core], horizon_ms: float | None = 
     return sizes
 
 
-def fire(core: Core) -> None:
-    worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
-
-
 def issue(core: Core, count: int) -> None:
     for n in range(count):
         result = core.onboarding.issue(REP, 1, f"bench {n}")
@@ -89,7 +85,7 @@ def run(batches: int) -> None:
 
         issue(core, 20)
         time.sleep(1.5)
-        fire(core)
+        worker.drain(core)
         base = snapshot(client, [core])
         started_ms = time.time() * 1000
         horizon = started_ms + HORIZON.total_seconds() * 1000
@@ -97,7 +93,7 @@ def run(batches: int) -> None:
         issue(core, batches)
         live = snapshot(client, [core])
         time.sleep(1.5)
-        fire(core)
+        worker.drain(core)
         posted = len(slack.calls("chat.postMessage"))
         reminded = snapshot(client, [core])
         at_48h = snapshot(client, [core], horizon)

@@ -44,7 +44,7 @@ HINTS = {
     "ALLOWED_CHANNEL_IDS": "Slack channel ids separated by commas (C0123), or empty",
     "ADMIN_USER_IDS": "Slack user ids separated by commas (U0123)",
     "CHECK_TOKEN_RESTRICTED": "true or false",
-    "WORKER_PROCESSES": "a whole number of worker processes, 1 to 64",
+    "WORKER_PROCESSES": "a whole number of worker processes taking commands, 1 to 64",
     "LOG_FORMAT": "text or json",
     "AUDIT_RETENTION_DAYS": "a whole number of days, 1 or more",
     "MAX_LINKS_PER_USER_PER_DAY": "a whole number, 1 or more",

@@ -132,10 +132,12 @@ class BotProcess:
         are up would see them take it seconds later."""
         from rq import Worker
 
+        from bot.runtime.worker import staffing
+
         jobs = redis.Redis.from_url(self.env["REDIS_URL"])
         before = {w.name for w in Worker.all(connection=jobs)}
-        pool = int(self.env.get("WORKER_PROCESSES")
-                   or Settings.model_fields["worker_processes"].default)
+        pool = sum(staffing(int(self.env.get("WORKER_PROCESSES")
+                                or Settings.model_fields["worker_processes"].default)).values())
         return lambda: len({w.name for w in Worker.all(connection=jobs)} - before) >= pool
 
     def output(self) -> str:

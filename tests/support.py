@@ -176,7 +176,7 @@ def close_to(moment: datetime | None, expected: datetime) -> bool:
 
 def fire_due(core: Core) -> None:
     """What a worker with its scheduler does: move due jobs onto their queues, run them."""
-    worker.build_worker(core).work(burst=True, with_scheduler=True, logging_level="WARNING")
+    worker.drain(core)
 
 
 # What `python -m bot doctor` checks, in order, and its marks against the shared fakes.

@@ -87,6 +87,10 @@ class ExotelSandbox:
         self.faults: deque[Fault] = deque()  # consumed one per request, oldest first
         self.always: Fault | None = None  # applied to every request once `faults` is empty
         self.announce = True  # False: no SANDBOX_HEADER, so the bot takes it for Exotel itself
+        # Calls being answered, and when the last answer went (time.monotonic()): a fault
+        # test kills a worker only while no answer of Exotel's is on its way to it.
+        self.answering = 0
+        self.answered_at = 0.0
         self._lock = threading.Lock()
         self._server = LoopbackServer((host, port), self._handler())
         self._thread: threading.Thread | None = None
@@ -214,13 +218,23 @@ class ExotelSandbox:
                 authorization = self.headers.get("Authorization")
                 with sandbox._lock:
                     sandbox.calls.append(Call(method, parts.path, query, authorization))
+                    sandbox.answering += 1
+                try:
+                    self._serve_api(method, parts.path, query, authorization)
+                finally:
+                    with sandbox._lock:
+                        sandbox.answering -= 1
+                        sandbox.answered_at = time.monotonic()
+
+            def _serve_api(self, method: str, path: str, query: dict[str, list[str]],
+                           authorization: str | None) -> None:
                 fault = sandbox._next_fault()
                 if fault is not None:
                     time.sleep(fault.delay)
                     if not fault.passthrough:
                         self._fault(fault, method)
                         return
-                status, body = sandbox._answer(method, parts.path, query, authorization)
+                status, body = sandbox._answer(method, path, query, authorization)
                 self._send(status, json.dumps(body).encode(), "application/json")
 
             def _fault(self, fault: Fault, method: str) -> None:

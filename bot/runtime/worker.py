@@ -1,33 +1,43 @@
-"""The worker: RQ workers for the commands queue first and the reminders queue second.
+"""The worker: RQ workers, each taking jobs from one queue, and the host's scheduler.
 
-`python -m bot worker` runs `WORKER_PROCESSES` of them (RQ's `WorkerPool`); one at a time
-also runs RQ's scheduler, which moves due reminders and delayed commands onto their
-queues. More worker processes, on any host, share the same queues.
+`python -m bot worker` runs a pool (RQ's `WorkerPool`) of `WORKER_PROCESSES` workers
+taking commands, one taking reminders and one taking status polls: a worker on one queue
+takes each job with Redis's BLMOVE into the queue's intermediate list, so a job a worker
+took and never started is still in Redis when that worker dies, and is queued again
+(decision 0018). The pool's own loop also runs the scheduler (bot.runtime.scheduler).
+More pools, on any host, share the same queues.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
+import uuid
+from datetime import timedelta
 from multiprocessing import get_context
-from multiprocessing.process import BaseProcess
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-from rq import SimpleWorker
-from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
-from rq.scheduler import RQScheduler
+from rq import Queue, SimpleWorker
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.registry import clean_registries
 from rq.utils import now
-from rq.worker_pool import WorkerPool
+from rq.worker_pool import WorkerData, WorkerPool
+from rq.worker_registration import clean_worker_registry
 
+from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE
 from bot.runtime.composition import build_core
 from bot.runtime.execution import use_core
 from bot.runtime.lifetime import die_with_parent
+from bot.runtime.scheduler import Scheduler
 from bot.runtime.web import metrics_endpoint
 from bot.settings import Settings
 from bot.slack.core import Core
@@ -37,27 +47,24 @@ from bot.telemetry import logs
 log = logging.getLogger(__name__)
 
 # An idle worker wakes from its dequeue every WORKER_TTL - 15 s and then runs RQ's
-# maintenance: finding jobs of dead workers and taking over a lapsed scheduler lock.
-# RQ's defaults (420 s, 10 min) left a dead worker's jobs unnoticed for minutes.
+# maintenance: finding jobs of dead workers. RQ's defaults (420 s, 10 min) left a dead
+# worker's jobs unnoticed for minutes.
 WORKER_TTL = 25
 MAINTENANCE_SECONDS = 10
 OUTAGE_BACKOFF_MAX = 30.0
+# A job still in a queue's intermediate list this long after maintenance first saw it there
+# was taken by a worker that died before starting it (a live one starts it at once).
+UNTAKEN = timedelta(seconds=10)
+# A running job's entry in RQ's started registry lapses this long after its timeout (RQ: 60
+# s), and a dead worker's job is then accounted for. The timeout itself stops a live job
+# (SIGALRM, once any blocking call of at most Exotel's timeout has returned).
+JOB_MARGIN = 15
 
 
-class _Scheduler(RQScheduler):
-    """RQ's scheduler, in the process RQ forks for it, ending when its worker ends: an
-    orphan would hold the scheduler lock with no worker beside it."""
-
-    def work(self) -> None:
-        die_with_parent(signal.SIGTERM)
-        super().work()
-
-    def _install_signal_handlers(self) -> None:
-        super()._install_signal_handlers()
-        # The worker stops its scheduler with SIGTERM and waits for it. One sent right after
-        # the fork reached the handler the worker had then (which only records it): kept.
-        if _stop_requested.is_set():
-            self._stop_requested = True
+def staffing(command_workers: int) -> dict[str, int]:
+    """How many workers of a pool take each queue: commands never wait behind a reminder
+    or a status poll, and a long status round never delays a reminder."""
+    return {COMMANDS_QUEUE: command_workers, REMINDERS_QUEUE: 1, STATUS_QUEUE: 1}
 
 
 # SIGTERM or SIGINT before RQ's own handlers are in (starting, or waiting out an outage).
@@ -65,45 +72,79 @@ _stop_requested = threading.Event()
 
 
 class Worker(SimpleWorker):
-    """RQ's SimpleWorker (jobs run in this process, whose connections they reuse), with a
-    scheduler that dies with it."""
+    """RQ's SimpleWorker (jobs run in this process, whose connections they reuse) on one
+    queue, which puts a job its dead taker never started back on the queue."""
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
-        # RQ forks the scheduler before it installs its handlers: a stop that came before
-        # now (or during that fork) is kept, so the worker stops before its first job.
+        # A stop that came before now is kept, so the worker stops before its first job.
         if _stop_requested.is_set():
             self._stop_requested = True
             self._shutdown_requested_date = now()
 
-    def _start_scheduler(self, burst: bool = False, logging_level: str | None = "INFO",
-                         date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
-                         log_format: str = DEFAULT_LOGGING_FORMAT) -> None:
-        # RQ's own method, but for the scheduler's class (RQ has no setting for it).
-        self.scheduler = _Scheduler(self.queues, connection=self.connection,
-                                    logging_level=logging_level or self.log.level,
-                                    date_format=date_format, log_format=log_format,
-                                    serializer=self.serializer)
-        self.scheduler.acquire_locks()
-        if not self.scheduler.acquired_locks:
-            return
-        if not burst:
-            self.scheduler.start()
-            return
-        try:
-            self.scheduler.register_birth()
-            self.scheduler.enqueue_scheduled_jobs()
-        finally:
-            self.scheduler.release_locks()
-            self.scheduler.register_death()
+    def get_heartbeat_ttl(self, job: RQJob) -> int:
+        if job.timeout is None or job.timeout < 0:
+            return super().get_heartbeat_ttl(job)
+        return int(job.timeout) + JOB_MARGIN
+
+    def clean_registries(self) -> None:
+        # RQ's own, but for the intermediate list: RQ fails a job stuck there, without
+        # its failure callback, so the requester would never hear of it.
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                self.log.debug("cleaning registries for queue %s", queue.name)
+                clean_registries(queue, self._exc_handlers)
+                clean_worker_registry(queue)
+                requeue_untaken(queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ declares it None
 
 
-def build_worker(core: Core) -> Worker:
-    return Worker(core.queues, connection=core.commands.queue.connection, worker_ttl=WORKER_TTL,
+def requeue_untaken(queue: Queue) -> list[str]:
+    """Put back at the front of `queue` each job a worker moved to the intermediate list
+    and died before starting (so never ran: safe to run, even issuing); ids put back."""
+    intermediate = IntermediateQueue(queue.key, queue.connection)
+    again = []
+    for job_id in intermediate.get_job_ids():
+        job = queue.fetch_job(job_id)
+        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+            intermediate.remove(job_id)  # gone, or started: RQ's registries have it
+            continue
+        if intermediate.set_first_seen(job_id):
+            continue
+        first_seen = intermediate.get_first_seen(job_id)
+        if first_seen is None or now() - first_seen < UNTAKEN:
+            continue
+        with queue.connection.pipeline() as pipe:
+            pipe.lrem(intermediate.key, 1, job_id)
+            pipe.lpush(queue.key, job_id)
+            pipe.delete(intermediate.get_first_seen_key(job_id))
+            pipe.execute()
+        log.warning("job %s was taken by a worker that died before starting it: queued "
+                    "again", job_id)
+        again.append(job_id)
+    return again
+
+
+def build_worker(core: Core, queue_name: str = COMMANDS_QUEUE) -> Worker:
+    queue = next(queue for queue in core.queues if queue.name == queue_name)
+    return Worker([queue], connection=queue.connection, worker_ttl=WORKER_TTL,
                   maintenance_interval=MAINTENANCE_SECONDS)
 
 
-def serve(core: Core, logging_level: str) -> None:
+def drain(core: Core, logging_level: str = "WARNING") -> None:
+    """Move what is due and run every queued job, here and now, as the pool's scheduler and
+    workers would (tests and benchmarks; the loop ends when every queue is empty)."""
+    scheduler = Scheduler(core.queues, core.commands.queue.connection)
+    scheduler.tick()
+    scheduler.release()
+    while any(queue.count for queue in core.queues):
+        for queue in core.queues:
+            build_worker(core, queue.name).work(burst=True, with_scheduler=False,
+                                                logging_level=logging_level)
+
+
+def serve(core: Core, queue_name: str, logging_level: str) -> None:
     """Work until asked to stop, riding out Redis outages: one log line each, then retries
     with backoff until Redis is back."""
     use_core(core)
@@ -112,9 +153,9 @@ def serve(core: Core, logging_level: str) -> None:
     delay = 1.0
     down_since: float | None = None
     while not _stop_requested.is_set():
-        worker = build_worker(core)
+        worker = build_worker(core, queue_name)
         with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-            worker.work(with_scheduler=True, logging_level=logging_level)
+            worker.work(with_scheduler=False, logging_level=logging_level)
         if worker._shutdown_requested_date is not None:  # SIGTERM/SIGINT; the job in hand ran
             return
         if down_since is None:
@@ -151,21 +192,51 @@ def _leave_on_stop_signals() -> None:
 
 
 class Pool(WorkerPool):
-    """RQ's WorkerPool, its workers built by `serve` with the bot's settings and core."""
+    """RQ's WorkerPool, each worker on the queue `staffing` is short of, built by `serve`
+    with the bot's settings and core; its loop runs the host's scheduler too."""
 
     def __init__(self, settings: Settings, core: Core) -> None:
-        super().__init__([queue.name for queue in core.queues],
-                         connection=core.commands.queue.connection,
-                         num_workers=settings.worker_processes)
+        self._staffing = staffing(settings.worker_processes)
+        super().__init__(list(self._staffing), connection=core.commands.queue.connection,
+                         num_workers=sum(self._staffing.values()))
         self._settings = settings
+        self._queue_of: dict[str, str] = {}  # worker name -> the queue it takes
+        self._logging_level = "INFO"
+        self.scheduler = Scheduler(core.queues, core.commands.queue.connection)
 
-    def get_worker_process(self, name: str, burst: bool, _sleep: float = 0,
-                           logging_level: str = "INFO") -> BaseProcess:
-        import os
+    def start(self, burst: bool = False, logging_level: str = "INFO") -> None:
+        self._logging_level = logging_level
+        try:
+            super().start(burst=burst, logging_level=logging_level)
+        finally:
+            self.scheduler.release()
 
-        return get_context("fork").Process(
-            target=_pool_worker, args=(self._settings, os.getpid(), logging_level),
-            name=f"onboard-worker {name}")
+    def start_worker(self, count: int | None = None, burst: bool = True, _sleep: float = 0,
+                     logging_level: str = "INFO") -> None:
+        queue = self._short_of()
+        name = uuid.uuid4().hex
+        process = get_context("fork").Process(
+            target=_pool_worker, args=(self._settings, os.getpid(), queue, self._logging_level),
+            name=f"onboard-worker {queue} {name}")
+        process.start()
+        assert process.pid is not None
+        self.worker_dict[name] = WorkerData(name=name, pid=process.pid, process=process)
+        self._queue_of[name] = queue
+
+    def handle_dead_worker(self, worker_data: WorkerData) -> None:
+        super().handle_dead_worker(worker_data)
+        self._queue_of.pop(worker_data.name, None)
+
+    def check_workers(self, respawn: bool = True) -> None:
+        """RQ's pool calls this about once a second while it runs."""
+        super().check_workers(respawn)
+        self.scheduler.tick()
+
+    def _short_of(self) -> str:
+        staffed = {queue: 0 for queue in self._staffing}
+        for queue in self._queue_of.values():
+            staffed[queue] += 1
+        return max(self._staffing, key=lambda queue: self._staffing[queue] - staffed[queue])
 
 
 def serve_metrics(core: Core, port: int) -> None:
@@ -188,11 +259,11 @@ class _QuietHandler(WSGIRequestHandler):
         """No access log: scrapes are routine."""
 
 
-def _pool_worker(settings: Settings, parent: int, logging_level: str) -> None:
+def _pool_worker(settings: Settings, parent: int, queue_name: str, logging_level: str) -> None:
     _leave_on_stop_signals()  # until RQ installs its own: a stop while starting is no crash
     die_with_parent(signal.SIGTERM, parent)  # a pool killed outright takes its workers along
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
-    serve(build_core(settings), logging_level)
+    serve(build_core(settings), queue_name, logging_level)
 
 
 def run(settings: Settings) -> None:
@@ -201,6 +272,6 @@ def run(settings: Settings) -> None:
     if settings.worker_metrics_port:
         serve_metrics(core, settings.worker_metrics_port)
     core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
-    log.info("worker: %d processes on queues %s, %s", settings.worker_processes,
-             core.commands.queue.name, core.reminders.queue.name)
+    log.info("worker: %s", ", ".join(f"{count} on {queue}" for queue, count
+                                     in staffing(settings.worker_processes).items()))
     Pool(settings, core).start(logging_level=settings.log_level.upper())

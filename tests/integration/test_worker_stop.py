@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from rq import Queue
-from rq.scheduler import RQScheduler
 
 from bot.engine.registry import COMMANDS_QUEUE
 from bot.runtime import worker
@@ -44,18 +43,3 @@ def test_a_sigterm_while_redis_is_down_ends_the_outage_wait(stop_handlers: None)
     os.kill(os.getpid(), signal.SIGTERM)
     worker._sleep_unless_stopped(600)  # returns at once: the stop was recorded
     assert worker._stop_requested.is_set()
-
-
-def test_a_sigterm_before_the_scheduler_installs_its_handlers_still_stops_it(
-    make_core: Callable[..., Core], stop_handlers: None
-) -> None:
-    """The worker stops its freshly forked scheduler with SIGTERM and joins it: a stop that
-    came while the child still had the worker's recording handler must not be lost."""
-    core = make_core()
-    worker._leave_on_stop_signals()  # what the forked scheduler inherits
-    os.kill(os.getpid(), signal.SIGTERM)
-    scheduler = worker._Scheduler(core.queues, connection=core.commands.queue.connection)
-    scheduler._install_signal_handlers()
-    assert scheduler._stop_requested
-    RQScheduler.work(scheduler)  # returns at once instead of scheduling forever
-    assert scheduler._status == scheduler.Status.STOPPED

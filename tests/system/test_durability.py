@@ -134,7 +134,7 @@ def test_python_m_bot_killed_outright_leaves_no_process_behind(
     bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url)).start()
     assert bot.proc is not None
     wait_until(lambda: len(descendants_of(bot.proc.pid)) >= 6, 30,
-               "web worker, worker pool, its workers and scheduler started")
+               "web worker, worker pool and its workers started")
     children = descendants_of(bot.proc.pid)
     os.kill(bot.proc.pid, signal.SIGKILL)
     bot.proc.wait(10)
