@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +28,7 @@ class ApiCall:
     method: str
     params: dict[str, Any]
     authorization: str | None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when it arrived
 
 
 class FakeSlack:

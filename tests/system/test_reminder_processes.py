@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,3 +208,53 @@ def test_a_worker_started_while_redis_is_down_works_once_it_is_up(
     finally:
         worker.stop()
         own.stop()
+
+
+def test_reminders_come_on_time_while_the_scheduling_host_is_killed_over_and_over(
+    redis_url: str, redis_client, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    """Ten reminders fall due 3 s apart while, every 8 s, the worker pool that holds the
+    scheduler's lock (between holders, the one about to take it) is SIGKILLed with its
+    workers, as when its host is lost, and another started: each is posted once, at most
+    20 s after it was due."""
+    settings = {**env(redis_url, exotel, slack), "REMINDER_LEAD": "86380"}  # due in 20 s
+    count = 10
+    with processes(BotProcess(settings, "web")) as (web,):
+        pools = [BotProcess(settings, "worker").start() for _ in range(2)]
+        due: dict[str, datetime] = {}
+
+        def issue_every_3_s() -> None:
+            for n in range(count):
+                started = time.monotonic()
+                due[f"Reminder {n}"] = onboard(web, slack, f"r{n}", f"1 Reminder {n}")
+                time.sleep(max(0.0, 3 - (time.monotonic() - started)))
+
+        issuing = threading.Thread(target=issue_every_3_s)
+        issuing.start()
+        kills = 0
+        try:
+            while issuing.is_alive() or datetime.now(UTC) < max(due.values()):
+                time.sleep(8)
+                owner = redis_client.get(SCHEDULER_LOCK)
+                holder = next((pool for pool in pools if owner and pool.proc is not None
+                               and owner.split(":")[1] == str(pool.proc.pid)), None)
+                victim = holder or pools[0]  # between holders: the one about to take over
+                kill_tree(victim)
+                kills += 1
+                pools.remove(victim)
+                pools.append(BotProcess(settings, "worker").start())
+            wait_for_posts(slack, count, timeout=40)
+            wait_until_all_done(redis_url)
+        finally:
+            issuing.join()
+            for pool in pools:
+                pool.stop(timeout=20)
+    posts = slack.calls("chat.postMessage")
+    lateness = {}
+    for name, when in due.items():
+        (post,) = [p for p in posts if f"{name}" in str(p.params.get("blocks"))]
+        lateness[name] = (post.at - when).total_seconds()
+    print("seconds late:", sorted(lateness.values()))
+    assert kills >= 5, kills
+    assert len(posts) == count
+    assert max(lateness.values()) <= 20, lateness

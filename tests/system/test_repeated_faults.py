@@ -13,7 +13,9 @@ import re
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -45,6 +47,7 @@ class Load:
 
     port: int
     slack: FakeSlack
+    sent: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # acks that said Redis was down
     ack: threading.Condition = field(default_factory=threading.Condition)
@@ -54,6 +57,7 @@ class Load:
         sent = 0
         start = time.monotonic()
         while not self.stop.is_set() and time.monotonic() - start < LOAD_SECONDS:
+            self.sent.append(f"load{sent}")
             threading.Thread(target=self.send, args=(f"load{sent}",), daemon=True).start()
             sent += 1
             time.sleep(max(0.0, start + sent / RATE - time.monotonic()))
@@ -97,25 +101,34 @@ def outcomes(load: Load, slack: FakeSlack, timeout: float) -> dict[str, str]:
 
 
 def check_every_link_accounted(exotel: ExotelSandbox, slack: FakeSlack, load: Load,
-                               redis_url: str) -> dict[str, str]:
+                               redis_url: str,
+                               kills: Sequence[tuple[datetime, datetime]] = ()
+                               ) -> dict[str, str]:
     ends = outcomes(load, slack, timeout=120)
     unaccounted = {name: text for name, text in ends.items()
                    if LINKS not in text and not any(a in text for a in ACCOUNTS)}
     assert not unaccounted, unaccounted
     shown: dict[str, set[str]] = defaultdict(set)  # token -> the commands it was shown to
-    for name in load.acked:
+    # Every command sent: one whose web process died as it acked is still done, and answered.
+    for name in load.sent:
         for reply in slack.replies(name):
             for token in TOKEN.findall(str(reply)):
                 shown[token].add(name)
     assert all(len(names) == 1 for names in shown.values()), shown  # none to two commands
     made = set(exotel.tokens)
     client = redis.Redis.from_url(redis_url)
-    tracked = {token for token in made if client.exists(TOKEN_KEY.format(token))}
-    assert made == set(shown), (made - set(shown), set(shown) - made)
-    untracked = made - tracked
+    # A link whose answer was still on its way to a worker at the instant it was killed is
+    # known to nobody but Exotel (which offers no list): the one loss no design can avoid.
+    in_flight = {token for token in made - set(shown)
+                 if any(start <= exotel.tokens[token].issued_at <= end for start, end in kills)}
+    assert len(in_flight) <= len(kills), in_flight
+    print(f"links made: {len(made)}; in flight at a kill: {len(in_flight)}")
+    assert made - in_flight == set(shown), (made - in_flight - set(shown), set(shown) - made)
+    tracked = {token for token in made - in_flight if client.exists(TOKEN_KEY.format(token))}
+    untracked = made - in_flight - tracked
     for token in untracked:  # shown, and with the warning that it is not tracked
         (name,) = shown[token]
-        assert "not tracked" in ends[name], ends[name]
+        assert "not tracked" in block_text(slack.replies(name)[-1]), name
     return ends
 
 
@@ -135,6 +148,7 @@ def test_rolling_kills_of_web_and_worker_lose_no_acknowledged_command(
     runner = threading.Thread(target=load.run)
     runner.start()
     kills = {"web": 0, "worker": 0}
+    worker_kills: list[tuple[datetime, datetime]] = []  # when each worker kill began, ended
     try:
         while runner.is_alive():
             time.sleep(6)
@@ -144,13 +158,15 @@ def test_rolling_kills_of_web_and_worker_lose_no_acknowledged_command(
                 kills["web"] += 1
                 web = BotProcess({**settings, "PORT": str(port)}, "web").start()
             else:
+                began = datetime.now(UTC)
                 wait_until(lambda: exotel_quiet(exotel), 5, "a quiet moment at Exotel",
                            every=0.002)
                 kill_tree(worker)  # right after an ack: a worker is taking its job
+                worker_kills.append((began, datetime.now(UTC)))
                 kills["worker"] += 1
                 worker = BotProcess(settings, "worker").start()
         runner.join()
-        ends = check_every_link_accounted(exotel, slack, load, redis_url)
+        ends = check_every_link_accounted(exotel, slack, load, redis_url, worker_kills)
     finally:
         load.stop.set()
         runner.join()
