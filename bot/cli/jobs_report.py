@@ -8,6 +8,7 @@ from typing import TextIO
 import redis
 from redis import Redis
 from rq import Queue, Worker
+from rq.scheduler import RQScheduler
 
 from bot.domain.store import connect_for
 from bot.engine.registry import QUEUES
@@ -29,13 +30,27 @@ def report(connection: Redis, where: str, out: TextIO) -> None:
             "deferred": queue.deferred_job_registry.count,
             "failed": queue.failed_job_registry.count,
             "finished": queue.finished_job_registry.count,
+            # Moved to a worker, not started yet: for an instant, or its worker died (then
+            # queued again within about 20 s).
+            "taken": len(queue.intermediate_queue.get_job_ids()),
         }
         print(f"queue {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=out)
+    holders = {name: _text(connection.get(RQScheduler.get_locking_key(name))) for name in QUEUES}
+    for owner in sorted({h for h in holders.values() if h is not None}):
+        held = [name for name, h in holders.items() if h == owner]
+        print(f"scheduler: {owner} (host:pid) schedules {', '.join(held)}", file=out)
+    if not any(holders.values()):
+        print("scheduler: none running (due reminders wait until a worker pool starts)",
+              file=out)
     workers = Worker.all(connection=connection)
     print(f"workers: {len(workers)}", file=out)
     for worker in sorted(workers, key=lambda w: w.name):
         print(f"  {worker.name} ({worker.get_state()}) on {', '.join(worker.queue_names())}",
               file=out)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def run(settings: Settings) -> int:

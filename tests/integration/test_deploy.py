@@ -3,6 +3,7 @@ Redis over TLS, waiting for Slack and Redis, and `python -m bot jobs`."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -353,6 +354,7 @@ def test_jobs_shows_the_bots_own_queues(
     assert f"Redis: {redis_url}" in done.stdout
     assert f"queue {REMINDERS_QUEUE}: 1 queued, 1 scheduled, 0 started" in done.stdout
     assert "workers: 0" in done.stdout
+    assert "scheduler: none running" in done.stdout
 
 
 @pytest.mark.slow
@@ -366,7 +368,7 @@ def test_jobs_finds_the_embedded_redis_of_a_running_bot(
         bot.start(timeout=60)
 
         def sees_the_worker() -> bool:
-            return "workers: 4" in run_jobs(env, tmp_path).stdout  # WORKER_PROCESSES
+            return "workers: 6" in run_jobs(env, tmp_path).stdout  # WORKER_PROCESSES + 2
 
         wait_until(sees_the_worker, 60, "jobs sees the bot's worker")
         done = run_jobs(env, tmp_path)
@@ -375,4 +377,6 @@ def test_jobs_finds_the_embedded_redis_of_a_running_bot(
     assert done.returncode == 0, done.stderr
     assert "Redis: unix://" in done.stdout
     assert f"queue {REMINDERS_QUEUE}: 0 queued" in done.stdout
-    assert REMINDERS_QUEUE in done.stdout.split("workers: 4", 1)[1]
+    assert REMINDERS_QUEUE in done.stdout.split("workers: 6", 1)[1]
+    assert re.search(rf"scheduler: \S+:\d+:\w+ \(host:pid\) schedules .*{REMINDERS_QUEUE}",
+                     done.stdout), done.stdout
