@@ -23,7 +23,7 @@ import redis
 import requests
 
 from bot.domain.store import TOKEN_KEY
-from bot.exotel.sandbox import ExotelSandbox
+from bot.exotel.sandbox import ExotelSandbox, Fault
 from testkit.env import bot_env
 from testkit.processes import BotProcess, RedisProcess, free_port, kill_tree
 from testkit.signed import command_body, sign
@@ -181,6 +181,9 @@ def test_redis_stopped_twice_under_load_withholds_no_link(
     exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
     own = RedisProcess(options={"appendonly": "yes", "appendfsync": "everysec"}).start()
+    # Exotel answers half a second after each request: Redis stops while links are being
+    # made, between the checks before the call and the recording after it.
+    exotel.always = Fault(passthrough=True, delay=0.5)
     port = free_port()
     settings = env(exotel, slack, own.url)
     web = BotProcess({**settings, "PORT": str(port)}, "web").start()
@@ -192,6 +195,7 @@ def test_redis_stopped_twice_under_load_withholds_no_link(
         for _ in range(2):
             time.sleep(8)
             load.next_ack()
+            wait_until(lambda: exotel.answering > 0, 5, "links being made")
             own.stop()  # SIGTERM: Redis writes its append-only file and exits
             time.sleep(3)
             own.start()
