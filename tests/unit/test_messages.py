@@ -13,7 +13,7 @@ from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.onboarding import BudgetWait, CheckResult, IssueResult
 from bot.domain.status import Funnel
 from bot.domain.store import StoreUnavailable
-from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
+from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable
 from bot.slack import blocks, linkviews, messages
 from tests.blockkit import (
     assert_inert,
@@ -127,8 +127,6 @@ def test_problem_explains_known_failures() -> None:
     assert "Redis" in shown(messages.problem(StoreUnavailable("x")))
     assert "about 20 min" not in shown(messages.problem(BudgetWait(1200, 5)))
     assert "next 20 min" in shown(messages.problem(BudgetWait(1200, 5)))
-    withheld = messages.issued(issue_result(2, errors=[NotRecorded()], requested=3))
-    assert "could not record it" in shown(withheld)
     found = messages.problem(ExotelNotFound("Exotel does not know this token <b>"))
     assert "does not know this token &lt;b&gt;" in mrkdwn_texts(found)[1]
 
