@@ -170,12 +170,13 @@ def _untracked(links: list[UntrackedLink], first: int) -> list[Block]:
     """Links Redis would not take: shown all the same, with plainly what the bot will not do
     for them and the command with which its operator tracks them."""
     one = len(links) == 1
-    which, they, them = ("this link", "It works", "it") if one else (
-        f"these {len(links)} links", "They work", "them")
+    which, they, them = ("This link is", "It works", "it") if one else (
+        f"These {len(links)} links are", "They work", "them")
     warning = section(
-        f":warning: *The bot could not record {which}*: its database did not answer. {they} "
-        f"all the same until {slack_date(links[0].expires_at)}, but the bot will not remind "
-        f"you of {them}, list {them} or tell you when a customer finishes with {them}.")
+        f":warning: *{which} not tracked by the bot*: its database did not answer when Exotel "
+        f"made {them}. {they} all the same until {slack_date(links[0].expires_at)}, but the "
+        f"bot will not remind you of {them}, list {them} or tell you when a customer finishes "
+        f"with {them}.")
     lines = [f"{i}. {link.url}" for i, link in enumerate(links, first)]
     return [warning, *(section(chunk) for chunk in chunks(lines)), *_track_commands(links, them)]
 

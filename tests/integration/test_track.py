@@ -73,7 +73,7 @@ def test_a_link_made_as_redis_stops_reaches_the_requester_and_is_tracked_later(
                          new_batch_id())
         [reply] = slack.replies("down")  # sent with Redis still down
         text = block_text(reply)
-        assert "could not record this link" in text and "will not remind you of it" in text
+        assert "This link is not tracked by the bot" in text and "will not remind you of it" in text
         [code] = [t.split("```")[1] for t in mrkdwn_texts(reply) if "```" in t]
         argv = shlex.split(html.unescape(code))
         url = argv[4]
@@ -99,7 +99,7 @@ def test_a_workflow_step_outputs_an_untracked_link_and_its_requester_is_told(
     [params] = slack.params("functions.completeSuccess")
     assert params["outputs"] == {"links": URL, "first_link": URL}
     [dm] = slack.params("chat.postMessage")
-    assert URL in dm["text"] + str(dm["blocks"]) and "could not record this link" in str(dm)
+    assert URL in dm["text"] + str(dm["blocks"]) and "This link is not tracked" in str(dm)
 
 
 def test_track_records_a_link_as_an_issued_one_for_its_user(

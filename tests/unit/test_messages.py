@@ -240,7 +240,8 @@ def test_untracked_links_are_shown_with_a_plain_warning_and_the_operators_comman
     text = shown(message)
     assert "3 WhatsApp onboarding links" in text and "(2 not tracked by the bot)" in text
     assert all(link.url in text for link in links)
-    assert "could not record these 2 links" in text and "They work all the same until" in text
+    assert "These 2 links are not tracked by the bot" in text
+    assert "They work all the same until" in text
     assert ("will not remind you of them, list them or tell you when a customer finishes "
             "with them") in text
     assert_inert(message, "<!channel>")
@@ -284,7 +285,7 @@ def test_fifty_untracked_links_with_a_long_note_fit_and_the_commands_left_out_ar
 def test_only_untracked_links_promise_no_reminder_and_offer_no_buttons() -> None:
     message = messages.issued(IssueResult(requested=1, note="", untracked=[untracked()]))
     text = shown(message)
-    assert "could not record this link" in text and "It works all the same" in text
+    assert "This link is not tracked" in text and "It works all the same" in text
     assert messages.RULES not in text and "Reminder in this channel" not in text
     assert not [b for b in blocks_of(message) if b["type"] == "actions"]
     [argv] = track_commands(message)
