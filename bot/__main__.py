@@ -7,6 +7,8 @@
     python -m bot sandbox   a stand-in Exotel on 127.0.0.1 (--port, default 4010)
     python -m bot audit [--since DATE] [--format csv|jsonl]   print the audit trail
     python -m bot jobs      the bot's job queues and workers, in its own Redis
+    python -m bot track <link> --user U… [--note …] [--channel C…] [--team T…]
+                        [--issued-at ISO-8601]   track a link the bot could not record
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("process", nargs="?", default="all",
-                        choices=["all", "web", "worker", "doctor", "sandbox", "audit", "jobs"])
+                        choices=["all", "web", "worker", "doctor", "sandbox", "audit", "jobs",
+                                 "track"])
     parser.add_argument("--since", type=_date, help="audit: entries from this date (2026-11-01)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="audit: output format (default csv)")
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot.exotel import sandbox
 
         return sandbox.main(rest)
-    if rest:
+    if rest and args.process != "track":  # track takes its own arguments
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = load_settings()
@@ -65,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.cli import jobs_report
 
         return jobs_report.run(settings)
+    if args.process == "track":
+        from bot.cli import track
+
+        return track.run(settings, rest)
     if not _wait_until_reachable(settings, slack=args.process != "worker"):
         return 2
     multiproc.use_multiprocess_dir()  # before anything imports prometheus_client

@@ -1,10 +1,13 @@
 """In-memory stand-ins for what the use cases (`bot.domain.onboarding`) talk to, for the
 domain's unit tests: no Redis, no Exotel, no threads. Each fills its protocol in
 `bot.domain.ports` (mypy checks `MemoryWorld` against them); time is
-`bot.domain.store.now()`, which a test freezes or moves (freezegun)."""
+`bot.domain.store.now()`, which a test freezes or moves (freezegun). The store's `down` and
+`lose` stand for the one Redis: every stand-in of a world fails with it, and recording's
+retries wait on `FakeClock`, which moves only when they sleep."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +18,11 @@ from bot.domain.access import AccessPolicy
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.onboarding import Onboarding
 from bot.domain.ratelimit import QuotaExceeded
+from bot.domain.recording import RecordRetry
 from bot.domain.status import Funnel, LinkStatus
 from bot.domain.store import (
     Scope,
-    StoreUnavailable,
+    StoreNotAnswering,
     forgotten_until,
     note_key,
     now,
@@ -27,7 +31,6 @@ from bot.exotel.client import (
     CreateOutcome,
     ExotelError,
     ExotelNotFound,
-    NotRecorded,
     OnboardingLink,
 )
 from bot.settings import Settings
@@ -40,6 +43,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], tuple[Any, datetime]] = {}
         self.down = False  # True: every call fails as it does when Redis does not answer
+        # Writes whose next one lands but whose caller hears nothing (an answer lost on the
+        # way): "batch", "quota", "status".
+        self.lose: list[str] = []
 
     def _get(self, kind: str, key: str) -> Any:
         self.ensure_available()
@@ -59,12 +65,19 @@ class MemoryStore:
 
     def ensure_available(self) -> None:
         if self.down:
-            raise StoreUnavailable("Redis is not answering")
+            raise StoreNotAnswering("Redis is not answering")
+
+    def answered(self, write: str) -> None:
+        """After a write that landed: its answer lost, if `lose` names it."""
+        if write in self.lose:
+            self.lose.remove(write)
+            raise StoreNotAnswering("Redis is not answering")
 
     def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
         self._set("batch", batch.batch_id, batch.model_copy(), batch.expires_at)
         for link in links:
             self._set("token", link.token, link.model_copy(), batch.expires_at)
+        self.answered("batch")
 
     def get_link(self, token: str) -> TrackedLink | None:
         link: TrackedLink | None = self._get("token", token)
@@ -136,11 +149,13 @@ class Killed(BaseException):
 @dataclass
 class FakeExotel:
     """Makes links at once; `script` says what becomes of the next requests, in order: None
-    makes a link, an error fails it, `Killed` ends the command right there."""
+    makes a link, an error fails it, `Killed` ends the command right there. `meanwhile`: what
+    happens in the world while each next link is made (Redis stopping, say), in order."""
 
     script: list[ExotelError | Killed | None] = field(default_factory=list)
     made: list[OnboardingLink] = field(default_factory=list)
     status_of: dict[str, str] = field(default_factory=dict)  # a made link's, VALID if none
+    meanwhile: list[Callable[[], object] | None] = field(default_factory=list)
 
     def create_links(self, count: int,
                      on_link: Callable[[OnboardingLink], object] | None = None
@@ -153,16 +168,17 @@ class FakeExotel:
             if step is not None:
                 outcome.errors.append(step)
                 continue
+            happens = self.meanwhile.pop(0) if self.meanwhile else None
+            if happens is not None:
+                happens()
             token = str(uuid.uuid4())
             link = OnboardingLink(url=f"https://messaging.exotel.com/onboard?token={token}",
                                   token=token)
             self.made.append(link)
-            try:
+            # As ExotelClient: a link made is returned, whatever on_link did.
+            with contextlib.suppress(Exception):
                 if on_link is not None:
                     on_link(link)
-            except Exception:  # as ExotelClient: a link not recorded is not handed out
-                outcome.errors.append(NotRecorded())
-                continue
             outcome.links.append(link)
         return outcome
 
@@ -176,10 +192,14 @@ class FakeExotel:
 class MemoryStatuses:
     records: dict[str, LinkStatus] = field(default_factory=dict)
     issued_links: list[TrackedLink] = field(default_factory=list)
+    redis: MemoryStore = field(default_factory=MemoryStore)  # the world's, for its outages
 
     def issued(self, link: TrackedLink) -> None:
+        self.redis.ensure_available()
         self.records[link.token] = LinkStatus(status="VALID", checked_at=now())
-        self.issued_links.append(link)
+        if link not in self.issued_links:  # the funnel counts a link once, as StatusBook
+            self.issued_links.append(link)
+        self.redis.answered("status")
 
     def record(self, link: TrackedLink, status: str) -> bool:
         previous = self.records.get(link.token)
@@ -203,8 +223,10 @@ class MemoryReminders:
     lead: timedelta = timedelta(hours=1)
     scheduled: dict[str, datetime] = field(default_factory=dict)  # batch id: when due
     stopped: set[str] = field(default_factory=set)
+    redis: MemoryStore = field(default_factory=MemoryStore)
 
     def schedule(self, batch: Batch) -> datetime:
+        self.redis.ensure_available()
         due = batch.reminder_due or batch.expires_at - self.lead
         self.scheduled[batch.batch_id] = due
         return due
@@ -218,10 +240,12 @@ class MemoryReminders:
 @dataclass
 class MemoryAudit:
     entries: list[dict[str, Any]] = field(default_factory=list)
+    redis: MemoryStore = field(default_factory=MemoryStore)
 
     def record(self, action: str, *, team_id: str = "", user_id: str = "", channel_id: str = "",
                outcome: str = "ok", batch_id: str = "", count: int | None = None,
                tokens: Iterable[str] = (), detail: str = "") -> None:
+        self.redis.ensure_available()
         self.entries.append({"action": action, "outcome": outcome, "user_id": user_id,
                              "batch_id": batch_id, "count": count, "tokens": list(tokens),
                              "detail": detail})
@@ -236,14 +260,21 @@ class MemoryQuota:
 
     per_day: int = 200
     charged: dict[tuple[str, str], int] = field(default_factory=dict)
+    tokens: set[str] = field(default_factory=set)  # charged already: as LinkQuota's marks
+    redis: MemoryStore = field(default_factory=MemoryStore)
 
     def check(self, team_id: str, user_id: str, count: int) -> None:
+        self.redis.ensure_available()
         remaining = self.per_day - self.charged.get((team_id, user_id), 0)
         if count > remaining:
             raise QuotaExceeded(self.per_day, remaining, now() + timedelta(days=1))
 
-    def charge(self, team_id: str, user_id: str, count: int = 1) -> None:
-        self.charged[(team_id, user_id)] = self.charged.get((team_id, user_id), 0) + count
+    def charge(self, team_id: str, user_id: str, token: str) -> None:
+        self.redis.ensure_available()
+        if token not in self.tokens:
+            self.tokens.add(token)
+            self.charged[(team_id, user_id)] = self.charged.get((team_id, user_id), 0) + 1
+        self.redis.answered("quota")
 
 
 @dataclass
@@ -264,8 +295,32 @@ class NoGroups:
 
 
 @dataclass
+class FakeClock:
+    """Monotonic time for recording's retries: only `sleep` moves it, at once. `at(t, then)`
+    runs `then` when the clock reaches `t` (Redis coming back, say)."""
+
+    now: float = 0.0
+    slept: list[float] = field(default_factory=list)
+    due: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept.append(seconds)
+        for entry in [entry for entry in self.due if entry[0] <= self.now]:
+            self.due.remove(entry)
+            entry[1]()
+
+    def at(self, when: float, then: Callable[[], None]) -> None:
+        self.due.append((when, then))
+
+
+@dataclass
 class MemoryWorld:
-    """`Onboarding` wired to the stand-ins above, each at hand for a test to look into."""
+    """`Onboarding` wired to the stand-ins above, each at hand for a test to look into;
+    recording is tried for `record_within` seconds of `retry_clock`."""
 
     admins: list[str] = field(default_factory=list)
     store: MemoryStore = field(default_factory=MemoryStore)
@@ -275,8 +330,15 @@ class MemoryWorld:
     quota: MemoryQuota = field(default_factory=MemoryQuota)
     budget: MemoryBudget = field(default_factory=MemoryBudget)
     statuses: MemoryStatuses = field(default_factory=MemoryStatuses)
+    retry_clock: FakeClock = field(default_factory=FakeClock)
+    record_within: float = 30.0
 
     def __post_init__(self) -> None:
+        for part in (self.statuses, self.reminders, self.audit, self.quota):
+            part.redis = self.store  # one Redis: down for each when down for the store
         access = AccessPolicy(Settings.model_construct(admin_user_ids=self.admins), NoGroups())
+        recording = RecordRetry(within=self.record_within, clock=self.retry_clock.monotonic,
+                                sleep=self.retry_clock.sleep)
         self.onboarding = Onboarding(self.exotel, self.store, self.reminders, self.audit,
-                                     self.quota, Metrics(), self.budget, self.statuses, access)
+                                     self.quota, Metrics(), self.budget, self.statuses, access,
+                                     recording)

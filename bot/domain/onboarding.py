@@ -7,12 +7,21 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.ratelimit import QuotaExceeded
-from bot.domain.store import BatchRecorder, Scope, StoreUnavailable, now, redis_errors
+from bot.domain.recording import RecordRetry, UntrackedLink
+from bot.domain.store import (
+    STORE_FAILURES,
+    BatchRecorder,
+    Scope,
+    StoreUnavailable,
+    not_answering,
+    now,
+    redis_errors,
+)
 from bot.exotel.client import (
     ExotelError,
     ExotelNotFound,
@@ -20,6 +29,7 @@ from bot.exotel.client import (
     OnboardingLink,
 )
 from bot.exotel.tokens import mask
+from bot.settings import LINK_TTL
 
 if TYPE_CHECKING:
     from bot.domain.access import AccessPolicy
@@ -39,6 +49,9 @@ log = logging.getLogger(__name__)
 RENEW_WINDOW = timedelta(minutes=10)  # a second "Renew" click within this is a double click
 # A wait this short for Exotel's budget is slept through; a longer one is queued for.
 BUDGET_NAP = 2.0
+# A tracked link's reminder already due goes out this soon: after its batch is written.
+SOONEST_REMINDER = timedelta(seconds=30)
+CLOCK_SKEW = timedelta(minutes=1)  # between the clock that noted an issue time and this one
 
 
 class BatchGone(Exception):
@@ -62,6 +75,18 @@ class BudgetWait(Exception):
         self.count = count
 
 
+class AlreadyTracked(Exception):
+    """`track` was given a link the bot tracks already."""
+
+    def __init__(self, link: TrackedLink) -> None:
+        super().__init__(f"{mask(link.token)} is tracked already")
+        self.link = link
+
+
+class NotTrackable(Exception):
+    """`track` was given a link it cannot track; the message says why."""
+
+
 class Interrupted(ExotelError):
     """Why a link was not made: the worker making it stopped (killed) half-way."""
 
@@ -77,14 +102,21 @@ class IssueResult:
     batch: Batch | None = None
     links: list[TrackedLink] = field(default_factory=list)
     errors: list[ExotelError] = field(default_factory=list)
+    # Made by Exotel, but Redis would not take them in time: shown all the same.
+    untracked: list[UntrackedLink] = field(default_factory=list)
+    no_reminder: bool = False  # the batch's reminder could not be scheduled
 
     @property
     def reminder_due(self) -> datetime | None:
-        return self.batch.reminder_due if self.batch else None
+        return self.batch.reminder_due if self.batch and not self.no_reminder else None
+
+    @property
+    def made(self) -> int:
+        return len(self.links) + len(self.untracked)
 
     @property
     def failed(self) -> int:
-        return self.requested - len(self.links)
+        return self.requested - self.made
 
     def reasons(self) -> list[tuple[str, int]]:
         """Each distinct failure reason with how many links it cost, commonest first."""
@@ -109,8 +141,9 @@ class Forgotten:
 class Onboarding:
     def __init__(self, exotel: LinkMaker, store: LinkStore, reminders: ReminderBook,
                  audit: AuditTrail, quota: Quota, metrics: Metrics, budget: Budget,
-                 statuses: Statuses, access: AccessPolicy) -> None:
+                 statuses: Statuses, access: AccessPolicy, recording: RecordRetry) -> None:
         self.exotel = exotel
+        self.recording = recording  # how long a link Exotel made is tried into Redis
         self.statuses = statuses
         self.access = access  # who may act on a batch
         self.budget = budget
@@ -127,6 +160,7 @@ class Onboarding:
         Redis is asked first (for the quota, so it is known to answer) so that no Exotel
         link is made that could not be tracked. `batch_id` names the batch before any link
         exists, so that whoever finds a command cut short can account for what it made.
+        A link Redis will not take even after `recording`'s bound is in `untracked`.
         """
         with redis_errors():
             try:
@@ -143,24 +177,75 @@ class Onboarding:
         time.sleep(wait)
         recorder = BatchRecorder.start(self.store, requester, note,
                                        batch_id or uuid.uuid4().hex, self.reminders.lead)
+        deadline = self.recording.deadline()  # Exotel's own deadline starts now too
+        why: dict[str, str] = {}  # token: why Redis did not take it
 
         def record(link: OnboardingLink) -> None:
-            tracked = recorder.add(link)
-            with redis_errors():
-                self.quota.charge(requester.team_id, requester.user_id)
-            self.statuses.issued(tracked)  # VALID: Exotel just returned it
+            """Never raises for Redis: past the bound the link is shown untracked."""
+            try:
+                self.recording.keep_trying(lambda: self._record_link(recorder, link),
+                                           deadline, f"link {mask(link.token)}")
+            except STORE_FAILURES as failure:
+                why[link.token] = (f"Redis did not answer for {self.recording.within:.0f} s"
+                                   if not_answering(failure) else "Redis refused it")
 
         started = time.monotonic()
         outcome = self.exotel.create_links(count, on_link=record)
         exotel_seconds = round(time.monotonic() - started, 3)
-        result = IssueResult(requested=count, note=note, errors=outcome.errors)
+        result = IssueResult(requested=count, note=note, errors=outcome.errors,
+                             untracked=self._untracked(outcome.links, recorder, why))
         if recorder.links:
             result.batch, result.links = recorder.batch, list(recorder.links)
-            self.reminders.schedule(result.batch)
-            if result.batch.note.strip():
-                self.store.note_index_set(result.batch)
+            self._remind(result, deadline)
         self._issued(action, requester, result, exotel_seconds)
         return result
+
+    def _record_link(self, recorder: BatchRecorder, link: OnboardingLink) -> None:
+        """Batch, quota and status for one link; each step safe to repeat (a retry after an
+        answer Redis lost adds no second token and charges no second time)."""
+        tracked = recorder.add(link)
+        batch = recorder.batch
+        with redis_errors():
+            self.quota.charge(batch.requester.team_id, batch.requester.user_id, link.token)
+        self.statuses.issued(tracked)  # VALID: Exotel just returned it
+
+    def _untracked(self, made: list[OnboardingLink], recorder: BatchRecorder,
+                   why: dict[str, str]) -> list[UntrackedLink]:
+        """The links Exotel made that the batch does not hold, each logged for the operator."""
+        recorded = {link.token for link in recorder.links}
+        batch = recorder.batch
+        untracked = [UntrackedLink(url=link.url, token=link.token, requester=batch.requester,
+                                   note=batch.note, batch_id=batch.batch_id,
+                                   issued_at=batch.issued_at)
+                     for link in made if link.token not in recorded]
+        for link in untracked:
+            log.error("link %s of %s (batch %s, note of %d characters) is NOT tracked: %s; "
+                      "the requester is shown the link, and the `python -m bot track` command "
+                      "that tracks it", mask(link.token), batch.requester.user_id,
+                      batch.batch_id, len(batch.note),
+                      why.get(link.token, "recording it failed (logged above)"))
+        return untracked
+
+    def _remind(self, result: IssueResult, deadline: float) -> None:
+        """The batch's reminder and note index, tried again like its links; past the bound
+        its links stay tracked (listed, polled) without a reminder."""
+        batch = result.batch
+        assert batch is not None
+        try:
+            self.recording.keep_trying(lambda: self.reminders.schedule(batch), deadline,
+                                       f"the reminder of batch {batch.batch_id}")
+        except STORE_FAILURES:
+            result.no_reminder = True
+            log.error("batch %s of %s has no reminder: Redis did not take it",
+                      batch.batch_id, batch.requester.user_id)
+        if not batch.note.strip():
+            return
+        try:
+            self.recording.keep_trying(lambda: self.store.note_index_set(batch), deadline,
+                                       f"the note index of batch {batch.batch_id}")
+        except STORE_FAILURES:  # only the repeat-customer answer misses it
+            log.warning("batch %s is not findable by its customer note: Redis did not take "
+                        "it", batch.batch_id)
 
     def existing(self, requester: Requester, count: int,
                  note: str) -> tuple[Batch, list[tuple[TrackedLink, LinkStatus | None]]] | None:
@@ -209,14 +294,62 @@ class Onboarding:
 
     def _issued(self, action: str, requester: Requester, result: IssueResult,
                 exotel_seconds: float) -> None:
-        self.metrics.links_issued(len(result.links))
+        self.metrics.links_issued(result.made)
         masked = [mask(link.token) for link in result.links]
+        untracked = [mask(link.token) for link in result.untracked]
         status = "ok" if not result.errors else f"{result.failed} failed"
-        log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links),
-                 result.requested, ",".join(masked), result.reasons(),
+        log.info("%s: %d of %d links, tokens %s, untracked %s, failures %s", action,
+                 result.made, result.requested, ",".join(masked), ",".join(untracked) or "none",
+                 result.reasons(),
                  extra=_fields(action, requester, status, exotel_seconds, result.batch))
-        self._record(action, requester, result.batch, count=len(result.links), tokens=masked,
-                     outcome=status)
+        # The untracked ones too, if Redis takes this: else their log lines are the record.
+        self._record(action, requester, result.batch, count=result.made,
+                     tokens=masked + untracked, outcome=status,
+                     batch_id=result.untracked[0].batch_id if result.untracked else "",
+                     detail=f"not tracked: {','.join(untracked)}" if untracked else "")
+
+    def track(self, requester: Requester, link: OnboardingLink, note: str,
+              issued_at: datetime) -> Batch:
+        """Track `link` as a one-link batch of `requester`'s issued at `issued_at`, as if
+        issued then: status VALID, listed, polled, reminded for the rest of its 24 hours.
+
+        For a link shown untracked (Redis down), or any link of the account. Exotel is not
+        asked, and no quota is charged: Exotel charged when it made the link, and the quota
+        limits what users ask Exotel for. AlreadyTracked if the bot tracks it; NotTrackable
+        if its 24 hours are over (or not begun). The batch is written last, so a run cut
+        short by Redis can simply be run again."""
+        expires_at = issued_at + LINK_TTL
+        if expires_at <= now():
+            raise NotTrackable(f"its 24 hours ended {expires_at.astimezone(UTC):%Y-%m-%d %H:%M} "
+                               "UTC")
+        if issued_at > now() + CLOCK_SKEW:
+            raise NotTrackable("its issue time is in the future")
+        self._not_tracked_yet(requester, link.token)
+        due = max(expires_at - self.reminders.lead, now() + SOONEST_REMINDER)
+        recorder = BatchRecorder(self.store, Batch(
+            batch_id=uuid.uuid4().hex, requester=requester, note=note, tokens=[],
+            issued_at=issued_at, expires_at=expires_at, reminder_due=min(due, expires_at)))
+        with redis_errors():  # RQ's scheduling is not wrapped by the reminders
+            self.statuses.issued(recorder.link_of(link))
+            self.reminders.schedule(recorder.batch)
+            if note.strip():
+                self.store.note_index_set(recorder.batch)
+            recorder.add(link)
+        batch = recorder.batch
+        log.info("track: %s for %s as batch %s, expires %s", mask(link.token),
+                 requester.user_id, batch.batch_id, batch.expires_at.isoformat(),
+                 extra=_fields("track", requester, "ok", 0.0, batch))
+        self._record("track", requester, batch, count=1, tokens=[mask(link.token)],
+                     detail=f"issued {issued_at.isoformat()}")
+        return batch
+
+    def _not_tracked_yet(self, requester: Requester, token: str) -> None:
+        """AlreadyTracked (audited) if a live batch holds `token`."""
+        known = self.store.get_link(token)
+        batch = self.store.get_batch(known.batch_id) if known else None
+        if known is not None and batch is not None and token in batch.tokens:
+            self._record("track", requester, batch, tokens=[mask(token)], outcome="already")
+            raise AlreadyTracked(known)
 
     def check(self, requester: Requester, token: str) -> CheckResult:
         self.store.ensure_available()

@@ -97,7 +97,8 @@ class Quota(Protocol):
     def check(self, team_id: str, user_id: str, count: int) -> None:
         """QuotaExceeded unless `count` more links fit the user's quota."""
 
-    def charge(self, team_id: str, user_id: str, count: int = 1) -> None: ...
+    def charge(self, team_id: str, user_id: str, token: str) -> None:
+        """Count the link of `token` made, once however often asked (retries are safe)."""
 
 
 class Budget(Protocol):

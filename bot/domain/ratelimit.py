@@ -183,6 +183,26 @@ class QuotaExceeded(Exception):
         self.more_at = more_at
 
 
+# One link's charge to its user's rolling day, at most once per token: the mark and the entry
+# are written together, so a charge retried after an answer Redis lost charges nothing more.
+# The entry is `limits`' own moving-window acquire of one slot (as _ACQUIRE_ABOVE_RESERVE).
+_CHARGE_ONCE = """
+if not redis.call('set', KEYS[2], '1', 'NX', 'EX', ARGV[4]) then
+    return 0
+end
+local entry = redis.call('lindex', KEYS[1], tonumber(ARGV[2]) - 1)
+if entry and tonumber(entry) >= tonumber(ARGV[1]) - tonumber(ARGV[3]) then
+    return 1
+end
+redis.call('lpush', KEYS[1], ARGV[1])
+redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('expire', KEYS[1], ARGV[3])
+return 1
+"""
+CHARGED_KEY = "onboard:quota:charged:{}"  # a token charged to its user's quota...
+CHARGED_SECONDS = 3600  # ... marked far longer than a command's retries last
+
+
 class LinkQuota:
     """At most `per_day` links per user in any rolling 24 hours, across every process."""
 
@@ -190,6 +210,7 @@ class LinkQuota:
         self._limiter = _moving_window(redis)
         self._item = RateLimitItemPerDay(per_day)
         self.per_day = per_day
+        self._charge_once = redis.register_script(_CHARGE_ONCE)
 
     def check(self, team_id: str, user_id: str, count: int) -> None:
         """QuotaExceeded unless `count` more links fit the user's rolling day."""
@@ -199,6 +220,12 @@ class LinkQuota:
         raise QuotaExceeded(self.per_day, stats.remaining,
                             datetime.fromtimestamp(stats.reset_time, UTC))
 
-    def charge(self, team_id: str, user_id: str, count: int = 1) -> None:
-        """Count links made: only those, so links that failed cost the user nothing."""
-        self._limiter.hit(self._item, "links", team_id, user_id, cost=count)
+    def charge(self, team_id: str, user_id: str, token: str) -> None:
+        """Count a link made (only those: links that failed cost the user nothing), once
+        however often it is asked for `token`."""
+        # RedisStorage has prefixed_key; limits types `storage` as any of its backends.
+        window: str = self._limiter.storage.prefixed_key(  # type: ignore[attr-defined]
+            self._item.key_for("links", team_id, user_id))
+        self._charge_once(keys=[window, CHARGED_KEY.format(token)],
+                          args=[time.time(), self.per_day, self._item.get_expiry(),
+                                CHARGED_SECONDS])

@@ -53,6 +53,11 @@ class StoreUnavailable(Exception):
     """Redis did not answer; nothing was read or written."""
 
 
+class StoreNotAnswering(StoreUnavailable):
+    """Redis gave no answer at all (stopped, restarting, loading its data, too slow): worth
+    asking again shortly. A write may have landed all the same, its answer lost."""
+
+
 def tls_options(url: str, tls_verify: bool = True) -> dict[str, Any]:
     """The TLS part of every connection's options: the one place REDIS_TLS_VERIFY acts.
 
@@ -88,11 +93,25 @@ def connect_for(settings: Settings, **options: Any) -> Redis:
 
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Any Redis failure inside becomes StoreUnavailable, which users get explained."""
+    """Any Redis failure inside becomes StoreUnavailable, which users get explained; no
+    answer at all (a connection refused or timed out) becomes StoreNotAnswering."""
     try:
         yield
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise StoreNotAnswering("Redis is not answering") from None
     except redis.RedisError:
         raise StoreUnavailable("Redis is not answering") from None
+
+
+# What a store call raises when Redis fails, wherever it surfaces: through `redis_errors`,
+# or raw from a client no one wrapped (RQ's scheduling, say).
+STORE_FAILURES = (StoreUnavailable, redis.RedisError)
+
+
+def not_answering(error: BaseException) -> bool:
+    """Whether `error` means Redis gave no answer (so asking again may work), however the
+    store surfaced it."""
+    return isinstance(error, StoreNotAnswering | redis.ConnectionError | redis.TimeoutError)
 
 
 def now() -> datetime:
@@ -241,13 +260,24 @@ class BatchRecorder:
                                 reminder_due=expires_at - reminder_lead))
 
     def add(self, link: OnboardingLink) -> TrackedLink:
+        """Record `link` in the batch. Again for a link added already, nothing is written; a
+        retry after a write whose answer was lost writes the batch once more, the token in it
+        once (the batch kept here grows only when the store said yes)."""
         with self._lock:
+            known = next((t for t in self.links if t.token == link.token), None)
+            if known is not None:
+                return known
             batch = self.batch
-            tracked = TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
-                                  requester=batch.requester, note=batch.note,
-                                  issued_at=batch.issued_at, expires_at=batch.expires_at)
+            tracked = self.link_of(link)
             grown = batch.model_copy(update={"tokens": [*batch.tokens, link.token]})
             self._store.write(grown, [tracked])
             self.batch = grown
             self.links.append(tracked)
             return tracked
+
+    def link_of(self, link: OnboardingLink) -> TrackedLink:
+        """`link` as this batch records it (nothing is written)."""
+        batch = self.batch
+        return TrackedLink(token=link.token, url=link.url, batch_id=batch.batch_id,
+                           requester=batch.requester, note=batch.note,
+                           issued_at=batch.issued_at, expires_at=batch.expires_at)

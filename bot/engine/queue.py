@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from rq import Callback, Queue, Retry
 
+from bot.domain.recording import RECORD_MARGIN
 from bot.domain.store import StoreUnavailable
 from bot.engine.registry import ON_FAILURE as ON_FAILURE_NAME
 from bot.engine.registry import Job
@@ -78,8 +79,9 @@ class CommandQueue:
 
     def __init__(self, queue: Queue, exotel_deadline: float) -> None:
         self.queue = queue
-        # Issuing may take Exotel's whole deadline, then record, remind and reply.
-        self._issue_seconds = int(exotel_deadline) + 25
+        # Issuing may take Exotel's whole deadline and the margin after it that recording is
+        # tried for while Redis does not answer, then remind and reply.
+        self._issue_seconds = int(exotel_deadline + RECORD_MARGIN) + 25
 
     def enqueue(self, job: Job, reply: Reply, *args: Any, idempotent: bool = True,
                 delay: float = 0.0) -> None:

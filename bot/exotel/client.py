@@ -84,14 +84,6 @@ class ExotelBadResponse(ExotelError):
     pass
 
 
-class NotRecorded(ExotelError):
-    """Exotel made the link but the caller could not record it, so it is withheld."""
-
-    def __init__(self) -> None:
-        super().__init__("Exotel made a link, but the bot could not record it (its database "
-                         "did not answer), so it is withheld: an untracked link gets no reminder.")
-
-
 @dataclass(frozen=True)
 class OnboardingLink:
     url: str
@@ -170,8 +162,9 @@ class ExotelClient:
                      on_link: Callable[[OnboardingLink], object] | None = None) -> CreateOutcome:
         """Create `count` links, a bounded number at a time, all within one deadline.
 
-        `on_link` is called with each link the moment Exotel returns it (to record it); a
-        link it fails on counts as not made, with `NotRecorded` as its error."""
+        `on_link` is called with each link the moment Exotel returns it (to record it). A
+        link is returned whatever `on_link` did: Exotel made it and charged for it, so what
+        becomes of one the caller could not record is the caller's to say."""
         deadline = self._clock() + self._deadline
 
         def one(_: int) -> OnboardingLink | ExotelError:
@@ -180,8 +173,7 @@ class ExotelClient:
                 try:
                     on_link(result)
                 except Exception:
-                    log.warning("a link Exotel made could not be recorded", exc_info=True)
-                    return NotRecorded()
+                    log.warning("on_link failed for a link Exotel made", exc_info=True)
             return result
 
         outcome = CreateOutcome()

@@ -21,6 +21,7 @@ from bot.domain.audit import Audit
 from bot.domain.onboarding import Onboarding
 from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import LinkQuota, PollBudget, SharedRateLimiter, UserRateLimit
+from bot.domain.recording import RecordRetry
 from bot.domain.reminders import Reminders
 from bot.domain.status import StatusBook
 from bot.domain.store import TokenStore, connect_for
@@ -101,7 +102,7 @@ def build_core(settings: Settings) -> Core:
     access = AccessPolicy(settings, groups)
     statuses = StatusBook(client)
     onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
-                            access=access)
+                            access=access, recording=RecordRetry.past(settings.exotel_deadline))
     poll_exotel = exotel_client(settings, poll_budget(settings, client, limiter),
                                 observe=metrics.exotel_call)
 

@@ -131,12 +131,15 @@ def _cut_short(job: RQJob) -> None:
 
 
 def complete_with(core: Core, execution: StepExecution, result: IssueResult) -> None:
-    """End a workflow step with its links as outputs, or with why none were made."""
-    if not result.links:
+    """End a workflow step with its links as outputs, or with why none were made. Links
+    the bot could not track are outputs too (they work), and their requester is told."""
+    if not result.made:
         finish_step(core, execution, error=messages.issued(result)["text"])
         return
-    urls = [link.url for link in result.links]
+    urls = [link.url for link in result.links] + [link.url for link in result.untracked]
     finish_step(core, execution, outputs={"links": "\n".join(urls), "first_link": urls[0]})
+    if result.untracked:
+        core.delivery.tell(result.untracked[0].requester.user_id, surfaces.links_dm(result))
 
 
 def finish_step(core: Core, execution: StepExecution, *, error: str | None = None,

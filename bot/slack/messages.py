@@ -4,6 +4,7 @@ limits and user text inert."""
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime, timedelta
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
@@ -19,6 +20,7 @@ from bot.domain.onboarding import (
     NotYours,
 )
 from bot.domain.ratelimit import QuotaExceeded
+from bot.domain.recording import UntrackedLink
 from bot.domain.store import StoreUnavailable
 from bot.exotel.client import ExotelError
 from bot.exotel.tokens import mask
@@ -53,6 +55,7 @@ FORGET_ACTION = "forget_batch"
 NEW_LINKS_ACTION = "new_onboarding_links"  # App Home's "New links": opens the form
 NO_REVOKE = ("Exotel's API cannot revoke a link: it keeps working for whoever has it until it "
              "expires")
+TRACK_COMMAND = "python -m bot track"  # bot.cli.track: the operator's way to track a link
 # Batches in one listing, and how much of each note: with a button and a reminder date
 # each, 20 lines of the longest notes stay inside Slack's ~13k characters of blocks.
 MAX_LISTED = 20
@@ -133,9 +136,9 @@ def check_help() -> Message:
 
 
 def issued(result: IssueResult) -> Message:
-    if not result.links:
+    if not result.made:
         return _all_failed(result)
-    count = len(result.links)
+    count = result.made
     noun = "link" if count == 1 else "links"
     blocks: list[Block] = [section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
                                     "this message)")]
@@ -143,17 +146,77 @@ def issued(result: IssueResult) -> Message:
         blocks.append(note_block(result.note))
     lines = [f"{i}. {link.url}" for i, link in enumerate(result.links, 1)]
     blocks.extend(section(chunk) for chunk in chunks(lines))
-    expires_at = result.links[0].expires_at
-    blocks.append(context(f"Valid until {slack_date(expires_at)}. {RULES}"))
+    if result.untracked:
+        blocks.extend(_untracked(result.untracked, first=len(result.links) + 1))
+    if result.links:  # the rules promise a reminder; the untracked say when they expire
+        blocks.append(context(f"Valid until {slack_date(result.links[0].expires_at)}. {RULES}"))
     if result.errors:
         blocks.append(section(_failure_summary(result)))
-    if result.batch and result.reminder_due:
-        blocks.append(context(f"Reminder in this channel {slack_date(result.reminder_due)}."))
+    if result.batch:
+        blocks.append(context(
+            f"Reminder in this channel {slack_date(result.reminder_due)}." if result.reminder_due
+            else ":warning: No reminder: the bot's database did not answer when it was to be "
+                 "scheduled."))
         blocks.append(_buttons(result.batch.batch_id, share=True))
     fallback = f"{count} WhatsApp onboarding {noun}"
     if result.note:
         fallback += f" for {escape_note(result.note[:100])}"
+    if result.untracked:
+        fallback += f" ({len(result.untracked)} not tracked by the bot)"
     return ephemeral(fallback, blocks)
+
+
+def _untracked(links: list[UntrackedLink], first: int) -> list[Block]:
+    """Links Redis would not take: shown all the same, with plainly what the bot will not do
+    for them and the command with which its operator tracks them."""
+    one = len(links) == 1
+    which, they, them = ("This link is", "It works", "it") if one else (
+        f"These {len(links)} links are", "They work", "them")
+    warning = section(
+        f":warning: *{which} not tracked by the bot*: its database did not answer when Exotel "
+        f"made {them}. {they} all the same until {slack_date(links[0].expires_at)}, but the "
+        f"bot will not remind you of {them}, list {them} or tell you when a customer finishes "
+        f"with {them}.")
+    lines = [f"{i}. {link.url}" for i, link in enumerate(links, first)]
+    return [warning, *(section(chunk) for chunk in chunks(lines)), *_track_commands(links, them)]
+
+
+def _track_commands(links: list[UntrackedLink], them: str) -> list[Block]:
+    """The operator's command for each link, as many as fit one section; the rest said."""
+    each = " (one command a link)" if len(links) > 1 else ""
+    intro = f"To have {them} tracked, ask the bot's operator to run{each}:\n```"
+    room = SECTION_LIMIT - len(intro) - len("```")
+    commands: list[str] = []
+    for command in map(track_command, links):
+        if len(command) + 1 > room:
+            break
+        commands.append(command)
+        room -= len(command) + 1
+    if not commands:  # no link of a sane length gets here
+        return [section(f"To have {them} tracked, ask the bot's operator to run "
+                        f"`{TRACK_COMMAND}` with each link.")]
+    blocks: list[Block] = [section(intro + "\n".join(commands) + "```")]
+    if len(commands) < len(links):
+        blocks.append(context(f"For the other {len(links) - len(commands)}: the same command "
+                              "with each one's link in place of the last one above."))
+    return blocks
+
+
+def track_command(link: UntrackedLink) -> str:
+    """`python -m bot track` for `link`, as mrkdwn: quoted for the shell, and the note made
+    inert as everywhere (its formatting characters become lookalikes, kept in the note)."""
+    who = link.requester
+    parts = [TRACK_COMMAND, escape(shlex.quote(link.url)), "--user", who.user_id]
+    if who.team_id:
+        parts += ["--team", who.team_id]
+    if who.channel_id:
+        parts += ["--channel", who.channel_id]
+    parts += ["--issued-at", link.issued_at.isoformat(timespec="seconds")]
+    if link.note:
+        # escape_note leaves entities and lookalikes, which Slack shows as the characters
+        # they stand for, quoted; `=`: a note may start with "-".
+        parts.append("--note=" + shlex.quote(escape_note(link.note)))
+    return " ".join(parts)
 
 
 def _failure_summary(result: IssueResult) -> str:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import html
 import json
+import shlex
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from freezegun import freeze_time
 
+from bot.cli import track
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.onboarding import BudgetWait, CheckResult, IssueResult
+from bot.domain.recording import UntrackedLink
 from bot.domain.status import Funnel
 from bot.domain.store import StoreUnavailable
-from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable, NotRecorded
+from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable
 from bot.slack import blocks, linkviews, messages
 from tests.blockkit import (
     assert_inert,
@@ -127,8 +131,6 @@ def test_problem_explains_known_failures() -> None:
     assert "Redis" in shown(messages.problem(StoreUnavailable("x")))
     assert "about 20 min" not in shown(messages.problem(BudgetWait(1200, 5)))
     assert "next 20 min" in shown(messages.problem(BudgetWait(1200, 5)))
-    withheld = messages.issued(issue_result(2, errors=[NotRecorded()], requested=3))
-    assert "could not record it" in shown(withheld)
     found = messages.problem(ExotelNotFound("Exotel does not know this token <b>"))
     assert "does not know this token &lt;b&gt;" in mrkdwn_texts(found)[1]
 
@@ -208,3 +210,96 @@ def test_a_button_reply_keeps_the_clicked_message_and_a_post_drops_reply_only_ke
     post = blocks.as_post({**reply, "unfurl_links": False})
     assert set(post) == {"text", "blocks", "unfurl_links"}  # what chat.postMessage takes
     assert post["blocks"] == reply["blocks"] and post["text"] == reply["text"]
+
+
+# Links the bot could not record (Redis did not answer) ----------------------------------
+
+
+def untracked(note: str = "", requester: Requester = REQUESTER) -> UntrackedLink:
+    token = str(uuid.uuid4())
+    return UntrackedLink(url=f"https://messaging.exotel.com/ua-links/isv-onboard/{token}",
+                         token=token, requester=requester, note=note, batch_id="b1",
+                         issued_at=ISSUED_AT)
+
+
+def track_commands(message: dict) -> list[list[str]]:
+    """The operator's commands in the message, as Slack shows them and a shell splits them."""
+    [text] = [t for t in mrkdwn_texts(message) if "```" in t]
+    code = text.split("```")[1]
+    return [shlex.split(html.unescape(line)) for line in code.splitlines()]
+
+
+SHELL_NOTE = "Priya's <!channel> & co; $(touch /tmp/x) \"quoted\" -x"
+
+
+def test_untracked_links_are_shown_with_a_plain_warning_and_the_operators_command() -> None:
+    links = [untracked(SHELL_NOTE), untracked(SHELL_NOTE)]
+    message = messages.issued(IssueResult(requested=3, note=SHELL_NOTE,
+                                          links=[tracked(SHELL_NOTE)], untracked=links))
+    assert_within_slack_limits(message)
+    text = shown(message)
+    assert "3 WhatsApp onboarding links" in text and "(2 not tracked by the bot)" in text
+    assert all(link.url in text for link in links)
+    assert "These 2 links are not tracked by the bot" in text
+    assert "They work all the same until" in text
+    assert ("will not remind you of them, list them or tell you when a customer finishes "
+            "with them") in text
+    assert_inert(message, "<!channel>")
+    for text in mrkdwn_texts(message):
+        assert stray_brackets(text) == "", text
+    commands = track_commands(message)
+    assert len(commands) == 2
+    for argv, link in zip(commands, links, strict=True):
+        assert argv[:4] == ["python", "-m", "bot", "track"]
+        request = track.parse(argv[4:])  # what the operator's shell hands the command
+        assert (request.link.url, request.link.token) == (link.url, link.token)
+        assert request.requester == REQUESTER and request.issued_at == ISSUED_AT
+        assert request.note == SHELL_NOTE  # every character as typed, none run by the shell
+
+
+def test_a_note_in_the_track_command_formats_nothing_and_reads_back_inert() -> None:
+    message = messages.issued(IssueResult(requested=1, note=FORMATTING_NOTE,
+                                          untracked=[untracked(FORMATTING_NOTE)]))
+    for text in mrkdwn_texts(message):
+        for part in FORMATTING_PARTS:
+            assert part not in text, (part, text)
+    [argv] = track_commands(message)
+    assert track.parse(argv[4:]).note == (
+        "\u2217bold\u2217 \u02cdit\u02cd \u223cgone\u223c \u02cbcode\u02cb evil <!channel> & co")
+
+
+def test_fifty_untracked_links_with_a_long_note_fit_and_the_commands_left_out_are_counted(
+) -> None:
+    note = ("ACME Corp, Priya's team; " * 20)[:500].strip()  # as notes come in
+    links = [untracked(note) for _ in range(50)]
+    message = messages.issued(IssueResult(requested=50, note=note, untracked=links))
+    assert_within_slack_limits(message)
+    text = shown(message)
+    assert all(link.url in text for link in links)
+    commands = track_commands(message)
+    assert 1 <= len(commands) < 50
+    assert all(track.parse(argv[4:]).note == note for argv in commands)
+    assert f"For the other {50 - len(commands)}: the same command" in text
+
+
+def test_only_untracked_links_promise_no_reminder_and_offer_no_buttons() -> None:
+    message = messages.issued(IssueResult(requested=1, note="", untracked=[untracked()]))
+    text = shown(message)
+    assert "This link is not tracked" in text and "It works all the same" in text
+    assert messages.RULES not in text and "Reminder in this channel" not in text
+    assert not [b for b in blocks_of(message) if b["type"] == "actions"]
+    [argv] = track_commands(message)
+    assert "--note" not in " ".join(argv)
+
+
+def test_tracked_links_whose_reminder_failed_say_so() -> None:
+    link = tracked()
+    batch = Batch(batch_id="b1", requester=REQUESTER, note="", tokens=[link.token],
+                  issued_at=ISSUED_AT, expires_at=EXPIRES_AT,
+                  reminder_due=EXPIRES_AT - timedelta(hours=1))
+    message = messages.issued(IssueResult(requested=1, note="", batch=batch, links=[link],
+                                          no_reminder=True))
+    text = shown(message)
+    assert "No reminder: the bot's database did not answer" in text
+    assert "Reminder in this channel" not in text
+    assert [b for b in blocks_of(message) if b["type"] == "actions"]  # Forget and share stay

@@ -4,7 +4,8 @@ is frozen and moved by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,11 +13,21 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.models import Batch, Requester
-from bot.domain.onboarding import AlreadyForgotten, BatchGone, Interrupted, NotYours
+from bot.domain.onboarding import (
+    AlreadyForgotten,
+    AlreadyTracked,
+    BatchGone,
+    Interrupted,
+    NotTrackable,
+    NotYours,
+)
 from bot.domain.ratelimit import QuotaExceeded
-from bot.exotel.client import ExotelUnavailable, NotRecorded
+from bot.domain.recording import RecordRetry
+from bot.domain.store import StoreUnavailable
+from bot.exotel.client import ExotelUnavailable, OnboardingLink
+from bot.exotel.tokens import mask
 from bot.settings import LINK_TTL
-from testkit.memory import Killed, MemoryWorld
+from testkit.memory import Killed, MemoryStore, MemoryWorld
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 REP = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
@@ -34,6 +45,24 @@ def clock() -> Iterator[FrozenDateTimeFactory]:
 @pytest.fixture
 def world(clock: FrozenDateTimeFactory) -> MemoryWorld:
     return MemoryWorld(admins=[ADMIN.user_id])
+
+
+@pytest.fixture
+def written() -> Iterator[list[logging.LogRecord]]:
+    """The bot's log records as its code wrote them. caplog's handler sits on the root
+    logger after the run-wide filter (tests/conftest.py), which masks full tokens in each
+    record first: a leak would not show there. This one sits on "bot", before it."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(logging.makeLogRecord({**vars(record), "msg": record.getMessage(),
+                                                  "args": None}))
+
+    handler, logger = Keep(logging.DEBUG), logging.getLogger("bot")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
 
 
 def issued(world: MemoryWorld, count: int = 2, note: str = "ACME") -> Batch:
@@ -103,9 +132,9 @@ def test_only_links_made_and_recorded_are_charged_to_the_quota(world: MemoryWorl
     world.onboarding.issue(REP, 5, "ACME")
     assert charged(world) == 3  # the two Exotel failed cost nothing
 
-    world.store.down = True  # Exotel makes them, the store cannot record them: withheld
-    withheld = world.onboarding.issue(REP, 2, "ACME")
-    assert withheld.links == [] and all(isinstance(e, NotRecorded) for e in withheld.errors)
+    world.exotel.meanwhile = [redis_stops(world)]  # for good: the two go untracked
+    untracked = world.onboarding.issue(REP, 2, "ACME")
+    assert untracked.links == [] and len(untracked.untracked) == 2
     assert charged(world) == 3
 
     world.store.down = False
@@ -115,6 +144,176 @@ def test_only_links_made_and_recorded_are_charged_to_the_quota(world: MemoryWorl
         world.onboarding.issue(REP, 1, "ACME")
     assert len(world.exotel.made) == made  # refused before Exotel is asked
     assert world.audit.outcomes("issue")[-1] == "quota"
+
+
+def redis_stops(world: MemoryWorld, for_seconds: float | None = None) -> Callable[[], None]:
+    """Redis stops while Exotel makes a link, and is back `for_seconds` later (of the retry
+    clock, which only recording's pauses move) or never."""
+    def stop() -> None:
+        world.store.down = True
+        if for_seconds is not None:
+            world.retry_clock.at(world.retry_clock.now + for_seconds,
+                                 lambda: setattr(world.store, "down", False))
+    return stop
+
+
+# Recording while Redis does not answer ----------------------------------------------------
+
+
+def test_a_link_made_during_a_brief_outage_is_recorded_once_redis_is_back(
+    world: MemoryWorld
+) -> None:
+    world.exotel.meanwhile = [redis_stops(world, for_seconds=3.0)]
+    result = world.onboarding.issue(REP, 2, "ACME")
+    assert world.retry_clock.slept == [0.2, 0.4, 0.8, 1.6]  # doubling, until it answered
+    assert result.untracked == [] and len(result.links) == 2 and result.failed == 0
+    tokens = [link.token for link in result.links]
+    assert result.batch is not None and result.batch.tokens == tokens
+    stored = world.store.get_batch(result.batch.batch_id)
+    assert stored is not None and stored.tokens == tokens
+    assert {s.status for s in world.statuses.get_many(tokens).values()} == {"VALID"}
+    assert charged(world) == 2
+    assert result.batch.batch_id in world.reminders.scheduled
+    assert world.audit.entries[-1]["detail"] == ""
+
+
+def test_a_retry_after_writes_that_landed_adds_no_second_token_or_charge(
+    world: MemoryWorld
+) -> None:
+    world.store.lose = ["batch", "quota", "status"]  # each lands, its answer lost on the way
+    result = world.onboarding.issue(REP, 1, "ACME")
+    assert len(world.retry_clock.slept) == 3  # one retry for each lost answer
+    [link] = result.links
+    assert result.batch is not None
+    stored = world.store.get_batch(result.batch.batch_id)
+    assert stored is not None and stored.tokens == [link.token]
+    assert charged(world) == 1
+    assert world.statuses.issued_links == [link]
+
+
+def test_redis_back_at_the_bound_itself_still_records(world: MemoryWorld) -> None:
+    world.exotel.meanwhile = [redis_stops(world, for_seconds=30.0)]
+    result = world.onboarding.issue(REP, 1, "ACME")
+    assert world.retry_clock.now == pytest.approx(30.0)
+    assert len(result.links) == 1 and result.untracked == []
+
+
+def test_past_the_bound_a_link_is_shown_untracked_and_logged_masked(
+    world: MemoryWorld, caplog: pytest.LogCaptureFixture, written: list[logging.LogRecord]
+) -> None:
+    world.exotel.meanwhile = [redis_stops(world)]
+    with caplog.at_level(logging.INFO):
+        result = world.onboarding.issue(REP, 1, "ACME secret customer", batch_id="b-down")
+    assert world.retry_clock.now == pytest.approx(30.0)  # tried until the bound, no longer
+    [made] = world.exotel.made
+    [untracked] = result.untracked
+    assert (untracked.url, untracked.token, untracked.requester, untracked.batch_id) == (
+        made.url, made.token, REP, "b-down")
+    assert untracked.note == "ACME secret customer" and untracked.expires_at == T0 + LINK_TTL
+    assert result.links == [] and result.batch is None and result.failed == 0
+    assert charged(world) == 0 and world.reminders.scheduled == {}
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+              and "NOT tracked" in r.getMessage()]
+    assert len(errors) == 1
+    assert mask(made.token) in errors[0] and "U0REP" in errors[0] and "b-down" in errors[0]
+    assert "python -m bot track" in errors[0] and "ACME" not in errors[0]
+    assert made.token not in caplog.text
+    assert written and not [r for r in written if made.token in r.getMessage()]
+
+
+def test_links_before_the_outage_stay_tracked_without_a_reminder_the_rest_untracked(
+    world: MemoryWorld
+) -> None:
+    world.exotel.meanwhile = [None, redis_stops(world)]
+    result = world.onboarding.issue(REP, 3, "ACME")
+    assert world.retry_clock.now == pytest.approx(30.0)  # the third went untracked at once
+    assert len(result.links) == 1 and len(result.untracked) == 2 and result.failed == 0
+    assert result.no_reminder and result.reminder_due is None
+    assert world.reminders.scheduled == {}
+    assert charged(world) == 1
+
+
+def test_the_audit_records_untracked_links_when_it_can_be_written(world: MemoryWorld) -> None:
+    world.audit.redis = MemoryStore()  # the audit's writes get through; recording's do not
+    world.exotel.meanwhile = [redis_stops(world)]
+    result = world.onboarding.issue(REP, 2, "ACME", batch_id="b-down")
+    masked = [mask(link.token) for link in result.untracked]
+    entry = world.audit.entries[-1]
+    assert (entry["action"], entry["count"], entry["batch_id"]) == ("issue", 2, "b-down")
+    assert entry["tokens"] == masked and entry["detail"] == f"not tracked: {','.join(masked)}"
+
+
+def test_a_redis_that_answers_with_an_error_is_not_waited_for(world: MemoryWorld) -> None:
+    def refuse(*_: object) -> None:
+        raise StoreUnavailable("MISCONF")  # Redis answered: no point asking again
+
+    world.exotel.meanwhile = [lambda: setattr(world.store, "write", refuse)]
+    result = world.onboarding.issue(REP, 1, "ACME")
+    assert world.retry_clock.slept == [] and len(result.untracked) == 1
+
+
+def test_the_bound_is_the_exotel_deadline_and_a_margin() -> None:
+    assert RecordRetry.past(20.0).within == 30.0
+
+
+# Tracking a link by hand (python -m bot track) ---------------------------------------------
+
+
+def a_link(token: str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0") -> OnboardingLink:
+    return OnboardingLink(url=f"https://messaging.exotel.com/ua-links/isv-onboard/{token}",
+                          token=token)
+
+
+def test_track_records_a_one_link_batch_as_issued_without_charging_the_quota(
+    world: MemoryWorld
+) -> None:
+    issued_at = T0 - timedelta(hours=2)
+    batch = world.onboarding.track(REP, a_link(), "ACME", issued_at)
+    assert (batch.tokens, batch.issued_at, batch.expires_at) == (
+        [a_link().token], issued_at, issued_at + LINK_TTL)
+    assert batch.reminder_due == issued_at + LINK_TTL - timedelta(hours=1)
+    assert world.store.get_batch(batch.batch_id) == batch
+    link = world.store.get_link(a_link().token)
+    assert link is not None and (link.url, link.batch_id, link.note) == (
+        a_link().url, batch.batch_id, "ACME")
+    assert world.statuses.get_many([link.token])[link.token].status == "VALID"
+    assert world.reminders.scheduled == {batch.batch_id: batch.reminder_due}
+    assert world.store.note_index_get(REP, "acme") == batch.batch_id
+    assert charged(world) == 0
+    assert world.audit.entries[-1] | {"batch_id": ""} == {
+        "action": "track", "outcome": "ok", "user_id": "U0REP", "batch_id": "", "count": 1,
+        "tokens": [mask(a_link().token)], "detail": f"issued {issued_at.isoformat()}"}
+    assert world.exotel.made == []  # Exotel is not asked
+
+
+def test_track_leaves_a_tracked_link_alone_and_refuses_one_past_its_day(
+    world: MemoryWorld
+) -> None:
+    first = world.onboarding.track(REP, a_link(), "ACME", T0)
+    with pytest.raises(AlreadyTracked) as known:
+        world.onboarding.track(OTHER, a_link(), "Globex", T0)
+    assert known.value.link.batch_id == first.batch_id
+    assert world.store.get_link(a_link().token) == known.value.link
+    assert world.audit.outcomes("track") == ["ok", "already"]
+
+    with pytest.raises(NotTrackable, match="24 hours ended"):
+        world.onboarding.track(REP, a_link("1234abcd"), "", T0 - LINK_TTL)
+    with pytest.raises(NotTrackable, match="future"):
+        world.onboarding.track(REP, a_link("1234abcd"), "", T0 + timedelta(hours=1))
+    assert world.store.get_link("1234abcd") is None
+
+
+def test_track_reminds_soon_when_the_reminder_was_due_already(world: MemoryWorld) -> None:
+    batch = world.onboarding.track(REP, a_link(), "", T0 - LINK_TTL + timedelta(minutes=20))
+    assert batch.reminder_due == T0 + timedelta(seconds=30)  # after its batch is written
+
+
+def test_track_with_redis_down_tracks_nothing(world: MemoryWorld) -> None:
+    world.store.down = True
+    with pytest.raises(StoreUnavailable):
+        world.onboarding.track(REP, a_link(), "ACME", T0)
+    world.store.down = False
+    assert world.store.get_link(a_link().token) is None
 
 
 # One live batch per customer ---------------------------------------------------------------
