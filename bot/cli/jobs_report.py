@@ -8,10 +8,9 @@ from typing import TextIO
 import redis
 from redis import Redis
 from rq import Queue, Worker
-from rq.scheduler import RQScheduler
 
 from bot.domain.store import connect_for
-from bot.engine.registry import QUEUES
+from bot.engine.registry import QUEUES, SCHEDULER_LOCK
 from bot.settings import Settings
 from bot.telemetry.logs import safe_url
 
@@ -35,13 +34,9 @@ def report(connection: Redis, where: str, out: TextIO) -> None:
             "taken": len(queue.intermediate_queue.get_job_ids()),
         }
         print(f"queue {name}: " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=out)
-    holders = {name: _text(connection.get(RQScheduler.get_locking_key(name))) for name in QUEUES}
-    for owner in sorted({h for h in holders.values() if h is not None}):
-        held = [name for name, h in holders.items() if h == owner]
-        print(f"scheduler: {owner} (host:pid) schedules {', '.join(held)}", file=out)
-    if not any(holders.values()):
-        print("scheduler: none running (due reminders wait until a worker pool starts)",
-              file=out)
+    holder = _text(connection.get(SCHEDULER_LOCK))
+    print(f"scheduler: {holder} (host:pid:id)" if holder else
+          "scheduler: none running (due jobs wait until a worker pool starts)", file=out)
     workers = Worker.all(connection=connection)
     print(f"workers: {len(workers)}", file=out)
     for worker in sorted(workers, key=lambda w: w.name):

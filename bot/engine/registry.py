@@ -50,3 +50,6 @@ REMINDERS_QUEUE = "onboard-reminders"
 STATUS_QUEUE = "onboard-status"
 # In the order workers take from them: commands first, status polls last.
 QUEUES = (COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE)
+# Whoever holds this moves due jobs onto every queue and keeps RQ's registries of them
+# (bot.runtime.scheduler): one process among all hosts. Its value is "host:pid:id".
+SCHEDULER_LOCK = "rq:scheduler-lock:onboard-bot"

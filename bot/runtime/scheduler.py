@@ -1,16 +1,22 @@
-"""The scheduler: RQ's, run from the worker pool's own loop, one per host.
+"""The scheduler: the worker pool's own loop moves due jobs and keeps RQ's registries clean.
 
-It moves due jobs (reminders, commands waiting for Exotel's budget, retries, the status
-poll chain) from RQ's scheduled registries onto their queues, for every queue, while it
-holds RQ's scheduler lock of that queue. Any number of hosts run one each; one holds the
-locks, and when its host dies another takes them over within LOCK_SECONDS plus one tick
-(decision 0018). RQ's own scheduler keeps its lock for 61 s and runs in a process of its
-own forked by a worker; this one needs no process, and renews its locks every
-RENEW_SECONDS rather than every second, which keeps an idle bot's writes to Redis small.
+One runs in every pool (one per host); the one holding SCHEDULER_LOCK does the work:
+- moves due jobs (commands waiting for Exotel's budget, retries, the status poll chain,
+  reminders) from RQ's scheduled registries onto their queues, with RQ's own
+  `RQScheduler.enqueue_scheduled_jobs`;
+- every MAINTENANCE_SECONDS, RQ's maintenance of each queue: a dead worker's started job is
+  failed (and its failure callback tells the requester), dead workers are unregistered, and
+  a job a worker took but died before starting is queued again (`requeue_untaken`).
+
+The lock lives LOCK_SECONDS and is renewed, or tried for, every RENEW_SECONDS: when its
+host dies another takes over within their sum (decision 0018). RQ's own scheduler keeps
+its locks 61 s in a process forked for it, and each RQ worker runs maintenance under a lock
+of its own: both wrote to Redis every second or so, idle or not (decision 0019).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -20,41 +26,58 @@ from collections.abc import Callable, Sequence
 import redis
 from redis import Redis
 from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import JobStatus
+from rq.registry import clean_registries
 from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock, release_lock
+from rq.worker_registration import clean_worker_registry
+
+from bot.engine.registry import SCHEDULER_LOCK
 
 log = logging.getLogger(__name__)
 
-LOCK_SECONDS = 12  # a dead holder's locks lapse after this; another host then takes them
-RENEW_SECONDS = 4  # how often the holder renews them, and others try to take them
+LOCK_SECONDS = 12  # a dead holder's lock lapses after this; another host then takes it
+RENEW_SECONDS = 4  # how often the holder renews it, and others try to take it
+MAINTENANCE_SECONDS = 10
+# A job still in a queue's intermediate list this long after maintenance first saw it there
+# was taken by a worker that died before starting it (a live one starts it at once).
+UNTAKEN_SECONDS = 10.0
 
 
 class Scheduler:
     def __init__(self, queues: Sequence[Queue], connection: Redis,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._names = [queue.name for queue in queues]
-        # RQ's scheduler does the moving; its locks (and loop) are this class's.
-        self._rq = RQScheduler(self._names, connection=connection)
-        # The locks' value: which process on which host holds them (`python -m bot jobs`).
+        self._queues = list(queues)
+        # RQ's scheduler does the moving; the lock (and the loop) are this class's.
+        self._rq = RQScheduler([queue.name for queue in queues], connection=connection)
+        self._rq._acquired_locks = {queue.name for queue in queues}
+        # The lock's value: which process on which host holds it (`python -m bot jobs`).
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{self._rq.name[:8]}"
-        self._held: set[str] = set()
+        self._holding = False
         self._clock = clock
         self._next_renewal = 0.0
+        self._next_maintenance = 0.0
+        self._untaken: dict[str, float] = {}  # job id -> when first seen taken, not started
         self._down = False
 
     @property
-    def held(self) -> frozenset[str]:
-        return frozenset(self._held)
+    def holding(self) -> bool:
+        return self._holding
 
     def tick(self) -> None:
-        """Renew (or try to take) the locks when due, then move what is due. Never raises
-        for Redis: a Redis that does not answer is said once, and tried again next tick."""
+        """Renew (or try to take) the lock when due; while holding it, move what is due and
+        run maintenance when due. Never raises for Redis: a Redis that does not answer is
+        said once, and tried again next tick."""
         try:
             if self._clock() >= self._next_renewal:
                 self._renew()
                 self._next_renewal = self._clock() + RENEW_SECONDS
-            if self._held:
+            if self._holding:
                 self._rq.enqueue_scheduled_jobs()
+                if self._clock() >= self._next_maintenance:
+                    self.maintain()
+                    self._next_maintenance = self._clock() + MAINTENANCE_SECONDS
         except redis.RedisError as problem:
             if not self._down:
                 log.warning("scheduler: Redis is not answering (%s); it tries again",
@@ -65,31 +88,55 @@ class Scheduler:
             log.info("scheduler: Redis answers again")
             self._down = False
 
+    def maintain(self) -> None:
+        """RQ's maintenance of every queue, with our own treatment of its intermediate list:
+        RQ's fails a job stuck there, without its failure callback, so nobody is told."""
+        for queue in self._queues:
+            clean_registries(queue)
+            clean_worker_registry(queue)
+            self.requeue_untaken(queue)
+
+    def requeue_untaken(self, queue: Queue) -> list[str]:
+        """Put back at the front of `queue` each job a worker moved to the intermediate
+        list and died before starting (so never ran: safe to run, even issuing)."""
+        intermediate = IntermediateQueue(queue.key, queue.connection)
+        taken = intermediate.get_job_ids()
+        again = []
+        for job_id in taken:
+            job = queue.fetch_job(job_id)
+            if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
+                intermediate.remove(job_id)  # gone, or started: RQ's registries have it
+                continue
+            first_seen = self._untaken.setdefault(job_id, self._clock())
+            if self._clock() - first_seen < UNTAKEN_SECONDS:
+                continue
+            with queue.connection.pipeline() as pipe:
+                pipe.lrem(intermediate.key, 1, job_id)
+                pipe.lpush(queue.key, job_id)
+                pipe.execute()
+            log.warning("job %s was taken by a worker that died before starting it: queued "
+                        "again", job_id)
+            again.append(job_id)
+        # Seen only in memory: what a live worker took and started is forgotten here.
+        self._untaken = {job_id: seen for job_id, seen in self._untaken.items()
+                         if job_id in taken and job_id not in again}
+        return again
+
     def release(self) -> None:
-        """Give the locks up (on a graceful stop), so another host takes them at once."""
-        connection = self._rq.connection
-        try:
-            for name in self._held:
-                release_lock(connection, RQScheduler.get_locking_key(name), self._owner)
-        except redis.RedisError:
-            pass  # they lapse on their own
-        self._held = set()
+        """Give the lock up (on a graceful stop), so another host takes it at once."""
+        if self._holding:
+            with contextlib.suppress(redis.RedisError):  # it lapses on its own
+                release_lock(self._rq.connection, SCHEDULER_LOCK, self._owner)
+        self._holding = False
 
     def _renew(self) -> None:
-        connection = self._rq.connection
-        held = set()
-        for name in self._names:
-            outcome = acquire_or_refresh_lock(connection, RQScheduler.get_locking_key(name),
-                                              self._owner, LOCK_SECONDS)
-            if outcome != "taken":
-                held.add(name)
-        if held != self._held:
-            gained, lost = held - self._held, self._held - held
-            if gained:
-                log.info("scheduler: this host now schedules %s", ", ".join(sorted(gained)))
-            if lost:
-                log.warning("scheduler: another host took over %s", ", ".join(sorted(lost)))
-            # RQ's scheduler reads the registries of the locks it holds.
-            self._rq._acquired_locks = held
+        outcome = acquire_or_refresh_lock(self._rq.connection, SCHEDULER_LOCK, self._owner,
+                                          LOCK_SECONDS)
+        holding = outcome != "taken"
+        if holding and not self._holding:
+            log.info("scheduler: this host now schedules and keeps the queues")
             self._rq._scheduled_job_registries = []
-        self._held = held
+            self._next_maintenance = 0.0  # at once: the last holder may have died
+        elif self._holding and not holding:
+            log.warning("scheduler: another host took over")
+        self._holding = holding

@@ -17,21 +17,18 @@ import signal
 import threading
 import time
 import uuid
-from datetime import timedelta
 from multiprocessing import get_context
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-from rq import Queue, SimpleWorker
-from rq.intermediate_queue import IntermediateQueue
+from redis import ConnectionPool
+from rq import SimpleWorker
+from rq.connections import parse_connection
 from rq.job import Job as RQJob
-from rq.job import JobStatus
-from rq.registry import clean_registries
 from rq.utils import now
 from rq.worker_pool import WorkerData, WorkerPool
-from rq.worker_registration import clean_worker_registry
 
 from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE
 from bot.runtime.composition import build_core
@@ -46,15 +43,12 @@ from bot.telemetry import logs
 
 log = logging.getLogger(__name__)
 
-# An idle worker wakes from its dequeue every WORKER_TTL - 15 s and then runs RQ's
-# maintenance: finding jobs of dead workers. RQ's defaults (420 s, 10 min) left a dead
-# worker's jobs unnoticed for minutes.
-WORKER_TTL = 25
-MAINTENANCE_SECONDS = 10
+# An idle worker wakes from its dequeue every WORKER_TTL - 15 s to renew its registration,
+# a write to Redis each time: rare, since it no longer runs maintenance then (the pool's
+# scheduler does, every 10 s: bot.runtime.scheduler). A dead worker stays listed by
+# `python -m bot jobs` for up to this long; its job is accounted for much sooner.
+WORKER_TTL = 120
 OUTAGE_BACKOFF_MAX = 30.0
-# A job still in a queue's intermediate list this long after maintenance first saw it there
-# was taken by a worker that died before starting it (a live one starts it at once).
-UNTAKEN = timedelta(seconds=10)
 # A running job's entry in RQ's started registry lapses this long after its timeout (RQ: 60
 # s), and a dead worker's job is then accounted for. The timeout itself stops a live job
 # (SIGALRM, once any blocking call of at most Exotel's timeout has returned).
@@ -73,7 +67,7 @@ _stop_requested = threading.Event()
 
 class Worker(SimpleWorker):
     """RQ's SimpleWorker (jobs run in this process, whose connections they reuse) on one
-    queue, which puts a job its dead taker never started back on the queue."""
+    queue."""
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
@@ -88,48 +82,18 @@ class Worker(SimpleWorker):
         return int(job.timeout) + JOB_MARGIN
 
     def clean_registries(self) -> None:
-        # RQ's own, but for the intermediate list: RQ fails a job stuck there, without
-        # its failure callback, so the requester would never hear of it.
-        for queue in self.queues:
-            if queue.acquire_maintenance_lock():
-                self.log.debug("cleaning registries for queue %s", queue.name)
-                clean_registries(queue, self._exc_handlers)
-                clean_worker_registry(queue)
-                requeue_untaken(queue)
-                queue.release_maintenance_lock()
+        """None here: the pool's scheduler keeps the registries, once for all workers."""
         self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ declares it None
 
 
-def requeue_untaken(queue: Queue) -> list[str]:
-    """Put back at the front of `queue` each job a worker moved to the intermediate list
-    and died before starting (so never ran: safe to run, even issuing); ids put back."""
-    intermediate = IntermediateQueue(queue.key, queue.connection)
-    again = []
-    for job_id in intermediate.get_job_ids():
-        job = queue.fetch_job(job_id)
-        if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
-            intermediate.remove(job_id)  # gone, or started: RQ's registries have it
-            continue
-        if intermediate.set_first_seen(job_id):
-            continue
-        first_seen = intermediate.get_first_seen(job_id)
-        if first_seen is None or now() - first_seen < UNTAKEN:
-            continue
-        with queue.connection.pipeline() as pipe:
-            pipe.lrem(intermediate.key, 1, job_id)
-            pipe.lpush(queue.key, job_id)
-            pipe.delete(intermediate.get_first_seen_key(job_id))
-            pipe.execute()
-        log.warning("job %s was taken by a worker that died before starting it: queued "
-                    "again", job_id)
-        again.append(job_id)
-    return again
-
-
 def build_worker(core: Core, queue_name: str = COMMANDS_QUEUE) -> Worker:
-    queue = next(queue for queue in core.queues if queue.name == queue_name)
-    return Worker([queue], connection=queue.connection, worker_ttl=WORKER_TTL,
-                  maintenance_interval=MAINTENANCE_SECONDS)
+    # A connection of its own: RQ raises its socket timeout to outlast a blocking dequeue,
+    # and the jobs' Redis calls keep the core's short one.
+    connection_class, pool_class, pool_kwargs = parse_connection(core.commands.queue.connection)
+    connection = connection_class(connection_pool=ConnectionPool(connection_class=pool_class,
+                                                                 **pool_kwargs))
+    return Worker([queue_name], connection=connection, worker_ttl=WORKER_TTL,
+                  maintenance_interval=WORKER_TTL)
 
 
 def drain(core: Core, logging_level: str = "WARNING") -> None:

@@ -6,21 +6,27 @@ queue's intermediate list), and its death is simply not going on from there.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
-from freezegun.api import FrozenDateTimeFactory
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
-from rq.scheduler import RQScheduler
 
 from bot.engine.queue import Reply
-from bot.engine.registry import COMMANDS_QUEUE, QUEUES, REMINDERS_QUEUE, STATUS_QUEUE, Job
+from bot.engine.registry import (
+    COMMANDS_QUEUE,
+    QUEUES,
+    REMINDERS_QUEUE,
+    SCHEDULER_LOCK,
+    STATUS_QUEUE,
+    Job,
+)
 from bot.runtime import scheduler as scheduling
 from bot.runtime import worker
 from bot.runtime.scheduler import Scheduler
@@ -44,7 +50,6 @@ def issue_command(core: Core, slack: FakeSlack, name: str) -> None:
 
 def test_a_command_a_dead_worker_took_but_never_started_is_queued_again_and_answered(
     make_core: Callable[..., Core], redis_client: redis.Redis, slack: FakeSlack,
-    clock: FrozenDateTimeFactory,
 ) -> None:
     core = make_core()
     queue = core.commands.queue
@@ -52,11 +57,13 @@ def test_a_command_a_dead_worker_took_but_never_started_is_queued_again_and_answ
     job_id = take(queue)
     assert queue.count == 0  # gone from the queue: only the intermediate list has it
 
-    assert worker.requeue_untaken(queue) == []  # first seen now: a live worker starts it
-    clock.tick(5)
-    assert worker.requeue_untaken(queue) == []  # still within the grace a live one has
-    clock.tick(6)
-    assert worker.requeue_untaken(queue) == [job_id]
+    clock = Clock()
+    keeper = Scheduler(core.queues, core.commands.queue.connection, clock=clock)
+    assert keeper.requeue_untaken(queue) == []  # first seen now: a live worker starts it
+    clock.now += 5
+    assert keeper.requeue_untaken(queue) == []  # still within the grace a live one has
+    clock.now += 6
+    assert keeper.requeue_untaken(queue) == [job_id]
     assert queue.get_job_ids() == [job_id]
     assert IntermediateQueue(queue.key, redis_client).get_job_ids() == []
 
@@ -66,7 +73,6 @@ def test_a_command_a_dead_worker_took_but_never_started_is_queued_again_and_answ
 
 def test_a_job_that_started_is_left_to_rqs_registries_not_run_again(
     make_core: Callable[..., Core], redis_client: redis.Redis, slack: FakeSlack,
-    clock: FrozenDateTimeFactory,
 ) -> None:
     core = make_core()
     queue = core.commands.queue
@@ -75,9 +81,11 @@ def test_a_job_that_started_is_left_to_rqs_registries_not_run_again(
     job = queue.fetch_job(job_id)
     assert job is not None
     job.set_status(JobStatus.STARTED)  # it ran: the started registry accounts for it
-    worker.requeue_untaken(queue)
-    clock.tick(60)
-    assert worker.requeue_untaken(queue) == []
+    clock = Clock()
+    keeper = Scheduler(core.queues, core.commands.queue.connection, clock=clock)
+    keeper.requeue_untaken(queue)
+    clock.now += 60
+    assert keeper.requeue_untaken(queue) == []
     assert queue.count == 0
     assert IntermediateQueue(queue.key, redis_client).get_job_ids() == []
 
@@ -111,11 +119,7 @@ class Clock:
         return self.now
 
 
-def lock_owners(client: redis.Redis) -> set[bytes | None]:
-    return {client.get(RQScheduler.get_locking_key(name)) for name in QUEUES}
-
-
-def test_one_host_schedules_and_another_takes_over_once_its_locks_lapse(
+def test_one_host_schedules_and_another_takes_over_once_the_lock_lapses(
     make_core: Callable[..., Core], redis_client: redis.Redis,
 ) -> None:
     core = make_core()
@@ -125,9 +129,8 @@ def test_one_host_schedules_and_another_takes_over_once_its_locks_lapse(
     second = Scheduler(core.queues, connection, clock=second_clock)
     first.tick()
     second.tick()
-    assert first.held == set(QUEUES) and second.held == set()
-    ttls = [redis_client.ttl(RQScheduler.get_locking_key(name)) for name in QUEUES]
-    assert all(0 < ttl <= scheduling.LOCK_SECONDS for ttl in ttls), ttls
+    assert first.holding and not second.holding
+    assert 0 < redis_client.ttl(SCHEDULER_LOCK) <= scheduling.LOCK_SECONDS
 
     # A reminder due now is moved by the holder only.
     due = core.reminders.queue
@@ -138,21 +141,19 @@ def test_one_host_schedules_and_another_takes_over_once_its_locks_lapse(
     first.tick()
     assert due.get_job_ids() == ["due-reminder"]
 
-    # The first host dies: its locks lapse (here: are gone), and the second takes them at
-    # its next renewal, not before.
-    for name in QUEUES:
-        redis_client.delete(RQScheduler.get_locking_key(name))
+    # The first host dies: its lock lapses (here: is gone), and the second takes it at its
+    # next renewal, not before.
+    redis_client.delete(SCHEDULER_LOCK)
     second_clock.now += scheduling.RENEW_SECONDS - 1
     second.tick()
-    assert second.held == set()
+    assert not second.holding
     second_clock.now += 1
     second.tick()
-    assert second.held == set(QUEUES)
-    owners = lock_owners(redis_client)
-    assert len(owners) == 1 and None not in owners
+    assert second.holding
+    assert str(redis_client.get(SCHEDULER_LOCK)).split(":")[1] == str(os.getpid())
 
-    second.release()  # a graceful stop hands them over at once
-    assert lock_owners(redis_client) == {None}
+    second.release()  # a graceful stop hands it over at once
+    assert redis_client.get(SCHEDULER_LOCK) is None
     assert ScheduledJobRegistry(queue=due).count == 0
 
 
@@ -161,4 +162,4 @@ def test_the_scheduler_rides_out_redis_being_down(make_core: Callable[..., Core]
     down = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     scheduler = Scheduler(core.queues, down)
     scheduler.tick()  # says so in the log, raises nothing
-    assert scheduler.held == set()
+    assert not scheduler.holding

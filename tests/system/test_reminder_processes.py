@@ -18,10 +18,9 @@ import redis
 import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
-from rq.scheduler import RQScheduler
 
 from bot.domain.reminders import CLAIM_KEY, SENT_KEY, Claim
-from bot.engine.registry import REMINDERS_QUEUE
+from bot.engine.registry import REMINDERS_QUEUE, SCHEDULER_LOCK
 from bot.exotel.sandbox import ExotelSandbox
 from testkit.env import ROOT, bot_env
 from testkit.processes import BotProcess, RedisProcess, kill_tree
@@ -32,7 +31,6 @@ from tests.support import REP
 
 pytestmark = pytest.mark.slow  # real processes
 
-SCHEDULER_LOCK = RQScheduler.get_locking_key(REMINDERS_QUEUE)
 DUE = re.compile(r"Reminder in this channel <!date\^(\d+)\^")
 
 
