@@ -43,9 +43,13 @@ def take(queue: Queue) -> str:
     return taken[0].id
 
 
-def issue_command(core: Core, slack: FakeSlack, name: str) -> None:
+def abandoned(core: Core, slack: FakeSlack, name: str) -> tuple[str, Scheduler, Clock]:
+    """A command a worker took and then died with; and a scheduler on a clock of the test's."""
     core.commands.enqueue(Job.ISSUE_LINKS, Reply.to(slack.response_url(name)), REP, 1,
                           "ACME", f"batch-{name}", idempotent=False)
+    clock = Clock()
+    return take(core.commands.queue), Scheduler(core.queues, core.commands.queue.connection,
+                                                clock=clock), clock
 
 
 def test_a_command_a_dead_worker_took_but_never_started_is_queued_again_and_answered(
@@ -53,12 +57,9 @@ def test_a_command_a_dead_worker_took_but_never_started_is_queued_again_and_answ
 ) -> None:
     core = make_core()
     queue = core.commands.queue
-    issue_command(core, slack, "orphan")
-    job_id = take(queue)
+    job_id, keeper, clock = abandoned(core, slack, "orphan")
     assert queue.count == 0  # gone from the queue: only the intermediate list has it
 
-    clock = Clock()
-    keeper = Scheduler(core.queues, core.commands.queue.connection, clock=clock)
     assert keeper.requeue_untaken(queue) == []  # first seen now: a live worker starts it
     clock.now += 5
     assert keeper.requeue_untaken(queue) == []  # still within the grace a live one has
@@ -76,13 +77,10 @@ def test_a_job_that_started_is_left_to_rqs_registries_not_run_again(
 ) -> None:
     core = make_core()
     queue = core.commands.queue
-    issue_command(core, slack, "started")
-    job_id = take(queue)
+    job_id, keeper, clock = abandoned(core, slack, "started")
     job = queue.fetch_job(job_id)
     assert job is not None
     job.set_status(JobStatus.STARTED)  # it ran: the started registry accounts for it
-    clock = Clock()
-    keeper = Scheduler(core.queues, core.commands.queue.connection, clock=clock)
     keeper.requeue_untaken(queue)
     clock.now += 60
     assert keeper.requeue_untaken(queue) == []
