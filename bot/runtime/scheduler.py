@@ -31,10 +31,12 @@ RENEW_SECONDS = 4  # how often the holder renews them, and others try to take th
 
 class Scheduler:
     def __init__(self, queues: Sequence[Queue], connection: Redis,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 logging_level: str = "WARNING") -> None:
+        """`logging_level`: RQ's loggers' (`logs.library_level`), which RQ's constructor sets."""
         self._names = [queue.name for queue in queues]
         # RQ's scheduler does the moving; its locks (and loop) are this class's.
-        self._rq = RQScheduler(self._names, connection=connection)
+        self._rq = RQScheduler(self._names, connection=connection, logging_level=logging_level)
         # The locks' value: which process on which host holds them (`python -m bot jobs`).
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{self._rq.name[:8]}"
         self._held: set[str] = set()
