@@ -212,9 +212,9 @@ class Onboarding:
         self.metrics.links_issued(len(result.links))
         masked = [mask(link.token) for link in result.links]
         status = "ok" if not result.errors else f"{result.failed} failed"
-        log.info("%s: %d of %d links, tokens %s, failures %s", action, len(result.links),
-                 result.requested, ",".join(masked), result.reasons(),
-                 extra=_fields(action, requester, status, exotel_seconds, result.batch))
+        log.debug("%s: %d of %d links, tokens %s, failures %s", action, len(result.links),
+                  result.requested, ",".join(masked), result.reasons(),
+                  extra=_fields(action, requester, status, exotel_seconds, result.batch))
         self._record(action, requester, result.batch, count=len(result.links), tokens=masked,
                      outcome=status)
 
@@ -227,7 +227,7 @@ class Onboarding:
             self._record("check", requester, None, tokens=[mask(token)],
                          outcome=_check_outcome(error), detail=type(error).__name__)
             raise
-        log.info("check: %s is %s", mask(token), status, extra=_fields(
+        log.debug("check: %s is %s", mask(token), status, extra=_fields(
             "check", requester, status, round(time.monotonic() - started, 3), None))
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
         tracked = self.store.get_link(token)
