@@ -58,7 +58,7 @@ def test_a_fresh_venv_from_requirements_runs_the_doctor(
         durable.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "✓ exotel" in done.stdout and "✓ redis" in done.stdout
-    assert "✓ reminder worker: 4 on" in done.stdout  # WORKER_PROCESSES
+    assert "✓ workers: 6 running: 4 on" in done.stdout  # WORKER_PROCESSES, then 1 and 1
     # And it was the venv's own packages, not this one's.
     where = subprocess.run([python, "-c", "import slack_bolt; print(slack_bolt.__file__)"],
                            capture_output=True, text=True, check=True, timeout=60)
