@@ -2,11 +2,11 @@
 
 Every job is a `logged_job`: when it ends, one line says what it did, for whom and how long
 it took (RQ's own lines about it show only at DEBUG). Each job gets the command's `Reply`
-first and answers through it. Delivery is at least
-once: every job but issuing is idempotent and RQ retries it; issuing calls Exotel's POST,
-which is not, so it is never retried. Its links are recorded one by one as Exotel returns
-them, under a batch id chosen at enqueue, and a command cut short (its worker killed) is
-accounted for by `on_failure`: what was made is shown, what was not is said.
+first and answers through it. Delivery is at least once: every job but issuing is
+idempotent and RQ retries it; issuing calls Exotel's POST, which is not, so it is never
+retried. Its links are recorded one by one as Exotel returns them, under a batch id chosen
+at enqueue, and a command cut short (its worker killed) is accounted for by `on_failure`:
+what was made is shown, what was not is said.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from bot.slack.blocks import Message
 from bot.slack.core import EXPECTED_FAILURES, Core
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ class StartupError(Exception):
 
 def wait_for_slack(settings: Settings, *, longest_wait: float = LONGEST_WAIT) -> None:
     """Return once Slack's Web API answers auth.test (as Bolt's App() will call it)."""
-    # No retry handlers, and a logger of its own that writes nothing: slack_sdk would retry
-    # (and sleep) inside each attempt, logging each failure; the wait says it once.
+    # No retry handlers, and a logger that writes nothing: slack_sdk would retry (and sleep)
+    # inside each attempt and log each failure, which the wait's own line says.
     client = WebClient(token=settings.slack_bot_token.get_secret_value(),
                        base_url=settings.slack_api_url, timeout=PROBE_TIMEOUT,
                        retry_handlers=[], logger=_silent("slack_probe"))
