@@ -3,7 +3,7 @@
     python -m bot           the whole bot from one command: web (or Socket Mode) and the workers
     python -m bot web       the HTTP process only (the Procfile's `web`)
     python -m bot worker    the workers only (the Procfile's `worker`): commands and reminders
-    python -m bot doctor    check Slack, Exotel, Redis and the worker; exit 1 if any fails
+    python -m bot doctor    check Slack, Exotel, Redis and the workers; exit 1 if any fails
     python -m bot sandbox   a stand-in Exotel on 127.0.0.1 (--port, default 4010)
     python -m bot audit [--since DATE] [--format csv|jsonl]   print the audit trail
     python -m bot jobs      the bot's job queues and workers, in its own Redis

@@ -181,7 +181,7 @@ def fire_due(core: Core) -> None:
 
 # What `python -m bot doctor` checks, in order, and its marks against the shared fakes.
 CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
-               "redis persistence", "reminder worker"]
+               "redis persistence", "workers"]
 # Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
 # app token to check.
 FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]

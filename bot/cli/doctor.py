@@ -7,7 +7,8 @@
 Each check is a small function returning a `Check`, so tests can call them one by one.
 Before each, its name goes to the progress stream (stderr), so a slow one is visible; each
 is bounded by a timeout. Nothing here starts a server or the embedded Redis: the doctor
-looks, it does not run.
+looks, it does not run. With REDIS_URL unset it checks the embedded Redis of a running
+`python -m bot`, found as that process finds it (`embedded_redis.running`).
 """
 
 from __future__ import annotations
@@ -22,19 +23,20 @@ from pathlib import Path
 from typing import TextIO
 
 import redis
-from rq import Queue, Worker
+from rq import Worker
 from rq.worker import BaseWorker
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.domain.store import connect
-from bot.engine.registry import REMINDERS_QUEUE
+from bot.engine.registry import COMMANDS_QUEUE, QUEUES, REMINDERS_QUEUE, STATUS_QUEUE
 from bot.exotel.client import (
     ExotelAuthError,
     ExotelBadRequest,
     ExotelError,
     ExotelNotFound,
 )
+from bot.runtime import embedded_redis
 from bot.runtime.composition import exotel_client
 from bot.settings import HINTS, Settings
 from bot.telemetry.logs import mask_urls, safe_url, scrub
@@ -53,6 +55,10 @@ SLACK_TIMEOUT = 5  # seconds for one Slack call; the doctor does not retry
 EXOTEL_TIMEOUT = 5.0
 EXOTEL_DEADLINE = 10.0
 NOISY_LOGGERS = ("slack_sdk", "bot.exotel.client", "urllib3")
+# What goes undone while no worker takes a queue.
+UNDONE = {COMMANDS_QUEUE: "commands and buttons are not answered",
+          REMINDERS_QUEUE: "expiry reminders are not sent",
+          STATUS_QUEUE: "links' status is not polled (no DM when one is used)"}
 
 
 @dataclass(frozen=True)
@@ -84,7 +90,7 @@ STEPS: list[Step] = [
     ("exotel", lambda s: [check_exotel(s)]),
     ("redis", lambda s: [check_redis(s)]),
     ("redis persistence", lambda s: [check_persistence(s)]),
-    ("reminder worker", lambda s: [check_worker(s)]),
+    ("workers", lambda s: [check_workers(s)]),
 ]
 
 
@@ -95,6 +101,7 @@ def run_doctor(settings: Settings, out: TextIO | None = None,
     Results go to `out` (stdout), each step's name as it starts to `progress` (stderr)."""
     out = out or sys.stdout
     progress = progress or sys.stderr
+    settings = with_running_redis(settings)
     failed = False
     with _quiet(NOISY_LOGGERS):
         for label, run in STEPS:
@@ -104,6 +111,14 @@ def run_doctor(settings: Settings, out: TextIO | None = None,
                 print(scrub(mask_urls(check.line()), settings.secrets()), file=out, flush=True)
                 failed = failed or not check.ok
     return 1 if failed else 0
+
+
+def with_running_redis(settings: Settings) -> Settings:
+    """With REDIS_URL unset: the embedded Redis of a running `python -m bot`, if one runs."""
+    if settings.redis_url:
+        return settings
+    url = embedded_redis.running(settings.data_dir)
+    return settings.model_copy(update={"redis_url": url}) if url else settings
 
 
 @contextmanager
@@ -314,8 +329,9 @@ def check_exotel(settings: Settings) -> Check:
 def check_redis(settings: Settings) -> Check:
     """Ping and version (`check_persistence` says whether the data survives a restart)."""
     if not settings.redis_url:
-        return skipped("redis", "REDIS_URL is not set: the bot starts an embedded Redis "
-                       f"(data in {settings.data_dir}/) while it runs; nothing to check now")
+        return skipped("redis", "REDIS_URL is not set and no `python -m bot` is running its "
+                       f"embedded Redis (data in {settings.data_dir}/): start the bot with "
+                       "`python -m bot`, then run the doctor again")
     where = safe_url(settings.redis_url)
     client = _redis(settings, decode=True)
     try:
@@ -344,8 +360,8 @@ def check_persistence(settings: Settings) -> Check:
     """Whether a restart of Redis keeps the tracked links and scheduled reminders."""
     name = "redis persistence"
     if not settings.redis_url:
-        return skipped(name, "the embedded Redis keeps an append-only file (fsynced every "
-                       f"second) in {settings.data_dir}/")
+        return skipped(name, "no embedded Redis is running; it keeps an append-only file "
+                       f"(fsynced every second) in {settings.data_dir}/")
     client = _redis(settings, decode=True)
     try:
         save = str(client.config_get("save").get("save", "")).strip()
@@ -369,34 +385,42 @@ def check_persistence(settings: Settings) -> Check:
                  "persistence setting on managed Redis)")
 
 
-def check_worker(settings: Settings) -> Check:
-    """At least one RQ worker registered (and so heartbeating) for the reminder queue."""
+def check_workers(settings: Settings) -> Check:
+    """The RQ workers registered (and so heartbeating) on each of the bot's queues: the pool
+    runs WORKER_PROCESSES on commands, one on reminders and one on status polls."""
+    name = "workers"
     if not settings.redis_url:
-        return skipped("reminder worker", "cannot tell with the embedded Redis; "
-                       "`python -m bot` runs a worker beside itself")
-    fix = "start it: python -m bot worker"
-    # RQ stores pickled jobs: its connection must not decode replies.
-    queue = Queue(REMINDERS_QUEUE, connection=_redis(settings, decode=False))
+        return skipped(name, "no `python -m bot` is running: start it to check its workers")
+    fix = "start them: python -m bot worker (python -m bot runs them beside itself)"
     try:
-        workers = Worker.all(queue=queue)
+        # RQ stores pickled jobs: its connection must not decode replies.
+        workers = [w for w in Worker.all(connection=_redis(settings, decode=False))
+                   if set(w.queue_names()) & set(QUEUES)]
     except redis.RedisError:
-        return Check("reminder worker", False, "cannot tell: Redis is not answering",
+        return Check(name, False, "cannot tell: Redis is not answering",
                      f"fix Redis first, then {fix}")
-    if not workers:
-        return Check("reminder worker", False, f"no worker is listening on {REMINDERS_QUEUE}; "
-                     "expiry reminders will not be sent", fix)
-    return Check("reminder worker", True, f"{len(workers)} on {REMINDERS_QUEUE} "
-                 f"({', '.join(_describe(w) for w in workers)})")
+    on = {queue: sum(queue in w.queue_names() for w in workers) for queue in QUEUES}
+    counts = ", ".join(f"{count} on {queue}" for queue, count in on.items())
+    idle = [f"no worker on {queue}: {UNDONE[queue]}" for queue, count in on.items()
+            if not count]
+    if idle:
+        return Check(name, False, f"{'; '.join(idle)} ({counts})", fix)
+    return Check(name, True, f"{len(workers)} running: {counts}{_heartbeats(workers)}")
 
 
-def _describe(worker: BaseWorker) -> str:
-    beat = worker.last_heartbeat
-    if beat is None:
-        return worker.name
+def _heartbeats(workers: Sequence[BaseWorker]) -> str:
+    """How long ago the workers last said they live, oldest and newest."""
+    ages = sorted(_age(w.last_heartbeat) for w in workers if w.last_heartbeat is not None)
+    if not ages:
+        return ""
+    newest, oldest = f"{ages[0]:.0f}", f"{ages[-1]:.0f}"
+    return f" (heartbeats {newest if newest == oldest else f'{newest}–{oldest}'} s ago)"
+
+
+def _age(beat: datetime) -> float:
     if beat.tzinfo is None:  # RQ's own parser says UTC; older records may be naive
         beat = beat.replace(tzinfo=UTC)
-    ago = max((datetime.now(UTC) - beat).total_seconds(), 0.0)
-    return f"{worker.name}, heartbeat {ago:.0f} s ago"
+    return max((datetime.now(UTC) - beat).total_seconds(), 0.0)
 
 
 def _redis(settings: Settings, *, decode: bool) -> redis.Redis:

@@ -298,10 +298,10 @@ class Onboarding:
         masked = [mask(link.token) for link in result.links]
         untracked = [mask(link.token) for link in result.untracked]
         status = "ok" if not result.errors else f"{result.failed} failed"
-        log.info("%s: %d of %d links, tokens %s, untracked %s, failures %s", action,
-                 result.made, result.requested, ",".join(masked), ",".join(untracked) or "none",
-                 result.reasons(),
-                 extra=_fields(action, requester, status, exotel_seconds, result.batch))
+        log.debug("%s: %d of %d links, tokens %s, untracked %s, failures %s", action,
+                  result.made, result.requested, ",".join(masked), ",".join(untracked) or "none",
+                  result.reasons(),
+                  extra=_fields(action, requester, status, exotel_seconds, result.batch))
         # The untracked ones too, if Redis takes this: else their log lines are the record.
         self._record(action, requester, result.batch, count=result.made,
                      tokens=masked + untracked, outcome=status,
@@ -360,7 +360,7 @@ class Onboarding:
             self._record("check", requester, None, tokens=[mask(token)],
                          outcome=_check_outcome(error), detail=type(error).__name__)
             raise
-        log.info("check: %s is %s", mask(token), status, extra=_fields(
+        log.debug("check: %s is %s", mask(token), status, extra=_fields(
             "check", requester, status, round(time.monotonic() - started, 3), None))
         self._record("check", requester, None, tokens=[mask(token)], detail=status)
         tracked = self.store.get_link(token)

@@ -69,13 +69,13 @@ class LinkPreviews:
                 return str(cached)
             if (self._budget.share_used() > BUDGET_SHARE
                     or not self._own.try_acquire()):
-                log.info("preview of %s without a status: Exotel's budget is kept for "
-                         "issuing", mask(token))
+                log.debug("preview of %s without a status: Exotel's budget is kept for "
+                          "issuing", mask(token))
                 return None
         try:
             status = self._exotel.token_status(token)
         except ExotelError as error:
-            log.info("preview of %s without a status: %s", mask(token), error)
+            log.debug("preview of %s without a status: %s", mask(token), error)
             return None
         with redis_errors():
             self._redis.set(key, status, ex=STATUS_SECONDS)

@@ -36,10 +36,11 @@ def start(data_dir: Path) -> str:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = socket_path(data_dir)
-    url = f"unix://{sock}"
-    if _answers(url):
+    url = running(data_dir)
+    if url is not None:
         log.info("REDIS_URL is not set: using the embedded Redis already running on %s", sock)
         return url
+    url = f"unix://{sock}"
     sock.unlink(missing_ok=True)  # left by a server that was killed
     parent = os.getpid()
     proc = subprocess.Popen(_command(data_dir, sock), cwd=data_dir,
@@ -52,6 +53,13 @@ def start(data_dir: Path) -> str:
     log.info("REDIS_URL is not set: started an embedded Redis server (append-only file), "
              "data in %s", data_dir)
     return url
+
+
+def running(data_dir: Path) -> str | None:
+    """The URL of the embedded server of `data_dir` while one runs (`python -m bot` started
+    it), or None. Only looks: starts nothing, makes no directory."""
+    url = f"unix://{socket_path(data_dir.resolve())}"
+    return url if _answers(url) else None
 
 
 def socket_path(data_dir: Path) -> Path:

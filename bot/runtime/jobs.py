@@ -2,8 +2,8 @@
 
 Listeners enqueue these by the names in `bot.engine.registry` (RQ stores each job by its
 dotted name, so these names stay where they are); how a job runs and how one that failed is
-accounted for is `bot.runtime.execution`'s. Everything a job sends goes through the core's
-`delivery`.
+accounted for is `bot.runtime.execution`'s: each job is a `logged_job` and returns what it
+did, which its one log line says. Everything a job sends goes through the core's `delivery`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ from bot.domain.onboarding import AlreadyForgotten, BudgetWait
 from bot.domain.previews import MAX_PREVIEWS
 from bot.engine.queue import Reply, StepExecution, UnfurlTarget
 from bot.engine.registry import Job
+from bot.exotel.tokens import mask
 from bot.runtime.execution import (
+    Answer,
+    Done,
     complete_with,
     current_core,
     finish_step,
+    issued,
+    logged_job,
     on_failure,
     perform,
     wait_for_budget,
@@ -41,103 +46,124 @@ __all__ = ["on_failure"]
 
 # The commands and buttons: each answers through its response URL.
 
+@logged_job
 def issue_links(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
-                told_to_wait: bool = False, force: bool = True) -> None:
+                told_to_wait: bool = False, force: bool = True) -> Done:
     """Issue, as the ack said. The listener looked for the customer's live links before it
     (`force` is the flag jobs enqueued before then carry: issuing is what they were acked for
     too)."""
-    def work(core: Core) -> Message | None:
+    def work(core: Core) -> Answer:
         try:
             result = core.onboarding.issue(requester, count, note, batch_id=batch_id)
         except BudgetWait as wait:
             return wait_for_budget(core, reply, wait, told_to_wait,
                                    Job.ISSUE_LINKS, requester, count, note, batch_id)
         core.home.refresh(requester)
-        return messages.issued(result)
+        return Answer(messages.issued(result), issued(result))
 
-    perform(reply, "issue_links", work)
+    return perform(reply, "issue_links", work)
 
 
+@logged_job
 def renew_batch(reply: Reply, requester: Requester, batch_id: str, new_batch_id: str,
-                told_to_wait: bool = False) -> None:
-    def work(core: Core) -> Message | None:
+                told_to_wait: bool = False) -> Done:
+    def work(core: Core) -> Answer:
         try:
             result = core.onboarding.renew(requester, batch_id, new_batch_id,
                                            again=told_to_wait)
         except BudgetWait as wait:
             return wait_for_budget(core, reply, wait, told_to_wait,
                                    Job.RENEW_BATCH, requester, batch_id, new_batch_id)
-        message = messages.renew_in_progress() if result is None else messages.issued(result)
         core.home.refresh(requester)
-        return keeping_original(message)
+        if result is None:
+            return Answer(keeping_original(messages.renew_in_progress()), "a second click")
+        return Answer(keeping_original(messages.issued(result)), issued(result))
 
-    perform(reply, "renew_batch", work)
-
-
-def check_token(reply: Reply, requester: Requester, token: str) -> None:
-    perform(reply, "check_token",
-            lambda core: messages.checked(core.onboarding.check(requester, token)))
+    return perform(reply, "renew_batch", work)
 
 
-def stop_reminders(reply: Reply, requester: Requester, batch_id: str) -> None:
-    def work(core: Core) -> Message:
+@logged_job
+def check_token(reply: Reply, requester: Requester, token: str) -> Done:
+    def work(core: Core) -> Answer:
+        result = core.onboarding.check(requester, token)
+        return Answer(messages.checked(result), f"{mask(token)} is {result.status}")
+
+    return perform(reply, "check_token", work)
+
+
+@logged_job
+def stop_reminders(reply: Reply, requester: Requester, batch_id: str) -> Done:
+    def work(core: Core) -> Answer:
         first = core.onboarding.stop_reminders(requester, batch_id,
                                                is_admin=core.access.is_admin(requester.user_id))
-        return keeping_original(messages.stopped() if first else linkviews.already_stopped())
+        if first:
+            return Answer(keeping_original(messages.stopped()), f"stopped batch {batch_id}")
+        return Answer(keeping_original(linkviews.already_stopped()), "already stopped")
 
-    perform(reply, "stop_reminders", work)
+    return perform(reply, "stop_reminders", work)
 
 
+@logged_job
 def forget(reply: Reply, requester: Requester, token: str | None,
-           batch_id: str | None) -> None:
-    def work(core: Core) -> Message:
+           batch_id: str | None) -> Done:
+    def work(core: Core) -> Answer:
         try:
             result = core.onboarding.forget(requester, token=token, batch_id=batch_id,
                                             is_admin=core.access.is_admin(requester.user_id))
         except AlreadyForgotten:
-            return keeping_original(linkviews.already_forgotten())
+            return Answer(keeping_original(linkviews.already_forgotten()), "already forgotten")
         core.home.refresh(requester)
-        return keeping_original(messages.forgotten(result))
+        what = mask(result.token) if result.token else f"batch {result.batch.batch_id}"
+        return Answer(keeping_original(messages.forgotten(result)), f"forgot {what}")
 
-    perform(reply, "forget", work)
+    return perform(reply, "forget", work)
 
 
-def share_batch(reply: Reply, requester: Requester, batch_id: str) -> None:
-    def work(core: Core) -> Message:
+@logged_job
+def share_batch(reply: Reply, requester: Requester, batch_id: str) -> Done:
+    def work(core: Core) -> Answer:
         shared = core.onboarding.share_once(requester, batch_id,
                                             is_admin=core.access.is_admin(requester.user_id))
         if shared is None:  # posted on an earlier click
-            return keeping_original(linkviews.already_posted())
+            return Answer(keeping_original(linkviews.already_posted()), "already posted")
         batch, links = shared
+        channel = batch.requester.channel_id
         try:
-            core.delivery.post(batch.requester.channel_id,
-                               messages.shared(batch, links, batch.requester))
+            core.delivery.post(channel, messages.shared(batch, links, batch.requester))
         except SlackApiError as error:
             core.onboarding.share_failed(batch_id)
-            return keeping_original(messages.cannot_post_here(str(error.response.get("error"))))
+            reason = str(error.response.get("error"))
+            return Answer(keeping_original(messages.cannot_post_here(reason)),
+                          f"not posted in {channel}: {reason}")
         except Exception:
             core.onboarding.share_failed(batch_id)  # RQ retries it: let that post
             raise
-        return keeping_original(messages.posted_to_channel())
+        return Answer(keeping_original(messages.posted_to_channel()), f"posted in {channel}")
 
-    perform(reply, "share_batch", work)
+    return perform(reply, "share_batch", work)
 
 
-def refresh_home(reply: Reply, viewer: Requester) -> None:
-    def work(core: Core) -> None:
+@logged_job
+def refresh_home(reply: Reply, viewer: Requester) -> Done:
+    def work(core: Core) -> Answer:
         core.home.refresh(viewer)
+        return Answer(None, "App Home published")
 
-    perform(reply, "refresh_home", work)
+    return perform(reply, "refresh_home", work)
 
 
-def refresh_usergroup(reply: Reply, group_id: str) -> None:
+@logged_job
+def refresh_usergroup(reply: Reply, group_id: str) -> Done:
     """Fetch a user group's members into the shared cache, off the ack's path."""
-    current_core().groups.refresh_now(group_id)
+    if current_core().groups.refresh_now(group_id):  # a failure is a warning of its own
+        return Done(f"user group {group_id} cached", logging.DEBUG)  # housekeeping
+    return Done(f"user group {group_id} not cached")
 
 
-def respond(reply: Reply, message: Message) -> None:
+@logged_job
+def respond(reply: Reply, message: Message) -> Done:
     """A reply worked out by the listener, sent from here so the ack need not wait for it."""
-    perform(reply, "respond", lambda core: keeping_original(message))
+    return perform(reply, "respond", lambda core: Answer(keeping_original(message), "answered"))
 
 
 # The Slack surfaces beyond the commands: the Workflow Builder step, the form, the message
@@ -146,8 +172,9 @@ def respond(reply: Reply, message: Message) -> None:
 STEP_BUDGET_WAIT = 300.0  # a workflow step waits this long at most for Exotel's budget
 
 
+@logged_job
 def run_workflow_step(reply: Reply, requester: Requester, count: int, note: str,
-                      batch_id: str, execution: StepExecution) -> None:
+                      batch_id: str, execution: StepExecution) -> Done:
     """Issue links for the workflow's user like /onboard-link, then complete the step."""
     core = current_core()
     try:
@@ -155,50 +182,53 @@ def run_workflow_step(reply: Reply, requester: Requester, count: int, note: str,
                                        batch_id=batch_id)
     except BudgetWait as wait:
         if wait.seconds > STEP_BUDGET_WAIT:
-            finish_step(core, execution, error=messages.problem(wait)["text"])
-            return
+            return Done(finish_step(core, execution, error=messages.problem(wait)["text"]))
         core.commands.enqueue(Job.RUN_WORKFLOW_STEP, reply, requester, count, note, batch_id,
                               execution, idempotent=False, delay=wait.seconds)
-        return
+        return Done(f"waits {wait.seconds:.0f} s for Exotel's request budget")
     except EXPECTED_FAILURES as exc:
-        log.warning("workflow step failed: %s", exc)
         finish_step(core, execution, error=messages.problem(exc)["text"])
-        return
-    complete_with(core, execution, result)
+        return Done(f"failed: {exc}", logging.WARNING)
+    completed = complete_with(core, execution, result)
     core.home.refresh(requester)
+    return Done(f"{issued(result)}; {completed}")
 
 
-def fail_workflow_step(reply: Reply, execution: StepExecution, error: str) -> None:
+@logged_job
+def fail_workflow_step(reply: Reply, execution: StepExecution, error: str) -> Done:
     """End a step the listener turned down (bad input, refusal) with a readable error."""
-    finish_step(current_core(), execution, error=error)
+    return Done(finish_step(current_core(), execution, error=error))
 
 
+@logged_job
 def issue_from_form(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
-                    post_to: str | None, told_to_wait: bool = False) -> None:
+                    post_to: str | None, told_to_wait: bool = False) -> Done:
     """The form's links: a DM to the requester, and posted in `post_to` when chosen."""
     core = current_core()
     try:
         result = core.onboarding.issue(requester, count, note, action="form", batch_id=batch_id)
     except BudgetWait as wait:
-        core.delivery.tell(requester.user_id, wait_for_budget(
-            core, reply, wait, told_to_wait, Job.ISSUE_FROM_FORM, requester, count, note,
-            batch_id, post_to))
-        return
+        message, did = wait_for_budget(core, reply, wait, told_to_wait, Job.ISSUE_FROM_FORM,
+                                       requester, count, note, batch_id, post_to)
+        core.delivery.tell(requester.user_id, message)
+        return Done(did)
     except EXPECTED_FAILURES as exc:
-        log.warning("form failed: %s", exc)
         core.delivery.tell(requester.user_id, messages.problem(exc))
-        return
+        return Done(f"failed: {exc}", logging.WARNING)
     core.delivery.tell(requester.user_id, surfaces.links_dm(result))
+    did = issued(result)
     if post_to and result.batch and result.links:
-        _post_for(core, requester, post_to, messages.shared(result.batch, result.links,
-                                                             requester))
+        did += "; " + _post_for(core, requester, post_to, messages.shared(
+            result.batch, result.links, requester))
     core.home.refresh(requester)
+    return Done(did)
 
 
+@logged_job
 def send_in_thread(reply: Reply, requester: Requester, author: str, thread_ts: str,
-                   batch_id: str, told_to_wait: bool = False) -> None:
+                   batch_id: str, told_to_wait: bool = False) -> Done:
     """One link for the message's author, posted in its thread (requester.channel_id)."""
-    def work(core: Core) -> Message | None:
+    def work(core: Core) -> Answer:
         note = _author_note(core, author)
         try:
             result = core.onboarding.issue(requester, 1, note, action="thread",
@@ -207,21 +237,25 @@ def send_in_thread(reply: Reply, requester: Requester, author: str, thread_ts: s
             return wait_for_budget(core, reply, wait, told_to_wait, Job.SEND_IN_THREAD,
                                    requester, author, thread_ts, batch_id)
         if not result.links:
-            return messages.issued(result)
+            return Answer(messages.issued(result), issued(result))
         try:
             core.delivery.post(requester.channel_id, surfaces.thread_link(result, requester),
                                thread_ts=thread_ts)
         except SlackApiError as error:
-            return surfaces.not_posted_in_thread(result, str(error.response.get("error")))
+            reason = str(error.response.get("error"))
+            return Answer(surfaces.not_posted_in_thread(result, reason),
+                          f"{issued(result)}; not posted in the thread: {reason}")
         finally:
             core.home.refresh(requester)
-        return None  # the link is in the thread for everyone to see
+        # No answer: the link is in the thread for everyone to see.
+        return Answer(None, f"{issued(result)}; posted in the thread")
 
-    perform(reply, "send_in_thread", work)
+    return perform(reply, "send_in_thread", work)
 
 
+@logged_job
 def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
-                 urls: list[str]) -> None:
+                 urls: list[str]) -> Done:
     """Previews of onboarding links pasted in a conversation (idempotent: retried)."""
     core = current_core()
     unfurls: dict[str, dict[str, Any]] = {}
@@ -232,37 +266,41 @@ def unfurl_links(reply: Reply, requester: Requester, target: UnfurlTarget,
         unfurls[url] = surfaces.preview(preview)
         core.onboarding.previewed(requester, preview.token, preview.status)
     if not unfurls:
-        return
+        return Done("no onboarding link to preview")
     where: dict[str, Any] = ({"unfurl_id": target.unfurl_id, "source": target.source}
              if target.source == "composer" else {"channel": target.channel, "ts": target.ts})
+    done = Done(f"{len(unfurls)} previews in {target.channel}")
     try:
         core.delivery.unfurl(where, unfurls)
     except SlackApiError as error:
-        log.warning("chat.unfurl refused in %s: %s", target.channel,
-                    error.response.get("error"))
+        done = Done(f"chat.unfurl refused in {target.channel}: "
+                    f"{error.response.get('error')}", logging.WARNING)
     core.metrics.command("unfurl", "ok")
+    return done
 
 
-def tell_privately(reply: Reply, channel: str, user: str, message: Message) -> None:
+@logged_job
+def tell_privately(reply: Reply, channel: str, user: str, message: Message) -> Done:
     """A message only `user` sees in `channel` (when there is no response URL to use)."""
     core = current_core()
     try:
         core.delivery.ephemeral(channel, user, message)
     except SlackApiError as error:
-        log.info("could not tell %s in %s (%s); sending a DM", user, channel,
-                 error.response.get("error"))
         core.delivery.tell(user, message)
+        return Done(f"told {user} by DM (not in {channel}: {error.response.get('error')})")
+    return Done(f"told {user} in {channel}")
 
 
-def _post_for(core: Core, requester: Requester, channel: str, message: Message) -> None:
+def _post_for(core: Core, requester: Requester, channel: str, message: Message) -> str:
     """Post in `channel` for the requester; if Slack won't, tell them why in a DM."""
     try:
         core.delivery.post(channel, message)
     except SlackApiError as error:
-        core.delivery.tell(requester.user_id, surfaces.not_posted_in_channel(
-            channel, str(error.response.get("error"))))
-        return
+        reason = str(error.response.get("error"))
+        core.delivery.tell(requester.user_id, surfaces.not_posted_in_channel(channel, reason))
+        return f"not posted in {channel}: {reason}"
     core.delivery.tell(requester.user_id, surfaces.posted_in_channel(channel))
+    return f"posted in {channel}"
 
 
 def _author_note(core: Core, author: str) -> str:
@@ -272,7 +310,7 @@ def _author_note(core: Core, author: str) -> str:
     try:
         user = core.slack.users_info(user=author)["user"]
     except SlackApiError as error:
-        log.info("users.info %s: %s; noting the id", author, error.response.get("error"))
+        log.debug("users.info %s: %s; noting the id", author, error.response.get("error"))
         return author
     profile = user.get("profile") or {}
     name = str(profile.get("real_name") or profile.get("display_name") or user.get("name")
@@ -288,23 +326,24 @@ def _author_note(core: Core, author: str) -> str:
 
 # Scheduled: reminders and the status poll chain.
 
-def send_reminder(batch_id: str, due: str, attempt: int = 0) -> str:
+@logged_job
+def send_reminder(batch_id: str, due: str, attempt: int = 0) -> Done:
     """The reminder job (queue onboard-reminders): post one batch's reminder, once."""
-    return current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due), attempt)
+    outcome = current_core().reminder_sender.send(batch_id, datetime.fromisoformat(due), attempt)
+    return Done(f"batch {batch_id}: {outcome}")
 
 
-def poll_statuses(slot: int) -> str:
-    """The RQ job: one round of polling, then the next round scheduled."""
+@logged_job
+def poll_statuses(slot: int) -> Done:
+    """The RQ job: one round of polling, then the next round scheduled. A round in which
+    no link turned USED and no check failed is routine: its line shows only at DEBUG."""
     core = current_core()
     interval = core.settings.status_poll_seconds
     try:
         if not core.store.first_time(f"poll:{slot}", timedelta(seconds=interval * 2)):
-            return "already polled in this slot"
+            return Done("already polled in this slot", logging.DEBUG)
         result = core.poller.poll_once()
-        outcome = (f"checked {result.checked}, used {','.join(result.used) or 'none'}"
-                   + (", out of budget" if result.out_of_budget else ""))
-        log.info("status poll: %s", outcome)
-        return outcome
+        return Done(str(result), logging.INFO if result.used or result.failed else logging.DEBUG)
     finally:
         try:
             poller.schedule_next(core.poller.queue, interval)

@@ -47,10 +47,13 @@ UNTAKEN_SECONDS = 10.0
 
 class Scheduler:
     def __init__(self, queues: Sequence[Queue], connection: Redis,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 logging_level: str = "WARNING") -> None:
+        """`logging_level`: RQ's loggers' (`logs.library_level`), which RQ's constructor sets."""
         self._queues = list(queues)
         # RQ's scheduler does the moving; the lock (and the loop) are this class's.
-        self._rq = RQScheduler([queue.name for queue in queues], connection=connection)
+        self._rq = RQScheduler([queue.name for queue in queues], connection=connection,
+                               logging_level=logging_level)
         self._rq._acquired_locks = {queue.name for queue in queues}
         # The lock's value: which process on which host holds it (`python -m bot jobs`).
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{self._rq.name[:8]}"

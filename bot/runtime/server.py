@@ -26,6 +26,7 @@ from bot.runtime.composition import build_core
 from bot.runtime.lifetime import die_with_parent
 from bot.runtime.web import MAX_BODY, create_wsgi
 from bot.settings import Settings, load_settings
+from bot.telemetry import logs
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "graceful_timeout": 20,  # platforms give 30 s after SIGTERM
         "keepalive": 5,
         "accesslog": None,
+        # gunicorn's and uvicorn's start and stop lines only at DEBUG; warnings always.
+        "loglevel": logs.library_level(settings.log_level).lower(),
         # Otherwise gunicorn opens a control socket in $HOME, shared by every bot of the user.
         "control_socket_disable": True,
     }

@@ -1,8 +1,10 @@
 """Waiting at start for what the bot cannot run without: Slack's Web API and Redis.
 
 A platform restarts a process that exits, but gunicorn exits for good when its workers fail to
-boot, and a crash loop prints pages of tracebacks. So each wait logs one line saying what is
-not reachable and that it retries, then retries with exponential backoff until it is.
+boot, and a crash loop prints pages of tracebacks. So each wait retries with exponential
+backoff (FIRST_WAIT doubling, at most LONGEST_WAIT apart) until what it waits for is
+reachable, and each failed attempt is one line saying what is not reachable and when it
+retries: the only lines written while it waits.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ class StartupError(Exception):
 
 def wait_for_slack(settings: Settings, *, longest_wait: float = LONGEST_WAIT) -> None:
     """Return once Slack's Web API answers auth.test (as Bolt's App() will call it)."""
+    # No retry handlers, and a logger that writes nothing: slack_sdk would retry (and sleep)
+    # inside each attempt and log each failure, which the wait's own line says.
     client = WebClient(token=settings.slack_bot_token.get_secret_value(),
-                       base_url=settings.slack_api_url, timeout=PROBE_TIMEOUT)
+                       base_url=settings.slack_api_url, timeout=PROBE_TIMEOUT,
+                       retry_handlers=[], logger=_silent("slack_probe"))
     where = settings.slack_api_url
 
     def attempt() -> None:
@@ -89,28 +94,33 @@ def wait_for_redis(url: str, *, tls_verify: bool = True,
         client.close()
 
 
-def _retry(attempt: Callable[[], None], first_line: Callable[[str], str], what: str,
+def _retry(attempt: Callable[[], None], line: Callable[[str], str], what: str,
            longest_wait: float) -> None:
-    failures: list[str] = []
+    failures = 0
 
-    def after(state: RetryCallState) -> None:
+    def before_sleep(state: RetryCallState) -> None:
+        nonlocal failures
+        failures += 1
         error = state.outcome.exception() if state.outcome else None
-        why = str(error)
-        if not failures:
-            log.warning(first_line(why))  # the one line an operator needs
-        else:
-            log.debug("%s still not reachable (%s), attempt %d", what, why,
-                      state.attempt_number)
-        failures.append(why)
+        pause = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s in %g s", line(str(error)), pause)  # one line per failed attempt
 
     for trying in Retrying(retry=retry_if_exception_type(Unreachable), reraise=True,
                            wait=wait_exponential(multiplier=FIRST_WAIT, max=longest_wait),
-                           after=after):
+                           before_sleep=before_sleep):
         with trying:
             attempt()
     if failures:
-        log.info("%s is reachable again after %d failed attempts; starting", what,
-                 len(failures))
+        log.info("%s is reachable again after %d failed attempts; starting", what, failures)
+
+
+def _silent(name: str) -> logging.Logger:
+    """A logger of this module's that writes nothing, for a library's own failure lines."""
+    silent = logging.getLogger(f"{__name__}.{name}")
+    silent.propagate = False
+    if not silent.handlers:
+        silent.addHandler(logging.NullHandler())
+    return silent
 
 
 def _certificate_refused(error: BaseException) -> bool:

@@ -99,7 +99,8 @@ def build_worker(core: Core, queue_name: str = COMMANDS_QUEUE) -> Worker:
 def drain(core: Core, logging_level: str = "WARNING") -> None:
     """Move what is due and run every queued job, here and now, as the pool's scheduler and
     workers would (tests and benchmarks; the loop ends when every queue is empty)."""
-    scheduler = Scheduler(core.queues, core.commands.queue.connection)
+    scheduler = Scheduler(core.queues, core.commands.queue.connection,
+                          logging_level=logging_level)
     scheduler.tick()
     scheduler.release()
     while any(queue.count for queue in core.queues):
@@ -163,15 +164,18 @@ class Pool(WorkerPool):
         self._staffing = staffing(settings.worker_processes)
         super().__init__(list(self._staffing), connection=core.commands.queue.connection,
                          num_workers=sum(self._staffing.values()))
+        logs.quiet_libraries(settings.log_level)  # RQ's constructor set its logger to INFO
         self._settings = settings
         self._queue_of: dict[str, str] = {}  # worker name -> the queue it takes
-        self._logging_level = "INFO"
-        self.scheduler = Scheduler(core.queues, core.commands.queue.connection)
+        self._logging_level = logs.library_level(settings.log_level)
+        self.scheduler = Scheduler(core.queues, core.commands.queue.connection,
+                                   logging_level=self._logging_level)
 
-    def start(self, burst: bool = False, logging_level: str = "INFO") -> None:
-        self._logging_level = logging_level
+    def start(self, burst: bool = False, logging_level: str | None = None) -> None:
+        """RQ's loop; `logging_level` is that of RQ's loggers (the settings' by default)."""
+        self._logging_level = logging_level or self._logging_level
         try:
-            super().start(burst=burst, logging_level=logging_level)
+            super().start(burst=burst, logging_level=self._logging_level)
         finally:
             self.scheduler.release()
 
@@ -188,8 +192,11 @@ class Pool(WorkerPool):
         self._queue_of[name] = queue
 
     def handle_dead_worker(self, worker_data: WorkerData) -> None:
-        super().handle_dead_worker(worker_data)
-        self._queue_of.pop(worker_data.name, None)
+        super().handle_dead_worker(worker_data)  # RQ says so at INFO, shown only at DEBUG
+        queue = self._queue_of.pop(worker_data.name, None)
+        if self.status != self.Status.STOPPED and not self._burst:  # not a stop, nor done
+            log.warning("a worker on %s (pid %d) died; starting another", queue,
+                        worker_data.pid)
 
     def check_workers(self, respawn: bool = True) -> None:
         """RQ's pool calls this about once a second while it runs."""
@@ -238,4 +245,4 @@ def run(settings: Settings) -> None:
     core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
     log.info("worker: %s", ", ".join(f"{count} on {queue}" for queue, count
                                      in staffing(settings.worker_processes).items()))
-    Pool(settings, core).start(logging_level=settings.log_level.upper())
+    Pool(settings, core).start()

@@ -39,6 +39,12 @@ class Round:
     checked: int = 0
     used: list[str] = field(default_factory=list)  # masked tokens that turned USED
     out_of_budget: bool = False
+    failed: int = 0  # checks Exotel did not answer
+
+    def __str__(self) -> str:
+        return (f"checked {self.checked}, used {','.join(self.used) or 'none'}"
+                + (f", {self.failed} failed" if self.failed else "")
+                + (", out of budget" if self.out_of_budget else ""))
 
 
 @dataclass
@@ -66,7 +72,8 @@ class StatusPoller:
                 result.out_of_budget = True
                 break
             except ExotelError as error:
-                log.info("status poll of %s failed: %s", _masked(link), error)
+                log.debug("status poll of %s failed: %s", _masked(link), error)
+                result.failed += 1
                 continue
             result.checked += 1
             if self.book.record(link, status):
@@ -106,7 +113,7 @@ class StatusPoller:
                         _masked(link), exc_info=True)
             return
         self.book.mark_notified(link)
-        log.info("told %s that %s was used", link.requester.user_id, _masked(link))
+        log.debug("told %s that %s was used", link.requester.user_id, _masked(link))
 
 
 def _masked(link: TrackedLink) -> str:

@@ -72,8 +72,7 @@ class ReminderSender:
         self.metrics.reminder("sent" if posted else "skipped")
         if posted and now() - due > LATE:
             self.metrics.reminder("late")
-        log.info("reminder batch=%s: %s", batch_id, outcome)
-        return outcome
+        return outcome  # the job's line says it
 
     def _later(self, batch_id: str, due: datetime, attempt: int, retry_after: int) -> str:
         """Slack said 429: this worker goes on to other reminders; this one comes back."""
@@ -81,7 +80,6 @@ class ReminderSender:
             raise SlackRateLimited(retry_after)  # RQ's own retries, then failed
         self.reminders.reschedule(batch_id, due, attempt + 1, timedelta(seconds=retry_after))
         self.metrics.reminder("rate_limited")
-        log.info("reminder batch=%s: Slack rate limit, again in %s s", batch_id, retry_after)
         return f"rate limited: again in {retry_after} s"
 
     def _recover(self, batch: Batch, claim: Claim) -> str | None:
@@ -148,8 +146,8 @@ class ReminderSender:
         except SlackApiError as error:
             if error.response.get("error") not in DM_INSTEAD:
                 raise
-            log.info("channel %s refused the reminder (%s); sending it as a DM",
-                     requester.channel_id, error.response.get("error"))
+            log.debug("channel %s refused the reminder (%s); sending it as a DM",
+                      requester.channel_id, error.response.get("error"))
         dm = self._call(self.delivery.open_dm, user=requester.user_id)
         self._post_to(batch, claim, dm, message, metadata)
         return f"a DM to {requester.user_id}"

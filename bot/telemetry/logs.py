@@ -29,6 +29,9 @@ MAX_LINE = 2000
 # Bolt logs the whole body of each request whose signature fails (at INFO); bot.runtime.web has
 # already refused those before Bolt sees them, and no body is ever logged.
 QUIET_LOGGERS = ("slack_bolt.RequestVerification",)
+# RQ's loggers: the parent, and those RQ's own set-up (`rq.logutils.setup_loghandlers`, called
+# by its workers, pool and scheduler) sets the level of.
+RQ_LOGGERS = ("rq", "rq.worker", "rq.job", "rq.worker_pool", "rq.scheduler")
 # Line breaks, other control characters and bidi overrides, escaped wherever they are logged.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _DONE = "_onboard_safe"  # set on a record once made safe: a second handler leaves it be
@@ -108,6 +111,24 @@ def configure(level: str, secrets: Iterable[str], fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet_libraries(level)
+
+
+def library_level(level: str) -> str:
+    """The level of the libraries' loggers (RQ, gunicorn) at the bot's LOG_LEVEL `level`.
+
+    Their INFO lines are routine (each job started and finished, each worker and pool
+    started, each maintenance pass): the bot writes its own line per job and per process, so
+    theirs show only at DEBUG. Their warnings and errors always show."""
+    level = level.upper()
+    return "WARNING" if level == "INFO" else level
+
+
+def quiet_libraries(level: str) -> None:
+    """Set RQ's loggers to `library_level(level)`: RQ's own set-up sets the same level again
+    when it is given it (as `logging_level`), and adds no handler beside the root's."""
+    for name in RQ_LOGGERS:
+        logging.getLogger(name).setLevel(library_level(level))
 
 
 # Query parameters whose values are credentials, by name (password, api_key, token, ...).

@@ -58,7 +58,7 @@ def test_a_fresh_venv_from_requirements_runs_the_doctor(
         durable.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "✓ exotel" in done.stdout and "✓ redis" in done.stdout
-    assert "✓ reminder worker: 4 on" in done.stdout  # WORKER_PROCESSES
+    assert "✓ workers: 6 running: 4 on" in done.stdout  # WORKER_PROCESSES, then 1 and 1
     # And it was the venv's own packages, not this one's.
     where = subprocess.run([python, "-c", "import slack_bolt; print(slack_bolt.__file__)"],
                            capture_output=True, text=True, check=True, timeout=60)
@@ -146,8 +146,8 @@ def test_web_waits_for_slack_then_serves(
         if stand_in:
             stand_in.stop()
     output = bot.output()
-    assert output.count(line) == 1, output  # one line, however many retries
-    assert "retrying" in output
+    assert output.count(line) == failed_attempts(output, "Slack's API"), output  # one each
+    assert "retrying in " in output
     assert "Traceback" not in output
 
 
@@ -176,8 +176,16 @@ def test_worker_waits_for_redis_then_works(
         worker.stop()
         server.stop()
     output = worker.output()
-    assert output.count(line) == 1 and "retrying" in output, output
+    assert output.count(line) == failed_attempts(output, "Redis"), output  # one each
+    assert "retrying in " in output
     assert "Traceback" not in output
+
+
+def failed_attempts(output: str, what: str) -> int:
+    """How many attempts the wait says failed, in its line once `what` is reachable."""
+    found = re.search(rf"{what} is reachable again after (\d+) failed attempts", output)
+    assert found, output
+    return int(found.group(1))
 
 
 def test_wait_for_redis_retries_until_it_answers(caplog: pytest.LogCaptureFixture) -> None:
@@ -194,10 +202,34 @@ def test_wait_for_redis_retries_until_it_answers(caplog: pytest.LogCaptureFixtur
         later.join()
         server.stop()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1, warnings  # one line, however many attempts
-    assert warnings[0].startswith(f"Redis is not reachable at {server.url} (")
-    assert warnings[0].endswith("; retrying")
-    assert any("reachable again" in r.getMessage() for r in caplog.records)
+    assert len(warnings) == failed_attempts(caplog.text, "Redis")  # one line each
+    for line in warnings:
+        assert line.startswith(f"Redis is not reachable at {server.url} (")
+    assert warnings[0].endswith("; retrying in 0.5 s")  # the first wait, and the longest here
+
+
+def test_wait_for_slack_writes_one_line_per_attempt_and_slack_sdk_none(
+    redis_url: str, exotel: ExotelSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    port = free_port()  # nothing listens there until the stand-in starts
+    settings = settings_for(redis_url, exotel, SimpleNamespace(  # type: ignore[arg-type]
+        api_url=f"http://127.0.0.1:{port}/api/"))
+    stand_ins: list[FakeSlack] = []  # made when due: it listens from the moment it is made
+    later = threading.Timer(0.8, lambda: stand_ins.append(FakeSlack(port).start()))
+    later.start()
+    try:
+        with caplog.at_level("DEBUG"):
+            startup.wait_for_slack(settings, longest_wait=0.5)
+    finally:
+        later.join()
+        for stand_in in stand_ins:
+            stand_in.stop()
+    assert {r.name for r in caplog.records} == {"bot.runtime.startup"}  # slack_sdk: nothing
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == failed_attempts(caplog.text, "Slack's API") >= 2
+    assert all(line.startswith("Slack's API is not reachable at ") for line in lines)
 
 
 def test_wait_for_slack_stops_on_a_rejected_token(

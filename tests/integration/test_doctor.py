@@ -15,8 +15,9 @@ import redis
 from rq import Queue, SimpleWorker
 
 from bot.cli import doctor
-from bot.engine.registry import REMINDERS_QUEUE
+from bot.engine.registry import COMMANDS_QUEUE, QUEUES, REMINDERS_QUEUE, STATUS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
+from bot.runtime import embedded_redis
 from testkit.env import APP_TOKEN, BOT_TOKEN
 from testkit.processes import RedisProcess, closed_redis_url, free_port
 from testkit.slack import FakeSlack
@@ -73,15 +74,19 @@ AUTH_OK = {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user":
 
 
 @contextmanager
-def registered_worker(redis_url: str) -> Iterator[SimpleWorker]:
-    """An RQ worker registered on the reminder queue, as a running one is, without running."""
+def registered_workers(redis_url: str, queues: tuple[str, ...] = QUEUES
+                       ) -> Iterator[list[SimpleWorker]]:
+    """An RQ worker registered on each of `queues`, as a running pool's are, not running."""
     connection = redis.Redis.from_url(redis_url)
-    worker = SimpleWorker([Queue(REMINDERS_QUEUE, connection=connection)], connection=connection)
-    worker.register_birth()
+    workers = [SimpleWorker([Queue(name, connection=connection)], connection=connection)
+               for name in queues]
+    for worker in workers:
+        worker.register_birth()
     try:
-        yield worker
+        yield workers
     finally:
-        worker.register_death()
+        for worker in workers:
+            worker.register_death()
 
 
 # The checks, called directly --------------------------------------------------------------
@@ -93,7 +98,7 @@ def test_every_check_passes_against_the_fakes(
     out = io.StringIO()
     # The suite's Redis persists nothing, which the doctor rightly fails: one that does.
     with RedisProcess(options={"appendonly": "yes"}) as durable, \
-            registered_worker(durable.url) as worker:
+            registered_workers(durable.url):
         settings = settings_for(durable.url, exotel, slack)
         assert doctor.run_doctor(settings, out) == 0
     lines = out.getvalue().splitlines()
@@ -101,7 +106,8 @@ def test_every_check_passes_against_the_fakes(
         f"{mark} {name}" for mark, name in zip(FAKE_MARKS, CHECK_NAMES, strict=True)]
     text = out.getvalue()
     assert "auth.test ok: bot onboard-bot (U0BOT) in workspace Fake (T0FAKE)" in text
-    assert worker.name in text
+    assert (f"✓ workers: 3 running: 1 on {COMMANDS_QUEUE}, 1 on {REMINDERS_QUEUE}, 1 on "
+            f"{STATUS_QUEUE} (heartbeat") in text
     assert [c.query["access_token"] for c in exotel.calls_of("GET")] == [[doctor.PROBE_TOKEN]]
     assert len(slack.calls("auth.test")) == 1
     for secret in settings.secrets():
@@ -279,8 +285,8 @@ def test_redis_down_fails_with_how_to_fix(exotel: ExotelSandbox, slack: FakeSlac
     check = doctor.check_redis(settings)
     assert check.line().startswith(f"✗ redis: cannot reach {url} (")
     assert check.fix.startswith("start Redis there, fix REDIS_URL")
-    worker = doctor.check_worker(settings)
-    assert not worker.ok and "start it: python -m bot worker" in worker.fix
+    workers = doctor.check_workers(settings)
+    assert not workers.ok and "start them: python -m bot worker" in workers.fix
 
 
 def test_redis_passwords_are_never_shown(exotel: ExotelSandbox, slack: FakeSlack) -> None:
@@ -294,32 +300,59 @@ def test_redis_passwords_are_never_shown(exotel: ExotelSandbox, slack: FakeSlack
     assert doctor.safe_url("redis://u:p4ss@h:6380/1") == "redis://u:***@h:6380/1"
 
 
-def test_the_worker_check_needs_a_registered_worker(
+def test_the_workers_check_counts_the_workers_on_each_queue(
     redis_url: str, redis_client: redis.Redis, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
     settings = settings_for(redis_url, exotel, slack)
-    idle = doctor.check_worker(settings)
-    assert idle.line() == (
-        f"✗ reminder worker: no worker is listening on {REMINDERS_QUEUE}; expiry reminders will "
-        "not be sent — start it: python -m bot worker")
-    with registered_worker(redis_url) as worker:
-        alive = doctor.check_worker(settings)
-    assert alive.ok
-    assert alive.detail.startswith(f"1 on {REMINDERS_QUEUE} ({worker.name}, heartbeat ")
-    assert not doctor.check_worker(settings).ok  # gone again once it deregistered
+    none = doctor.check_workers(settings)
+    assert not none.ok and none.detail.startswith(
+        f"no worker on {COMMANDS_QUEUE}: commands and buttons are not answered; no worker on "
+        f"{REMINDERS_QUEUE}: expiry reminders are not sent; no worker on {STATUS_QUEUE}: ")
+    assert none.fix == "start them: python -m bot worker (python -m bot runs them beside itself)"
+    with registered_workers(redis_url, (REMINDERS_QUEUE,)):
+        some = doctor.check_workers(settings)
+    assert not some.ok and f"no worker on {COMMANDS_QUEUE}" in some.detail
+    assert some.detail.endswith(
+        f"(0 on {COMMANDS_QUEUE}, 1 on {REMINDERS_QUEUE}, 0 on {STATUS_QUEUE})")
+    with registered_workers(redis_url, (COMMANDS_QUEUE, COMMANDS_QUEUE, *QUEUES)):
+        alive = doctor.check_workers(settings)
+    assert alive.ok and alive.detail.startswith(
+        f"5 running: 3 on {COMMANDS_QUEUE}, 1 on {REMINDERS_QUEUE}, 1 on {STATUS_QUEUE} "
+        "(heartbeat")
+    assert not doctor.check_workers(settings).ok  # gone again once they deregistered
 
 
-def test_with_the_embedded_redis_there_is_nothing_to_reach(
+def test_with_redis_url_unset_and_no_bot_running_there_is_nothing_to_reach(
     exotel: ExotelSandbox, slack: FakeSlack, tmp_path
 ) -> None:
-    settings = settings_for("unused", exotel, slack, REDIS_URL=None,
-                            ONBOARD_DATA_DIR=str(tmp_path / "data"))
-    redis_check, worker_check = doctor.check_redis(settings), doctor.check_worker(settings)
+    settings = doctor.with_running_redis(settings_for(
+        "unused", exotel, slack, REDIS_URL=None, ONBOARD_DATA_DIR=str(tmp_path / "data")))
+    assert settings.redis_url is None
+    redis_check, workers_check = doctor.check_redis(settings), doctor.check_workers(settings)
     assert redis_check.skipped and "embedded Redis" in redis_check.detail
-    assert redis_check.line().startswith("– redis: skipped (REDIS_URL is not set")
-    assert worker_check.skipped and "cannot tell" in worker_check.detail
-    assert worker_check.line().startswith("– reminder worker: skipped (")
+    assert redis_check.line().startswith("– redis: skipped (REDIS_URL is not set and no "
+                                         "`python -m bot` is running")
+    assert "start the bot with `python -m bot`" in redis_check.detail
+    assert workers_check.line() == ("– workers: skipped (no `python -m bot` is running: start "
+                                    "it to check its workers)")
     assert not (tmp_path / "data").exists()
+
+
+def test_with_redis_url_unset_the_doctor_checks_the_running_bots_embedded_redis(
+    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    sock = str(embedded_redis.socket_path(data))  # where `python -m bot` has its server
+    settings = settings_for("unused", exotel, slack, REDIS_URL=None, ONBOARD_DATA_DIR=str(data))
+    out = io.StringIO()
+    with RedisProcess(options={"unixsocket": sock, "appendonly": "yes"}), \
+            registered_workers(f"unix://{sock}"):
+        assert doctor.run_doctor(settings, out) == 0
+    lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+    assert lines["✓ redis"].startswith(f"unix://{sock} answers, Redis ")
+    assert lines["✓ redis persistence"].startswith("append-only file on")
+    assert lines["✓ workers"].startswith("3 running: 1 on ")
 
 
 # The Socket Mode token, progress and bounds ------------------------------------------------

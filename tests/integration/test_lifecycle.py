@@ -140,14 +140,14 @@ def test_the_rq_poll_chain_brings_the_dm_within_three_intervals(
     make_core: Callable[..., Core], slack: FakeSlack, exotel: ExotelSandbox,
     caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.slack.poller")
+    caplog.set_level(logging.DEBUG, logger="bot.runtime.execution")  # rounds: DEBUG lines
     core = make_core(STATUS_POLL_SECONDS=1)
     result = core.onboarding.issue(REP, 2, "Lifecycle Co")
     poller.start_polling(core.poller.queue, 1)
     poller.start_polling(core.poller.queue, 1)  # a second worker joins the same chain
 
     def rounds() -> int:  # poll rounds done, each logged once by the RQ job
-        return sum(r.getMessage().startswith("status poll:") for r in caplog.records)
+        return sum(r.getMessage().startswith("poll_statuses: checked") for r in caplog.records)
 
     wait_until(lambda: (fire_due(core), rounds() >= 1)[1], 20, "a first poll round")
     assert dms(slack) == []

@@ -109,7 +109,9 @@ def test_the_step_token_is_never_logged_nor_shown_in_job_arguments(
     caplog.set_level("INFO")
     post_signed(bot.url, function_executed_body(STEP, {"user_id": "U0REP", "count": 1}))
     wait_until(lambda: slack.calls("functions.completeSuccess"), 30, "the step completed")
-    assert caplog.records and not [r for r in caplog.records if STEP_TOKEN in r.getMessage()]
+    wait_until(lambda: any(r.getMessage().startswith("run_workflow_step for U0REP: ")
+                           for r in caplog.records), 30, "the job's line, once it ended")
+    assert not [r for r in caplog.records if STEP_TOKEN in r.getMessage()]
 
 
 # 2. The form ---------------------------------------------------------------------------

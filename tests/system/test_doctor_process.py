@@ -7,13 +7,16 @@ import subprocess
 import sys
 
 import redis
+from rq import Worker
 
 from bot.cli import doctor
-from bot.engine.registry import REMINDERS_QUEUE
+from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
+from bot.runtime import embedded_redis
 from testkit.env import BOT_TOKEN, EXOTEL_TOKEN, ROOT, SIGNING_SECRET, bot_env
 from testkit.processes import BotProcess, RedisProcess, closed_redis_url
 from testkit.slack import FakeSlack
+from testkit.wait import wait_until
 from tests.support import CHECK_NAMES, FAKE_MARKS
 
 
@@ -50,7 +53,8 @@ def test_python_m_bot_doctor_passes_with_a_real_worker(
     # Each check's name went to stderr as it started, in order.
     assert [line for line in done.stderr.splitlines() if line.startswith("… checking ")] == [
         f"… checking {label}" for label, _ in doctor.STEPS]
-    assert lines[-1].startswith(f"✓ reminder worker: 4 on {REMINDERS_QUEUE}")
+    assert lines[-1].startswith(f"✓ workers: 6 running: 4 on {COMMANDS_QUEUE}, 1 on "
+                                f"{REMINDERS_QUEUE}, 1 on {STATUS_QUEUE}")  # the pool's staff
     output = done.stdout + done.stderr
     for secret in (BOT_TOKEN, SIGNING_SECRET, EXOTEL_TOKEN):
         assert secret not in output
@@ -67,7 +71,7 @@ def test_python_m_bot_doctor_fails_with_one_line_per_problem(
     assert done.returncode == 1
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert set(lines) == {"✓ settings", "✓ slack", "– slack scopes", "– slack app token",
-                          "✗ exotel", "✗ redis", "✓ redis persistence", "✗ reminder worker"}
+                          "✗ exotel", "✗ redis", "✓ redis persistence", "✗ workers"}
     assert lines["✓ redis persistence"].startswith("could not check")
     assert "rejected the credentials (HTTP 401)" in lines["✗ exotel"]
     assert lines["✗ redis"].startswith(f"cannot reach {redis_url}")
@@ -82,10 +86,35 @@ def test_python_m_bot_doctor_starts_no_embedded_redis(
     data = tmp_path / "data"
     done = run_doctor_process(bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data)), str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "– redis: skipped (REDIS_URL is not set" in done.stdout
-    assert "– reminder worker: skipped (cannot tell with the embedded Redis" in done.stdout
-    assert "✓ redis" not in done.stdout and "✓ reminder worker" not in done.stdout
+    assert "– redis: skipped (REDIS_URL is not set and no `python -m bot` is running" \
+        in done.stdout
+    assert "start the bot with `python -m bot`" in done.stdout
+    assert "– workers: skipped (no `python -m bot` is running" in done.stdout
+    assert "✓ redis" not in done.stdout and "✓ workers" not in done.stdout
     assert not data.exists()
+
+
+def test_python_m_bot_doctor_checks_the_embedded_redis_and_workers_of_a_running_bot(
+    exotel: ExotelSandbox, slack: FakeSlack, tmp_path
+) -> None:
+    data = tmp_path / "data"
+    env = bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data))  # no REDIS_URL: embedded
+    bot = BotProcess(env)  # `python -m bot`: embedded Redis, web, and the pool beside
+    try:
+        bot.start(timeout=60)
+        url = embedded_redis.running(data)
+        assert url is not None
+        wait_until(lambda: len(Worker.all(connection=redis.Redis.from_url(url))) == 6, 60,
+                   "the pool's 6 workers registered")  # WORKER_PROCESSES + 2
+        done = run_doctor_process(env, str(tmp_path))
+    finally:
+        bot.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["✓ redis"].startswith(f"{url} answers, Redis ")
+    assert lines["✓ redis persistence"].startswith("append-only file on")
+    assert lines["✓ workers"].startswith(
+        f"6 running: 4 on {COMMANDS_QUEUE}, 1 on {REMINDERS_QUEUE}, 1 on {STATUS_QUEUE}")
 
 
 

@@ -23,6 +23,13 @@ def test_every_registered_job_resolves_to_a_function_of_the_job_module() -> None
     assert callable(import_attribute(ON_FAILURE))
 
 
+def test_every_registered_job_says_what_it_did_in_one_line() -> None:
+    """Each runs through execution.logged_job, which writes the job's one line."""
+    for job in Job:
+        function = import_attribute(job.value)
+        assert function.__code__.co_qualname == "logged_job.<locals>.job", job
+
+
 def test_no_module_names_a_job_but_the_registry() -> None:
     """A job named by a string elsewhere would escape the check above."""
     named = []
