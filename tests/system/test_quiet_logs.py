@@ -11,9 +11,8 @@ from types import SimpleNamespace
 import pytest
 import redis
 from rq import Worker
-from rq.scheduler import RQScheduler
 
-from bot.engine.registry import QUEUES
+from bot.engine.registry import SCHEDULER_LOCK
 from bot.exotel.sandbox import ExotelSandbox
 from bot.runtime import embedded_redis
 from testkit.env import bot_env
@@ -23,6 +22,7 @@ from testkit.wait import wait_until
 
 IDLE_SECONDS = 120  # watched once start-up is complete
 MOST_IDLE_LINES = 2
+MOST_IDLE_AOF_BYTES = 10_000  # the embedded Redis's append-only file, over the two minutes
 UNREACHABLE_SECONDS = 60  # Slack refuses connections this long from the first attempt
 # README: "exponential backoff (0.5 s doubling, at most 30 s apart)".
 FIRST_WAIT, LONGEST_WAIT = 0.5, 30.0
@@ -30,18 +30,19 @@ GAP_TOLERANCE = 0.3  # seconds; slack_sdk's own retries used to add about 1 s to
 
 
 @pytest.mark.timeout(IDLE_SECONDS + 180)  # the two minutes watched, and the start and stop
-def test_an_idle_bot_writes_at_most_two_lines_in_two_minutes(
+def test_an_idle_bot_writes_at_most_two_lines_and_10_kb_to_redis_in_two_minutes(
     exotel: ExotelSandbox, slack: FakeSlack, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    # Status polls every 30 s: four idle rounds in the two minutes, each a DEBUG line.
-    env = bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data), LOG_LEVEL="INFO",
-                  STATUS_POLL_SECONDS="30")
+    # The default settings, status polls every 5 minutes: an idle round is a DEBUG line
+    # and about 4.5 KB of an RQ job's writes to Redis.
+    env = bot_env(exotel, slack, ONBOARD_DATA_DIR=str(data), LOG_LEVEL="INFO")
     bot = BotProcess(env)  # `python -m bot`: embedded Redis, web, the pool beside
     try:
         bot.start(timeout=60)
         wait_until(lambda: started_up(bot, data), 60, "the pool's workers and scheduler up")
         settled = len(bot.output().splitlines())
+        aof_before = aof_bytes(data)
 
         def since() -> list[str]:
             return bot.output().splitlines()[settled:]
@@ -50,10 +51,17 @@ def test_an_idle_bot_writes_at_most_two_lines_in_two_minutes(
         wait_until(lambda: len(since()) > MOST_IDLE_LINES, IDLE_SECONDS, "idle lines",
                    every=1, fail=False)
         idle = since()
+        grown = aof_bytes(data) - aof_before
     finally:
         bot.stop()
     assert len(idle) <= MOST_IDLE_LINES, "\n".join(idle)
-    print(f"{len(idle)} lines in the {IDLE_SECONDS} s after start-up")
+    print(f"{len(idle)} lines and {grown} B of append-only file in the {IDLE_SECONDS} s "
+          "after start-up")
+    assert grown <= MOST_IDLE_AOF_BYTES, grown
+
+
+def aof_bytes(data: Path) -> int:
+    return (data / embedded_redis.AOF_NAME).stat().st_size
 
 
 def started_up(bot: BotProcess, data: Path) -> bool:
@@ -63,7 +71,7 @@ def started_up(bot: BotProcess, data: Path) -> bool:
         return False
     jobs = redis.Redis.from_url(url)
     return (len(Worker.all(connection=jobs)) == 6  # WORKER_PROCESSES + 2
-            and all(jobs.get(RQScheduler.get_locking_key(queue)) for queue in QUEUES)
+            and jobs.get(SCHEDULER_LOCK) is not None
             and "this host now schedules" in bot.output())
 
 
