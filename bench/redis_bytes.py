@@ -5,8 +5,9 @@ On a fresh redis-server (the tests' binary), with the suite's fake Exotel and Sl
 1. a warm-up of 20 batches, issued and reminded, so that one-off structures exist (RQ's
    queue set, the audit stream); then the baseline;
 2. N batches of 1 link issued through `build_core(...).onboarding.issue` ("live": links,
-   batch, indexes, the scheduled reminder job);
-3. their reminders run by an RQ worker with its scheduler, in burst mode ("reminded");
+   batch, indexes, the scheduled reminder's entry in `onboard:reminder:due`);
+3. their reminders released by the scheduler and run by RQ workers, in burst mode
+   (`bot.runtime.worker.drain`: "reminded");
 4. 48 h after issue. Redis' clock cannot be moved, so this is read off the TTLs: a key is
    still there 48 h after the first issue if it has no TTL or one reaching past that moment.
 

@@ -9,8 +9,9 @@ import redis
 from redis import Redis
 from rq import Queue, Worker
 
+from bot.domain.reminders import scheduled_count
 from bot.domain.store import connect_for
-from bot.engine.registry import QUEUES, SCHEDULER_LOCK
+from bot.engine.registry import QUEUES, REMINDERS_QUEUE, SCHEDULER_LOCK
 from bot.settings import Settings
 from bot.telemetry.logs import safe_url
 
@@ -22,9 +23,10 @@ def report(connection: Redis, where: str, out: TextIO) -> None:
     print(f"Redis: {where}", file=out)
     for name in names:
         queue = Queue(name, connection=connection)
+        elsewhere = _scheduled_elsewhere(connection, name)
         counts = {
             "queued": queue.count,
-            "scheduled": queue.scheduled_job_registry.count,
+            "scheduled": queue.scheduled_job_registry.count + elsewhere,
             "started": queue.started_job_registry.count,
             "deferred": queue.deferred_job_registry.count,
             "failed": queue.failed_job_registry.count,
@@ -42,6 +44,11 @@ def report(connection: Redis, where: str, out: TextIO) -> None:
     for worker in sorted(workers, key=lambda w: w.name):
         print(f"  {worker.name} ({worker.get_state()}) on {', '.join(worker.queue_names())}",
               file=out)
+
+
+def _scheduled_elsewhere(connection: Redis, queue_name: str) -> int:
+    """Scheduled reminders wait in their own sorted set, not in RQ's registry."""
+    return scheduled_count(connection) if queue_name == REMINDERS_QUEUE else 0
 
 
 def _text(value: bytes | str | None) -> str | None:

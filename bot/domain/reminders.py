@@ -1,11 +1,14 @@
-"""Expiry reminders: one per batch, scheduled in Redis with RQ, posted once.
+"""Expiry reminders: one per batch, scheduled in Redis, run by RQ, posted once.
 
-RQ gives durability (a reminder due while every process was down runs when one is back),
-one scheduler across replicas (its lock) and retries. Delivery is at least once, so the
-job claims the reminder in Redis before posting and records it as sent afterwards. A post
-carries Slack message metadata naming its batch: a retry that finds the claim of a worker
-that died (or failed) mid-post first looks for that post in the conversation's history,
-and records it as sent instead of posting a second one.
+A scheduled reminder is one entry of a sorted set (DUE_KEY: batch id, scored by when it is
+due), not an RQ job: a job's hash is about 2 KB a batch. The pool's scheduler, holding the
+one lock among all hosts, turns each entry due into an RQ job (`release_due`). Redis gives
+durability (a reminder due while every process was down runs when one is back), RQ the
+retries. Delivery is at least once, so the job claims the reminder in Redis before posting
+and records it as sent afterwards. A post carries Slack message metadata naming its batch:
+a retry that finds the claim of a worker that died (or failed) mid-post first looks for
+that post in the conversation's history, and records it as sent instead of posting a
+second one.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ import logging
 import os
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import redis
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from bot.domain.models import Batch
 from bot.domain.store import now, redis_errors
@@ -36,6 +39,9 @@ def _seconds(name: str, default: str) -> list[int]:
     return [int(part) for part in os.environ.get(name, default).split(",") if part.strip()]
 
 
+# The reminders scheduled and not yet due: batch id -> when due (a Unix timestamp). Bounded:
+# an entry leaves when released (due before its batch expires) or stopped.
+DUE_KEY = "onboard:reminder:due"
 SENT_KEY = "onboard:reminder:sent:{}"
 CLAIM_KEY = "onboard:reminder:claim:{}"
 STOPPED_KEY = "onboard:reminder:stopped:{}"
@@ -72,15 +78,26 @@ def job_id(batch_id: str) -> str:
     return f"reminder-{batch_id}"
 
 
-def enqueue_at(queue: Queue, due: datetime, job_id: str, description: str,
-               job: str, *args: Any) -> None:
-    """`job(*args)` at `due`, with the retries, timeout and TTLs every reminder job has.
+def job_options(job_id: str, description: str) -> dict[str, Any]:
+    """The retries, timeout and TTLs every reminder job has, scheduled or enqueued now.
 
     A finished job is deleted at once (its outcome is logged and counted in /metrics); a
     failed one is kept a day."""
-    queue.enqueue_at(due, job, *args, job_id=job_id, retry=RETRY, job_timeout=JOB_TIMEOUT,
-                     result_ttl=0, failure_ttl=int(FAILED_KEPT.total_seconds()),
-                     description=description)
+    return {"job_id": job_id, "retry": RETRY, "timeout": JOB_TIMEOUT, "result_ttl": 0,
+            "failure_ttl": int(FAILED_KEPT.total_seconds()), "description": description}
+
+
+def enqueue_at(queue: Queue, due: datetime, job_id: str, description: str,
+               job: str, *args: Any) -> None:
+    """`job(*args)` at `due`, as an RQ scheduled job (a 429's retry, the benchmark)."""
+    created = queue.create_job(job, args=args, status=JobStatus.SCHEDULED,
+                               **job_options(job_id, description))
+    queue.schedule_job(created, due)
+
+
+def scheduled_count(client: Redis) -> int:
+    """Reminders scheduled and not yet due (`python -m bot jobs`, /metrics)."""
+    return int(client.zcard(DUE_KEY))
 
 
 @dataclass
@@ -114,10 +131,41 @@ class Reminders:
         self._send_job = send_job
 
     def schedule(self, batch: Batch) -> datetime:
+        """One entry per batch: scheduling it again keeps one, due when last said."""
         due = batch.reminder_due or batch.expires_at - self.lead
-        enqueue_at(self.queue, due, job_id(batch.batch_id), f"reminder for batch {batch.batch_id}",
-                   self._send_job, batch.batch_id, due.isoformat())
+        self.redis.zadd(DUE_KEY, {batch.batch_id: due.timestamp()})
         return due
+
+    def release_due(self, limit: int = 100) -> int:
+        """Every reminder due now becomes its RQ job, `limit` to a transaction; how many.
+
+        The scheduler runs this while it holds its lock. Each entry leaves the set in the
+        same MULTI/EXEC as its job is enqueued: never gone without its job. Two releases of
+        one entry (a lapsed lock's holder and the next, a retry after a crash) enqueue the
+        same job id twice at worst, and the claim lets only one of them post."""
+        released = 0
+        while True:
+            due = cast(list[tuple[str, float]], self.redis.zrangebyscore(
+                DUE_KEY, "-inf", now().timestamp(), start=0, num=limit, withscores=True))
+            if due:
+                self._enqueue_now(due)
+            released += len(due)
+            if len(due) < limit:
+                return released
+
+    def _enqueue_now(self, entries: list[tuple[str, float]]) -> None:
+        with self.queue.connection.pipeline() as pipe:
+            pipe.multi()  # RQ's enqueue_call adds to the transaction, and runs nothing
+            for batch_id, score in entries:
+                due = datetime.fromtimestamp(score, UTC)
+                pipe.zrem(DUE_KEY, batch_id)
+                self.queue.enqueue_call(self._send_job, args=(batch_id, due.isoformat()),
+                                        pipeline=pipe, **job_options(
+                                            job_id(batch_id), f"reminder for batch {batch_id}"))
+            pipe.execute()
+
+    def scheduled_count(self) -> int:
+        return scheduled_count(self.redis)
 
     def reschedule(self, batch_id: str, due: datetime, attempt: int, delay: timedelta) -> None:
         """The same reminder again after `delay`, as a job of its own (this one is ending)."""
@@ -131,6 +179,7 @@ class Reminders:
         with redis_errors():
             # The batch lives at most LINK_TTL from now: so long is long enough.
             first = bool(self.redis.set(STOPPED_KEY.format(batch_id), "1", ex=LINK_TTL, nx=True))
+            self.redis.zrem(DUE_KEY, batch_id)
             # A job cancelled (or finished) before cannot be cancelled again: RQ says so.
             with suppress(NoSuchJobError, InvalidJobOperation):
                 Job.fetch(job_id(batch_id), connection=self.queue.connection).cancel()

@@ -1,9 +1,11 @@
 """The scheduler: the worker pool's own loop moves due jobs and keeps RQ's registries clean.
 
 One runs in every pool (one per host); the one holding SCHEDULER_LOCK does the work:
-- moves due jobs (commands waiting for Exotel's budget, retries, the status poll chain,
-  reminders) from RQ's scheduled registries onto their queues, with RQ's own
-  `RQScheduler.enqueue_scheduled_jobs`;
+- moves due jobs (commands waiting for Exotel's budget, retries, the status poll chain, a
+  reminder back after Slack's 429) from RQ's scheduled registries onto their queues, with
+  RQ's own `RQScheduler.enqueue_scheduled_jobs`;
+- then runs its due sources: each turns what is due of a schedule kept outside RQ into jobs
+  (the reminders' sorted set, `Reminders.release_due`);
 - every MAINTENANCE_SECONDS, RQ's maintenance of each queue: a dead worker's started job is
   failed (and its failure callback tells the requester), dead workers are unregistered, and
   a job a worker took but died before starting is queued again (`requeue_untaken`).
@@ -45,12 +47,20 @@ MAINTENANCE_SECONDS = 10
 UNTAKEN_SECONDS = 10.0
 
 
+# Called each tick while holding the lock; returns how many jobs it enqueued.
+DueSource = Callable[[], int]
+
+
 class Scheduler:
     def __init__(self, queues: Sequence[Queue], connection: Redis,
+                 due_sources: Sequence[DueSource] = (),
                  clock: Callable[[], float] = time.monotonic, *,
                  logging_level: str = "WARNING") -> None:
-        """`logging_level`: RQ's loggers' (`logs.library_level`), which RQ's constructor sets."""
+        """`due_sources`: each called every tick while this holds the lock, to move what
+        is due of its own (reminders); `logging_level`: RQ's loggers' (`logs.library_level`),
+        which RQ's constructor sets."""
         self._queues = list(queues)
+        self._due_sources = list(due_sources)
         # RQ's scheduler does the moving; the lock (and the loop) are this class's.
         self._rq = RQScheduler([queue.name for queue in queues], connection=connection,
                                logging_level=logging_level)
@@ -78,6 +88,8 @@ class Scheduler:
                 self._next_renewal = self._clock() + RENEW_SECONDS
             if self._holding:
                 self._rq.enqueue_scheduled_jobs()
+                for release_due in self._due_sources:
+                    release_due()
                 if self._clock() >= self._next_maintenance:
                     self.maintain()
                     self._next_maintenance = self._clock() + MAINTENANCE_SECONDS

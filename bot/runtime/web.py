@@ -181,7 +181,10 @@ def metrics_endpoint(core: Core) -> WSGIApp | None:
     token = core.settings.metrics_token
     if token is None:
         return None
-    return metrics.metrics_app(token.get_secret_value(), metrics.QueueCollector(core.queues))
+    # Scheduled reminders wait in the reminders' own sorted set, not in RQ's registry.
+    collector = metrics.QueueCollector(core.queues, {
+        core.reminders.queue.name: core.reminders.scheduled_count})
+    return metrics.metrics_app(token.get_secret_value(), collector)
 
 
 def _plain(start_response: StartResponse, status: str, text: str) -> Iterable[bytes]:

@@ -34,7 +34,7 @@ from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE
 from bot.runtime.composition import build_core
 from bot.runtime.execution import use_core
 from bot.runtime.lifetime import die_with_parent
-from bot.runtime.scheduler import Scheduler
+from bot.runtime.scheduler import DueSource, Scheduler
 from bot.runtime.web import metrics_endpoint
 from bot.settings import Settings
 from bot.slack.core import Core
@@ -96,10 +96,15 @@ def build_worker(core: Core, queue_name: str = COMMANDS_QUEUE) -> Worker:
                   maintenance_interval=WORKER_TTL)
 
 
+def due_sources(core: Core) -> list[DueSource]:
+    """What the scheduler turns into jobs when due, besides RQ's scheduled jobs."""
+    return [core.reminders.release_due]
+
+
 def drain(core: Core, logging_level: str = "WARNING") -> None:
     """Move what is due and run every queued job, here and now, as the pool's scheduler and
     workers would (tests and benchmarks; the loop ends when every queue is empty)."""
-    scheduler = Scheduler(core.queues, core.commands.queue.connection,
+    scheduler = Scheduler(core.queues, core.commands.queue.connection, due_sources(core),
                           logging_level=logging_level)
     scheduler.tick()
     scheduler.release()
@@ -169,7 +174,7 @@ class Pool(WorkerPool):
         self._queue_of: dict[str, str] = {}  # worker name -> the queue it takes
         self._logging_level = logs.library_level(settings.log_level)
         self.scheduler = Scheduler(core.queues, core.commands.queue.connection,
-                                   logging_level=self._logging_level)
+                                   due_sources(core), logging_level=self._logging_level)
 
     def start(self, burst: bool = False, logging_level: str | None = None) -> None:
         """RQ's loop; `logging_level` is that of RQ's loggers (the settings' by default)."""

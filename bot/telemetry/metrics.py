@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import redis
@@ -71,16 +71,22 @@ class Metrics:
 
 class QueueCollector(Collector):
     """Jobs by queue and state, and live RQ workers, read from Redis at scrape time; a Redis
-    that does not answer shows as onboard_redis_up 0 beside the process's own counts."""
+    that does not answer shows as onboard_redis_up 0 beside the process's own counts.
 
-    def __init__(self, queues: list[Queue]) -> None:
+    `scheduled_elsewhere`: by queue, a count of what is scheduled outside RQ's registry and
+    becomes a job of that queue when due (the reminders' own schedule, which this layer
+    does not know)."""
+
+    def __init__(self, queues: list[Queue],
+                 scheduled_elsewhere: Mapping[str, Callable[[], int]] | None = None) -> None:
         self.queues = queues
+        self.scheduled_elsewhere = dict(scheduled_elsewhere or {})
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("onboard_redis_up", "1 if Redis answered this scrape")
         try:
             jobs = {(q.name, state): count for q in self.queues
-                    for state, count in _jobs_by_state(q).items()}
+                    for state, count in self._jobs_by_state(q).items()}
             workers = Worker.count(connection=self.queues[0].connection)
         except redis.RedisError:
             up.add_metric([], 0)
@@ -95,12 +101,13 @@ class QueueCollector(Collector):
         yield family
         yield GaugeMetricFamily("onboard_workers", "RQ workers alive", value=workers)
 
-
-def _jobs_by_state(queue: Queue) -> dict[str, int]:
-    return {"queued": queue.count,
-            "started": StartedJobRegistry(queue=queue).count,
-            "scheduled": ScheduledJobRegistry(queue=queue).count,
-            "failed": FailedJobRegistry(queue=queue).count}
+    def _jobs_by_state(self, queue: Queue) -> dict[str, int]:
+        elsewhere = self.scheduled_elsewhere.get(queue.name)
+        return {"queued": queue.count,
+                "started": StartedJobRegistry(queue=queue).count,
+                "scheduled": (ScheduledJobRegistry(queue=queue).count
+                              + (elsewhere() if elsewhere else 0)),
+                "failed": FailedJobRegistry(queue=queue).count}
 
 
 class _ThisProcess(Collector):

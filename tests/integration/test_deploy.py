@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pytest
 import redis
 
 from bot.cli import doctor
+from bot.domain.reminders import DUE_KEY
 from bot.domain.store import TokenStore, connect
 from bot.engine.registry import REMINDERS_QUEUE
 from bot.exotel.sandbox import ExotelSandbox
@@ -381,10 +383,11 @@ def test_jobs_shows_the_bots_own_queues(
     queue = Queue(REMINDERS_QUEUE, connection=redis.Redis.from_url(redis_url))
     queue.enqueue_in(timedelta(hours=1), "builtins.print", "later")
     queue.enqueue("builtins.print", "now")
+    redis_client.zadd(DUE_KEY, {"0batch": time.time() + 3600})  # a reminder scheduled
     done = run_jobs(bot_env(exotel, slack, REDIS_URL=redis_url), tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"Redis: {redis_url}" in done.stdout
-    assert f"queue {REMINDERS_QUEUE}: 1 queued, 1 scheduled, 0 started" in done.stdout
+    assert f"queue {REMINDERS_QUEUE}: 1 queued, 2 scheduled, 0 started" in done.stdout
     assert "workers: 0" in done.stdout
     assert "scheduler: none running" in done.stdout
 

@@ -93,9 +93,12 @@ def test_a_rate_limited_reminder_comes_back_after_retry_after(
 
 
 def scheduled(core: Core) -> dict[str, datetime]:
-    """Reminder jobs waiting in RQ's ScheduledJobRegistry, and when each is due."""
+    """Reminders waiting, by the id of the job each becomes, and when each is due: those in
+    the reminders' sorted set, and those put back after a 429 in RQ's scheduled registry."""
     registry = ScheduledJobRegistry(queue=core.reminders.queue)
-    return {job: registry.get_scheduled_time(job) for job in registry.get_job_ids()}
+    waiting = {job_id(str(batch_id)): datetime.fromtimestamp(score, UTC) for batch_id, score
+               in core.reminders.redis.zrange(reminders.DUE_KEY, 0, -1, withscores=True)}
+    return waiting | {job: registry.get_scheduled_time(job) for job in registry.get_job_ids()}
 
 
 def test_a_429_for_one_channel_does_not_hold_back_another_channels_reminder(
@@ -161,13 +164,19 @@ def test_a_post_that_timed_out_but_reached_slack_is_not_posted_again(
     assert sent_to(slack, result.batch.batch_id) == ["C0SALES"]
 
     slack.channel_delays.clear()
-    clock.tick(timedelta(seconds=reminders.RETRY_SECONDS[0] + 1))
+    after_first_retry(clock)
     fire_due(core)  # RQ's retry: looks in the channel's history first
     fire_due(core)
     assert sent_to(slack, result.batch.batch_id) == ["C0SALES"]
     assert [c.params["channel"] for c in slack.calls("conversations.history")] == ["C0SALES"]
     assert slack.calls("conversations.history")[0].params["include_all_metadata"] in ("1", "true")
     assert "already posted to C0SALES (found in its history)" in caplog.text
+
+
+def after_first_retry(clock: FrozenDateTimeFactory) -> None:
+    """Past RQ's first retry of a job that failed just now. From now: freezegun's tick
+    adds to where the clock was last moved, losing the real seconds the failed job took."""
+    clock.move_to(datetime.now(UTC) + timedelta(seconds=reminders.RETRY_SECONDS[0] + 1))
 
 
 def plant_unfinished_claim(core: Core, batch_id: str, where: list[str]) -> None:
@@ -233,7 +242,7 @@ def test_the_dm_a_reminder_went_to_is_looked_in_too(
     assert sent_to(slack, result.batch.batch_id) == ["DU0REP"]
 
     slack.channel_delays.clear()
-    clock.tick(timedelta(seconds=reminders.RETRY_SECONDS[0] + 1))
+    after_first_retry(clock)
     fire_due(core)
     assert sent_to(slack, result.batch.batch_id) == ["DU0REP"]
     assert [c.params["channel"] for c in slack.calls("conversations.history")] == [
@@ -333,3 +342,71 @@ def test_the_links_reply_offers_stop_reminding_and_says_when(bot: Bot) -> None:
     assert "Reminder in this channel" in text
     actions = [e for b in final["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert [a["action_id"] for a in actions] == [SHARE_ACTION, STOP_ACTION]
+
+
+def due_entries(core: Core) -> dict[str, float]:
+    """The reminders' sorted set: batch id -> when due (a Unix timestamp)."""
+    return dict(core.reminders.redis.zrange(reminders.DUE_KEY, 0, -1, withscores=True))
+
+
+def test_a_scheduled_reminder_is_one_set_entry_and_no_job_until_due(
+    make_core, clock: FrozenDateTimeFactory, slack: FakeSlack
+) -> None:
+    core = make_core()
+    result = issue(core)
+    batch_id = result.batch.batch_id
+    core.reminders.schedule(result.batch)  # again (a command accounted for): still one
+    assert due_entries(core) == {batch_id: pytest.approx(result.reminder_due.timestamp())}
+    jobs = core.reminders.queue
+    assert not jobs.connection.exists(f"rq:job:{job_id(batch_id)}")
+    assert (jobs.count, ScheduledJobRegistry(queue=jobs).count) == (0, 0)
+
+    clock.move_to(result.reminder_due - timedelta(seconds=5))
+    assert core.reminders.release_due() == 0 and batch_id in due_entries(core)
+
+    clock.move_to(result.reminder_due + timedelta(seconds=1))
+    assert core.reminders.release_due() == 1 and due_entries(core) == {}
+    job = jobs.fetch_job(job_id(batch_id))
+    assert job is not None and job.args == (batch_id, result.reminder_due.isoformat())
+    assert (job.timeout, job.result_ttl, job.retries_left) == (
+        reminders.JOB_TIMEOUT, 0, len(reminders.RETRY_SECONDS))
+    # A second holder that read the entry before the first removed it releases it again.
+    core.reminders.redis.zadd(reminders.DUE_KEY, {batch_id: result.reminder_due.timestamp()})
+    assert core.reminders.release_due() == 1
+    fire_due(core)
+    assert sent_to(slack, batch_id) == ["C0SALES"]  # once: the claim
+    assert due_entries(core) == {} and jobs.count == 0
+
+
+def test_an_entry_leaves_the_set_only_with_its_job_enqueued(
+    make_core, clock: FrozenDateTimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = make_core()
+    result = issue(core)
+    clock.move_to(result.reminder_due + timedelta(seconds=1))
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("died while enqueueing")
+
+    monkeypatch.setattr(core.reminders.queue, "enqueue_call", broken)
+    with pytest.raises(RuntimeError):
+        core.reminders.release_due()
+    assert result.batch.batch_id in due_entries(core)  # the ZREM went with the transaction
+    monkeypatch.undo()
+    assert core.reminders.release_due() == 1 and due_entries(core) == {}
+
+
+def test_stopping_or_forgetting_a_batch_takes_its_entry_out(
+    make_core, clock: FrozenDateTimeFactory, slack: FakeSlack
+) -> None:
+    core = make_core()
+    stopped, forgotten, kept = issue(core), issue(core, 1, "Other"), issue(core, 1, "Kept")
+    core.onboarding.stop_reminders(REP, stopped.batch.batch_id)
+    core.onboarding.forget(REP, batch_id=forgotten.batch.batch_id)
+    assert list(due_entries(core)) == [kept.batch.batch_id]
+
+    clock.move_to(kept.reminder_due + timedelta(seconds=1))
+    fire_due(core)
+    assert [sent_to(slack, r.batch.batch_id) for r in (stopped, forgotten, kept)] == [
+        [], [], ["C0SALES"]]
+    assert due_entries(core) == {}

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import redis
-from rq.job import Job as RQJob
 
 from bot.cli import track
 from bot.domain.audit import STREAM
 from bot.domain.onboarding import IssueResult
 from bot.domain.ratelimit import LinkQuota, QuotaExceeded
 from bot.domain.recording import RecordRetry, UntrackedLink
+from bot.domain.reminders import DUE_KEY
 from bot.domain.store import now
 from bot.engine.queue import Reply, StepExecution, new_batch_id
 from bot.exotel.client import CreateOutcome, OnboardingLink
@@ -122,8 +122,8 @@ def test_track_records_a_link_as_an_issued_one_for_its_user(
                    f"{batch.reminder_due:%Y-%m-%d %H:%M} UTC in C0SALES\n")
     assert core.onboarding.live(REP, "user", 10).batches == [batch]
     assert core.statuses.get(TOKEN).status == "VALID"  # type: ignore[union-attr]
-    job = RQJob.fetch(f"reminder-{batch.batch_id}", connection=core.reminders.queue.connection)
-    assert list(job.args[:2]) == [batch.batch_id, batch.reminder_due.isoformat()]
+    due = core.reminders.redis.zscore(DUE_KEY, batch.batch_id)  # its reminder, scheduled
+    assert due == pytest.approx(batch.reminder_due.timestamp())
     assert core.store.note_index_get(REP, "acme corp") == batch.batch_id
     [entry] = [fields for _, fields in redis_client.xrange(STREAM)]
     assert (entry["action"], entry["tokens"], entry["batch_id"]) == (

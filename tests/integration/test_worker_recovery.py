@@ -18,6 +18,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 
+from bot.domain.reminders import DUE_KEY, job_id
 from bot.engine.queue import Reply
 from bot.engine.registry import (
     COMMANDS_QUEUE,
@@ -123,21 +124,24 @@ def test_one_host_schedules_and_another_takes_over_once_the_lock_lapses(
     core = make_core()
     connection = core.commands.queue.connection
     first_clock, second_clock = Clock(), Clock()
-    first = Scheduler(core.queues, connection, clock=first_clock)
-    second = Scheduler(core.queues, connection, clock=second_clock)
+    sources = [core.reminders.release_due]
+    first = Scheduler(core.queues, connection, sources, clock=first_clock)
+    second = Scheduler(core.queues, connection, sources, clock=second_clock)
     first.tick()
     second.tick()
     assert first.holding and not second.holding
     assert 0 < redis_client.ttl(SCHEDULER_LOCK) <= scheduling.LOCK_SECONDS
 
-    # A reminder due now is moved by the holder only.
+    # A job and a reminder due now are moved by the holder only.
     due = core.reminders.queue
     due.enqueue_at(datetime.now(UTC) - timedelta(seconds=1), "builtins.print", "due",
                    job_id="due-reminder")
+    redis_client.zadd(DUE_KEY, {"0batch": datetime.now(UTC).timestamp() - 1})
     second.tick()
     assert due.count == 0
     first.tick()
-    assert due.get_job_ids() == ["due-reminder"]
+    assert due.get_job_ids() == ["due-reminder", job_id("0batch")]
+    assert redis_client.zcard(DUE_KEY) == 0
 
     # The first host dies: its lock lapses (here: is gone), and the second takes it at its
     # next renewal, not before.

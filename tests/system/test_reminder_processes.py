@@ -19,7 +19,7 @@ import requests
 from rq import Queue
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 
-from bot.domain.reminders import CLAIM_KEY, SENT_KEY, Claim
+from bot.domain.reminders import CLAIM_KEY, SENT_KEY, Claim, scheduled_count
 from bot.engine.registry import REMINDERS_QUEUE, SCHEDULER_LOCK
 from bot.exotel.sandbox import ExotelSandbox
 from testkit.env import ROOT, bot_env
@@ -73,9 +73,11 @@ def wait_for_posts(slack: FakeSlack, count: int, timeout: float) -> None:
 
 def wait_until_all_done(redis_url: str, timeout: float = 30) -> None:
     """Until no reminder is scheduled, queued or running: nothing more can be posted."""
-    queue = Queue(REMINDERS_QUEUE, connection=redis.Redis.from_url(redis_url))
-    wait_until(lambda: not (ScheduledJobRegistry(queue=queue).count or queue.count
-                            or StartedJobRegistry(queue=queue).count),
+    client = redis.Redis.from_url(redis_url)
+    queue = Queue(REMINDERS_QUEUE, connection=client)
+    # Scheduled: in the reminders' sorted set, or (back after a 429) in RQ's registry.
+    wait_until(lambda: not (scheduled_count(client) or ScheduledJobRegistry(queue=queue).count
+                            or queue.count or StartedJobRegistry(queue=queue).count),
                timeout, "no reminder job pending")
 
 
