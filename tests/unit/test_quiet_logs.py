@@ -85,7 +85,8 @@ def test_rqs_own_set_up_in_the_pool_and_scheduler_keeps_rq_quiet() -> None:
     given: the pool (and its scheduler) leave every RQ logger at the settings' level."""
     unconnected = redis.Redis()  # nothing here sends a command
     queue = Queue("onboard-commands", connection=unconnected)
-    core = SimpleNamespace(commands=SimpleNamespace(queue=queue), queues=[queue])
+    core = SimpleNamespace(commands=SimpleNamespace(queue=queue), queues=[queue],
+                           reminders=SimpleNamespace(release_due=lambda: 0))
     served = SimpleNamespace(url="http://127.0.0.1:9", api_url="http://127.0.0.1:9/api/")
     settings = load_settings(_env_file=None, **bot_env(served, served),
                              REDIS_URL="redis://127.0.0.1:9/0", LOG_LEVEL="INFO")
