@@ -11,7 +11,8 @@ from testkit.signed import command_body, sign
 
 def timed_commands(url: str, response_url: str, count: int, concurrency: int,
                    text: str = "1 load test", rate: float | None = None) -> list[float]:
-    """Send `count` signed /onboard-link commands, `concurrency` at a time over keep-alive
+    """Send `count` signed /onboard-link commands (`text`, then the command's number: one
+    customer each), `concurrency` at a time over keep-alive
     connections, and return each one's acknowledgement time in seconds, sorted. With
     `rate`, the n-th command waits until n / rate seconds after the first (if a connection
     is free by then): a steady load instead of as fast as the server answers.
@@ -28,7 +29,9 @@ def timed_commands(url: str, response_url: str, count: int, concurrency: int,
         for n in todo:
             if rate:
                 await asyncio.sleep(max(0.0, begun + n / rate - time.perf_counter()))
-            body = command_body("/onboard-link", text, response_url).encode()
+            # Each for a customer of its own: the same customer again would be answered in
+            # the ack from its live links, and nothing enqueued.
+            body = command_body("/onboard-link", f"{text} {n}", response_url).encode()
             headers = "".join(f"{k}: {v}\r\n" for k, v in sign(body.decode()).items())
             request = (f"POST /slack/events HTTP/1.1\r\nHost: {parts.netloc}\r\n{headers}"
                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
