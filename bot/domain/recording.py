@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
+
 from bot.domain.models import Requester
 from bot.domain.store import not_answering
 from bot.settings import LINK_TTL
@@ -52,24 +54,25 @@ class RecordRetry:
         """`step()`, again after a growing pause while Redis gives no answer, until it works
         or `deadline` has passed (then its error stands). Any other error stands at once, so
         `step` must be safe to repeat after a write whose answer was lost."""
-        pause, started, failed = self.first_pause, self.clock(), False
-        while True:
-            try:
-                done = step()
-            except Exception as error:
-                if not not_answering(error) or self.clock() >= deadline:
-                    raise
-                if not failed:  # once per step: the outage, not each try
-                    log.warning("Redis did not answer recording %s; trying again for up to "
-                                "%.0f s", what, deadline - self.clock())
-                failed = True
-            else:
-                if failed:
-                    log.info("recorded %s after %.1f s without Redis", what,
-                             self.clock() - started)
-                return done
-            self.sleep(min(pause, max(0.0, deadline - self.clock())))
-            pause = min(pause * 2, self.longest_pause)
+        growing = wait_exponential(multiplier=self.first_pause, max=self.longest_pause)
+
+        def pause(state: RetryCallState) -> float:  # one last try at the bound itself
+            return min(growing(state), max(0.0, deadline - self.clock()))
+
+        def said(state: RetryCallState) -> None:  # once per step: the outage, not each try
+            if state.attempt_number == 1:
+                log.warning("Redis did not answer recording %s; trying again for up to "
+                            "%.0f s", what, deadline - self.clock())
+
+        started = self.clock()
+        retrying = Retrying(retry=retry_if_exception(not_answering), wait=pause,
+                            stop=lambda _: self.clock() >= deadline, sleep=self.sleep,
+                            before_sleep=said, reraise=True)
+        done = retrying(step)
+        if retrying.statistics.get("attempt_number", 1) > 1:
+            log.info("recorded %s after %.1f s without Redis", what, self.clock() - started)
+        return done
+
 
 @dataclass(frozen=True)
 class UntrackedLink:
