@@ -36,7 +36,7 @@ COMMAND = "uv run python -m bench.run"
 # Parts 1, 2 and 4 measure the bot, not Exotel's budget or the per-user daily quota.
 UNLIMITED = {"EXOTEL_RATE_PER_MINUTE": "100000", "MAX_LINKS_PER_USER_PER_DAY": "1000000"}
 FAKES_NICENESS = 19
-WEB = {"WEB_CONCURRENCY": "2", "WEB_THREADS": "32"}  # the defaults, said out loud
+WEB = {"WEB_CONCURRENCY": "1", "WEB_THREADS": "32"}  # the defaults, said out loud
 CONCURRENCY = 20  # commands in flight at once, for the ack (1) and memory (4) loads
 SLOW_EXOTEL = 1.0  # the fake Exotel's answer time in parts 1 and 2, seconds
 

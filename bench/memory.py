@@ -1,6 +1,6 @@
 """4. Memory of the whole bot: the proportional set size of the `python -m bot` process tree
-(web, workers and embedded Redis), idle after 100 commands; for context, the same with one
-process fewer on either side."""
+(web, workers and embedded Redis), and of the Procfile's `web` and `worker` at their defaults,
+each idle after 100 commands; for context, the first with one process fewer on either side."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from bench.harness import (
     WEB,
     Figure,
     Section,
+    bot_processes,
+    fresh_redis,
     links_in,
     stat_fields,
     timed_commands_elsewhere,
@@ -26,7 +28,8 @@ from testkit.processes import BotProcess, descendants_of
 from testkit.slack import FakeSlack
 
 MEMORY_COMMANDS = 100
-MEMORY_TARGET_MB = 200
+MEMORY_TARGET_MB = 150  # `python -m bot`
+PROCFILE_TARGET_MB = 200  # the Procfile's web + worker
 IDLE_SECONDS = 5.0
 # For context: the same with one process fewer on either side, to show what each costs.
 MEMORY_VARIANTS = ({"WEB_CONCURRENCY": "2"}, {"WORKER_PROCESSES": "3"})
@@ -50,26 +53,30 @@ def parent_of(pid: int) -> int:
     return int(stat_fields(pid)[1])
 
 
-def role(pid: int, root: int) -> str:
-    """What a process of the `python -m bot` tree is, from its place in the tree."""
+ROOTS = {"all": "gunicorn master (`python -m bot`)", "web": "gunicorn master (`bot web`)",
+         "worker": "worker pool master (`bot worker`)"}
+
+
+def role(pid: int, root: int, kind: str = "all") -> str:
+    """What a process of a `python -m bot [kind]` tree is, from its place in the tree."""
     line, parent = command_line(pid), parent_of(pid)
     if "redis-server" in line:
         return "embedded redis-server"
     if pid == root:
-        return "gunicorn master (`python -m bot`)"
-    if line.endswith("-m bot worker"):
-        if parent == root:
-            return "worker pool master (`python -m bot worker`)"
-        if parent_of(parent) == root:
-            return "RQ worker"
-        return "RQ scheduler (forked by an RQ worker)"
+        return ROOTS[kind]
+    if kind == "worker":
+        return "RQ worker"
+    if parent == root and descendants_of(pid):
+        return "worker pool master (forked by `python -m bot`)"
+    if parent != root and parent_of(parent) == root:
+        return "RQ worker"
     return "gunicorn web worker" if parent == root else line[:60]
 
 
-def memory_of(pid: int, root: int) -> ProcessMemory | None:
+def memory_of(pid: int, root: int, kind: str) -> ProcessMemory | None:
     try:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        name = role(pid, root)
+        name = role(pid, root, kind)
     except (FileNotFoundError, ProcessLookupError):
         return None
     kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]}
@@ -77,8 +84,8 @@ def memory_of(pid: int, root: int) -> ProcessMemory | None:
                          kb["Private_Clean"] + kb["Private_Dirty"])
 
 
-def tree_memory(root: int) -> list[ProcessMemory]:
-    found = [memory_of(pid, root) for pid in sorted({root, *descendants_of(root)})]
+def tree_memory(root: int, kind: str = "all") -> list[ProcessMemory]:
+    found = [memory_of(pid, root, kind) for pid in sorted({root, *descendants_of(root)})]
     return [m for m in found if m is not None]
 
 
@@ -94,25 +101,43 @@ def measure(exotel: ExotelSandbox, slack: FakeSlack,
     bot = BotProcess(env)  # `python -m bot`: web, workers and embedded Redis
     try:
         bot.start(timeout=60)
-        name = f"memory-{len(slack.responses)}"
-        timed_commands_elsewhere(bot.url, slack.response_url(name), MEMORY_COMMANDS,
-                                 CONCURRENCY, "1 memory")
-        answers = slack.wait_for_replies(name, MEMORY_COMMANDS, timeout=120)
-        time.sleep(IDLE_SECONDS)
+        answered = load_then_idle(bot.url, slack)
         assert bot.proc is not None
         processes = tree_memory(bot.proc.pid)
     finally:
         bot.stop(30)
         Path(bot.log.name).unlink(missing_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-    return processes, sum(links_in(a) == 1 for a in answers)
+    return processes, answered
+
+
+def load_then_idle(url: str, slack: FakeSlack) -> int:
+    """MEMORY_COMMANDS commands, then IDLE_SECONDS idle: how many got their link."""
+    name = f"memory-{len(slack.responses)}"
+    timed_commands_elsewhere(url, slack.response_url(name), MEMORY_COMMANDS, CONCURRENCY,
+                             "1 memory")
+    answers = slack.wait_for_replies(name, MEMORY_COMMANDS, timeout=120)
+    time.sleep(IDLE_SECONDS)
+    return sum(links_in(a) == 1 for a in answers)
+
+
+def measure_procfile(exotel: ExotelSandbox, slack: FakeSlack) -> tuple[list[ProcessMemory], int]:
+    """The Procfile's `web` and `worker` at their defaults (their Redis not counted), idle
+    after MEMORY_COMMANDS commands, and how many of them got their link."""
+    with fresh_redis() as url, bot_processes(exotel, slack, url, **UNLIMITED) as bot:
+        answered = load_then_idle(bot.web.url, slack)
+        trees: list[tuple[BotProcess, str]] = [(bot.web, "web"), (bot.worker, "worker")]
+        processes = [memory for proc, kind in trees if proc.proc is not None
+                     for memory in tree_memory(proc.proc.pid, kind)]
+    return processes, answered
 
 
 def run(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
     processes, answered = measure(exotel, slack)
+    procfile, procfile_answered = measure_procfile(exotel, slack)
     variants = [(overrides, measure(exotel, slack, **overrides)[0])
                 for overrides in MEMORY_VARIANTS]
-    return memory_section(processes, answered, variants)
+    return memory_section(processes, answered, procfile, procfile_answered, variants)
 
 
 def total_mb(processes: list[ProcessMemory]) -> float:
@@ -120,8 +145,9 @@ def total_mb(processes: list[ProcessMemory]) -> float:
 
 
 def memory_section(processes: list[ProcessMemory], answered: int,
+                   procfile: list[ProcessMemory], procfile_answered: int,
                    variants: list[tuple[dict[str, str], list[ProcessMemory]]]) -> Section:
-    total = total_mb(processes)
+    total, procfile_total = total_mb(processes), total_mb(procfile)
     pythons = [p for p in processes if "redis-server" not in p.role]
     figures = [
         Figure(f"PSS of `python -m bot`, idle after {MEMORY_COMMANDS} commands "
@@ -129,19 +155,32 @@ def memory_section(processes: list[ProcessMemory], answered: int,
                f"≤ {MEMORY_TARGET_MB} MB", total <= MEMORY_TARGET_MB),
         Figure("same, the Python processes only",
                f"{total_mb(pythons):.0f} MB over {len(pythons)}"),
+        Figure(f"PSS of the Procfile's `web` + `worker` at their defaults, idle after "
+               f"{MEMORY_COMMANDS} commands ({len(procfile)} processes)",
+               f"{procfile_total:.0f} MB", f"≤ {PROCFILE_TARGET_MB} MB",
+               procfile_total <= PROCFILE_TARGET_MB),
     ]
-    figures += [Figure("same, with " + ", ".join(f"{k}={v}" for k, v in overrides.items()),
+    figures += [Figure("`python -m bot` with " + ", ".join(f"{k}={v}" for k, v in
+                                                           overrides.items()),
                        f"{total_mb(found):.0f} MB ({len(found)} processes)")
                 for overrides, found in variants]
     notes = [
         f"`python -m bot` with REDIS_URL unset (embedded Redis) and a fresh "
-        f"ONBOARD_DATA_DIR, its defaults for one host (WEB_CONCURRENCY=1, WORKER_PROCESSES=4); "
+        f"ONBOARD_DATA_DIR, its defaults (WEB_CONCURRENCY=1, WORKER_PROCESSES=4); "
         f"{MEMORY_COMMANDS} `/onboard-link 1` commands, 20 at a time, fake Exotel answering at "
         f"once: {answered} answered with their link; then {IDLE_SECONDS:.0f} s idle. PSS: the "
         "sum of `Pss:` in /proc/<pid>/smaps_rollup over the process and all its descendants "
         "(shared pages split between the processes sharing them).",
-        "Per process, PSS (RSS, private) in MB: " + "; ".join(
-            f"{p.role} {p.pss_kb / 1024:.1f} ({p.rss_kb / 1024:.1f}, "
-            f"{p.private_kb / 1024:.1f})" for p in processes) + ".",
+        per_process(processes),
+        f"The Procfile's `python -m bot web` and `python -m bot worker` with their defaults "
+        f"(WEB_CONCURRENCY=1, WORKER_PROCESSES=4) on a redis-server of their own (not "
+        f"counted), the same load: {procfile_answered} answered with their link. "
+        + per_process(procfile),
     ]
     return Section("4. Memory of the whole bot", figures, notes)
+
+
+def per_process(processes: list[ProcessMemory]) -> str:
+    return "Per process, PSS (RSS, private) in MB: " + "; ".join(
+        f"{p.role} {p.pss_kb / 1024:.1f} ({p.rss_kb / 1024:.1f}, "
+        f"{p.private_kb / 1024:.1f})" for p in processes) + "."

@@ -6,7 +6,7 @@ processes and throwaway `redis-server`s:
 
 1. Ack latency: signed `/onboard-link 1` commands, 20 at a time, sustained, while the fake
    Exotel takes 1 s per call, against three apps served the same way (gunicorn, the bot's
-   uvicorn worker class and ASGI wrapper, 2 workers x 32 threads): the bot's `web` process
+   uvicorn worker class and ASGI wrapper, 1 worker x 32 threads): the bot's `web` process
    with its `worker` process running; a Bolt app that only acks (`bench/bare_app.py`); and an
    idiomatic Bolt app that makes the Exotel call in a `lazy` listener (`bench/lazy_app.py`).
    Many short rounds, the three apps taking turns, every ack pooled.

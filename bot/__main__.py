@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import logging
 import os
 import signal
-import subprocess
 import sys
+import time
 from datetime import datetime
 
 from bot.runtime import embedded_redis, multiproc
@@ -80,13 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
         worker.run(settings)
         return 0
-    if args.process == "all":
-        _start_worker_beside()
-        if "web_concurrency" not in settings.model_fields_set:
-            # One command, one host: one web process acks plenty, and saves ~30 MB.
-            settings = settings.model_copy(update={"web_concurrency": 1})
-
     from bot.runtime import server  # after settings: importing Bolt is slow, errors should be quick
+
+    if args.process == "all":
+        _fork_worker_beside(settings)
 
     if settings.socket_mode and args.process == "all":
         # Exit through atexit on SIGTERM, so the worker beside stops too.
@@ -130,21 +128,46 @@ def _with_redis(settings: Settings) -> Settings:
     return settings.model_copy(update={"redis_url": url})
 
 
-def _start_worker_beside() -> None:
-    """The workers as a child process, stopped when this one exits, however it exits."""
+def _fork_worker_beside(settings: Settings) -> None:
+    """The workers as a forked child process, stopped when this one exits, however it exits.
+
+    Forked, not started afresh: it shares with this process (and the web processes it forks)
+    the pages of every module both have imported, frozen out of the collector's reach."""
+    import gc
+
+    from bot.runtime import worker  # with all its jobs need: imported once, shared by the forks
     from bot.runtime.lifetime import die_with_parent
 
-    child = subprocess.Popen([sys.executable, "-m", "bot", "worker"],
-                             preexec_fn=die_with_parent)
+    gc.freeze()
     parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        code = 0
+        try:
+            die_with_parent(signal.SIGTERM, parent)
+            worker.run(settings)
+        except BaseException:
+            log.exception("the workers stopped on an error")
+            code = 1
+        finally:
+            logging.shutdown()
+            os._exit(code)
 
     def stop() -> None:
-        if os.getpid() == parent and child.poll() is None:  # not in gunicorn's forks
-            child.terminate()
+        if os.getpid() != parent:  # not in gunicorn's forks
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGTERM)
+        deadline = time.monotonic() + WORKER_STOP_SECONDS
+        while time.monotonic() < deadline:
             try:
-                child.wait(WORKER_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                child.kill()
+                if os.waitpid(child, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:  # already reaped (gunicorn's arbiter reaps any child)
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
     atexit.register(stop)
 

@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     status_poll_seconds: int = Field(default=300, ge=1, alias="STATUS_POLL_SECONDS")
     status_poll_share: float = Field(default=0.25, gt=0, le=1, alias="STATUS_POLL_SHARE")
     # gunicorn's processes and threads (HTTP mode); checked here so a typo stops the bot early.
-    web_concurrency: int = Field(default=2, ge=1, alias="WEB_CONCURRENCY")
+    web_concurrency: int = Field(default=1, ge=1, alias="WEB_CONCURRENCY")
     web_threads: int = Field(default=32, ge=1, alias="WEB_THREADS")
     # /metrics answers only requests that carry it as a bearer token; unset: no /metrics.
     metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN", min_length=16)

@@ -8,6 +8,7 @@ a cheap connection, never one of the threads that answer Slack (docs/decisions/0
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import signal
@@ -258,6 +259,7 @@ class _Gunicorn(BaseApplication):
 
 def serve_http(settings: Settings) -> None:
     log.info("serving Slack events on http://0.0.0.0:%d/slack/events", settings.port)
+    gc.freeze()  # what is imported by now is shared with the forks; see bot.runtime.worker
     _Gunicorn(gunicorn_options(settings)).run()
 
 

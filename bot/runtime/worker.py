@@ -11,6 +11,7 @@ More pools, on any host, share the same queues.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from rq.utils import now
 from rq.worker_pool import WorkerData, WorkerPool
 
 from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE
+from bot.runtime import jobs  # noqa: F401  # imported before the forks, so they share it
 from bot.runtime.composition import build_core
 from bot.runtime.execution import use_core
 from bot.runtime.lifetime import die_with_parent
@@ -250,4 +252,5 @@ def run(settings: Settings) -> None:
     core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
     log.info("worker: %s", ", ".join(f"{count} on {queue}" for queue, count
                                      in staffing(settings.worker_processes).items()))
+    gc.freeze()  # the workers fork from here: keep the collector off the pages they share
     Pool(settings, core).start()
