@@ -11,6 +11,7 @@ from slack_bolt import App, BoltContext
 import handlers
 from bot.slack.core import Core
 from bot.slack.delivery import MarkedAck
+from bot.telemetry import logs
 
 
 def create_app(core: Core) -> App:
@@ -20,6 +21,8 @@ def create_app(core: Core) -> App:
         # Bolt tests `logger.level <= DEBUG`, not the effective level: left at NOTSET, it
         # would format a debug line for every middleware of every request, then drop it.
         bolt_logger.setLevel(bolt_logger.getEffectiveLevel())
+    if not any(isinstance(f, logs.WithoutBoltTokenNotice) for f in bolt_logger.filters):
+        bolt_logger.addFilter(logs.WithoutBoltTokenNotice())
     app = App(
         client=core.slack,
         signing_secret=(

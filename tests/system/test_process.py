@@ -69,6 +69,23 @@ def test_sigterm_lets_a_worker_finish_the_job_in_hand(
     assert "1 WhatsApp onboarding link" in slack.replies("late")[0]["text"]
 
 
+def test_sigterm_to_python_m_bot_lets_its_workers_finish_the_job_in_hand(
+    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+) -> None:
+    exotel.always = Fault(passthrough=True, delay=2.0)
+    bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url)).start()
+    try:
+        body = command_body("/onboard-link", "1 ACME whole", slack.response_url("whole"))
+        ack = requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=sign(body),
+                            timeout=5)
+        assert ack.status_code == 200
+        wait_until(lambda: exotel.calls_of("POST"), 15, "the command reached Exotel")
+        bot.stop(timeout=20)  # while Exotel is still answering; fails unless it exits
+    finally:
+        bot.stop()
+    assert "1 WhatsApp onboarding link" in slack.replies("whole")[0]["text"]
+
+
 def test_a_killed_web_worker_is_replaced_and_the_next_command_works(
     redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:

@@ -41,7 +41,8 @@ def test_an_idle_bot_writes_at_most_two_lines_and_10_kb_to_redis_in_two_minutes(
     try:
         bot.start(timeout=60)
         wait_until(lambda: started_up(bot, data), 60, "the pool's workers and scheduler up")
-        settled = len(bot.output().splitlines())
+        startup = bot.output().splitlines()
+        settled = len(startup)
         aof_before = aof_bytes(data)
 
         def since() -> list[str]:
@@ -54,6 +55,8 @@ def test_an_idle_bot_writes_at_most_two_lines_and_10_kb_to_redis_in_two_minutes(
         grown = aof_bytes(data) - aof_before
     finally:
         bot.stop()
+    # Start-up says what it started, and warns of nothing (Bolt's unused-token notice was one).
+    assert not [line for line in startup if " WARNING " in line or " ERROR " in line], startup
     assert len(idle) <= MOST_IDLE_LINES, "\n".join(idle)
     print(f"{len(idle)} lines and {grown} B of append-only file in the {IDLE_SECONDS} s "
           "after start-up")
