@@ -16,6 +16,8 @@ from typing import Any
 
 import redis
 from rq import Callback, Queue, Retry
+from rq.job import Job as RQJob
+from rq.utils import now
 
 from bot.domain.recording import RECORD_MARGIN
 from bot.domain.store import StoreUnavailable
@@ -82,13 +84,14 @@ class CommandQueue:
         # Issuing may take Exotel's whole deadline and the margin after it that recording is
         # tried for while Redis does not answer, then remind and reply.
         self._issue_seconds = int(exotel_deadline + RECORD_MARGIN) + 25
+        self._listed = False  # whether this process has put the queue in RQ's set of queues
 
     def enqueue(self, job: Job, reply: Reply, *args: Any, idempotent: bool = True,
                 delay: float = 0.0) -> None:
         """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it."""
         name = job.short_name
         options: dict[str, Any] = {
-            "job_timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
+            "timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
             "ttl": int(UNSTARTED_TTL.total_seconds()),
             "result_ttl": 0,  # nothing reads results: the reply went to Slack
             "failure_ttl": int(KEEP_FAILED.total_seconds()),
@@ -102,11 +105,26 @@ class CommandQueue:
             # RQ takes a dotted name (a plain str, pickled with the job).
             target = job.value
             if delay > 0:
+                options["job_timeout"] = options.pop("timeout")
                 self.queue.enqueue_in(timedelta(seconds=delay), target, reply, *args, **options)
                 return
-            # One transaction, one round trip: half the CPU of RQ's own two, on the ack's path.
-            with self.queue.connection.pipeline() as pipe:
-                self.queue.enqueue(target, reply, *args, pipeline=pipe, **options)
-                pipe.execute()
+            self._put(self.queue.create_job(target, args=(reply, *args), **options))
         except redis.RedisError:
             raise StoreUnavailable("Redis is not answering") from None
+
+    def _put(self, job: RQJob) -> None:
+        """What a worker needs of RQ's `Queue.enqueue`, in one transaction on the ack's path:
+        the job's hash (status `queued` in it), its expiry, its id on the queue (docs/
+        decisions/0022). RQ's own adds a second write of the status, expiries of two keys a
+        job without dependencies never has, and the queue's entry in RQ's set of queues on
+        every call: here that is once a process."""
+        job.enqueued_at = now()
+        with self.queue.connection.pipeline() as pipe:
+            if not self._listed:
+                pipe.sadd(self.queue.redis_queues_keys, self.queue.key)
+            job.save(pipeline=pipe)
+            assert job.ttl is not None
+            pipe.expire(job.key, job.ttl)
+            self.queue.push_job_id(job.id, pipeline=pipe)
+            pipe.execute()
+        self._listed = True

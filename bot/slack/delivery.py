@@ -35,8 +35,12 @@ MAX_VIEW_BLOCKS = 100  # App Home and modals
 M = TypeVar("M", bound=Message)
 
 
+# Rendered once: every message on the sandbox carries it, acks included.
+_MARKER = ContextBlock(elements=[MarkdownTextObject(text=SANDBOX_TEXT)]).to_dict()
+
+
 def _marker() -> dict[str, Any]:
-    return ContextBlock(elements=[MarkdownTextObject(text=SANDBOX_TEXT)]).to_dict()
+    return _MARKER
 
 
 class Delivery:

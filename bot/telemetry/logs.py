@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
-
 REDACTED = "[redacted]"
 # Onboarding tokens inside links (plain or URL-encoded) and validate URLs: only their last
 # four characters are kept.
@@ -131,15 +129,6 @@ def quiet_libraries(level: str) -> None:
     when it is given it (as `logging_level`), and adds no handler beside the root's."""
     for name in RQ_LOGGERS:
         logging.getLogger(name).setLevel(library_level(level))
-
-
-class WithoutBoltTokenNotice(logging.Filter):
-    """Drops Bolt's "`token` will be unused" warning: Bolt reads SLACK_BOT_TOKEN from the
-    environment on its own and warns that it goes unused beside the client it is given,
-    which holds that very token. A warning at every start that asks nothing of anyone."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != warning_client_prioritized_and_token_skipped()
 
 
 # Query parameters whose values are credentials, by name (password, api_key, token, ...).

@@ -10,6 +10,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from slack_sdk.signature import SignatureVerifier
 
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from bot.runtime.web import parse_slack_body
@@ -36,6 +37,22 @@ def test_unsigned_wrongly_signed_and_stale_requests_are_refused(
     assert _post(bot, body + "&x=1", tampered).status_code == 401
     assert exotel.calls == []
     assert _post(bot, body, sign(body)).status_code == 200  # the same request, signed, works
+
+
+def test_the_signature_is_checked_once_before_bolt_sees_the_request(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[str] = []
+    is_valid = SignatureVerifier.is_valid
+
+    def counted(self: SignatureVerifier, *args: object, **kwargs: object) -> bool:
+        checks.append("checked")
+        return is_valid(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SignatureVerifier, "is_valid", counted)
+    body = command_body("/onboard-link", "1 ACME once", bot.slack.response_url("once"))
+    assert _post(bot, body, sign(body)).status_code == 200
+    assert checks == ["checked"]
 
 
 def test_acks_never_wait_for_exotel_the_work_is_queued(make_bot, exotel: ExotelSandbox) -> None:
