@@ -29,11 +29,13 @@ from bot.slack.blocks import (
     Message,
     chunks,
     context,
+    customer_blocks,
     ephemeral,
     escape,
     escape_note,
     fixed,
     note_block,
+    ref_mrkdwn,
     render,
     section,
     slack_date,
@@ -60,6 +62,7 @@ TRACK_COMMAND = "python -m bot track"  # bot.cli.track: the operator's way to tr
 # each, 20 lines of the longest notes stay inside Slack's ~13k characters of blocks.
 MAX_LISTED = 20
 LISTED_NOTE = 60
+LISTED_REF = 60
 REMINDER_STATUS = {
     "VALID": "still usable",
     "USED": ":white_check_mark: USED: a customer finished onboarding with it",
@@ -142,8 +145,7 @@ def issued(result: IssueResult) -> Message:
     noun = "link" if count == 1 else "links"
     blocks: list[Block] = [section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
                                     "this message)")]
-    if result.note:
-        blocks.append(note_block(result.note))
+    blocks.extend(customer_blocks(result.note, result.customer_ref))
     lines = [f"{i}. {link.url}" for i, link in enumerate(result.links, 1)]
     blocks.extend(section(chunk) for chunk in chunks(lines))
     if result.untracked:
@@ -308,8 +310,7 @@ def reminder(batch: Batch, statuses: dict[str, str], late_by: timedelta) -> Mess
         section(f":alarm_clock: <@{batch.requester.user_id}>, your {count} onboarding {noun} "
                  f"expire {slack_date(batch.expires_at)} ({time_left(batch.expires_at)})."),
     ]
-    if batch.note:
-        blocks.append(note_block(batch.note))
+    blocks.extend(customer_blocks(batch.note, batch.customer_ref))
     blocks.extend(section(chunk) for chunk in chunks(lines))
     if late_by > LATE_NOTICE:
         blocks.append(context(f"This reminder is {int(late_by.total_seconds() // 60)} min late: "
@@ -335,13 +336,16 @@ def refused(reason: str, admins: list[str]) -> Message:
 
 
 def batch_line(batch: Batch, at: datetime) -> str:
-    """A batch in a listing: its note, count, requester, time left and reminder."""
+    """A batch in a listing: its note and CRM reference, count, requester, time left and
+    reminder."""
     note = (escape_note(_shorten(batch.note, LISTED_NOTE)) if batch.note
             else "_no customer note_")
+    ref = (f" ({ref_mrkdwn(_shorten(batch.customer_ref, LISTED_REF))})" if batch.customer_ref
+           else "")
     count = len(batch.tokens)
     reminder = (f"; reminder {slack_date(batch.reminder_due)}"
                 if batch.reminder_due and batch.reminder_due > at else "")
-    return (f"*{note}*: {count} link{'s' if count != 1 else ''} by "
+    return (f"*{note}*{ref}: {count} link{'s' if count != 1 else ''} by "
             f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
 
 
@@ -361,8 +365,7 @@ def shared(batch: Batch, links: list[TrackedLink], sharer: Requester) -> Message
     count = len(links)
     blocks: list[Block] = [section(f":link: <@{sharer.user_id}> shared {count} WhatsApp "
                                     f"onboarding link{'s' if count != 1 else ''}:")]
-    if batch.note:
-        blocks.append(note_block(batch.note))
+    blocks.extend(customer_blocks(batch.note, batch.customer_ref))
     blocks.extend(section(chunk) for chunk in
                   chunks(f"{i}. {link.url}" for i, link in enumerate(links, 1)))
     blocks.append(context(f"Valid until {slack_date(batch.expires_at)}. {RULES}"))

@@ -124,15 +124,20 @@ def test_the_global_shortcut_opens_the_form(bot: Bot, slack: FakeSlack) -> None:
     assert view["type"] == "modal" and view["callback_id"] == FORM
     elements = {block["block_id"]: block["element"] for block in view["blocks"]
                 if block["type"] == "input"}
-    assert list(elements) == ["count", "customer_note", "channel"]
+    assert list(elements) == ["count", "customer_note", "customer_ref", "channel"]
     assert {block_id: e["action_id"] for block_id, e in elements.items()} == {
-        "count": "count", "customer_note": "customer_note", "channel": "channel"}
+        "count": "count", "customer_note": "customer_note", "customer_ref": "customer_ref",
+        "channel": "channel"}
     assert elements["count"]["type"] == "number_input"
     assert (elements["count"]["min_value"], elements["count"]["max_value"]) == ("1", "50")
     assert elements["customer_note"]["type"] == "plain_text_input"
+    assert elements["customer_ref"]["type"] == "plain_text_input"
+    assert elements["customer_ref"]["max_length"] == 200
+    labels = {b["block_id"]: b["label"]["text"] for b in view["blocks"] if b["type"] == "input"}
+    assert labels["customer_ref"] == "CRM reference"
     assert elements["channel"]["type"] == "conversations_select"
     assert [b.get("optional", False) for b in view["blocks"] if b["type"] == "input"] == [
-        False, True, True]
+        False, True, True, True]
 
 
 def test_the_app_home_button_opens_the_same_form(bot: Bot, slack: FakeSlack) -> None:
