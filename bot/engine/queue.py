@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -84,8 +85,10 @@ class CommandQueue:
         self._issue_seconds = int(exotel_deadline + RECORD_MARGIN) + 25
 
     def enqueue(self, job: Job, reply: Reply, *args: Any, idempotent: bool = True,
-                delay: float = 0.0) -> None:
-        """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it."""
+                delay: float = 0.0, job_kwargs: Mapping[str, Any] | None = None) -> None:
+        """`job(reply, *args, **job_kwargs)` on a worker; StoreUnavailable if Redis would not
+        take it. Arguments added to a job after a release go in `job_kwargs`, with a
+        default in the job: jobs queued before it still run."""
         name = job.short_name
         options: dict[str, Any] = {
             "job_timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
@@ -98,15 +101,17 @@ class CommandQueue:
             # Not RQ's default uuid4: that has an onboarding token's shape, which logs mask.
             "job_id": f"{name}-{uuid.uuid4().hex}",
         }
+        # Given apart from RQ's options, so that no argument of a job is taken for one.
+        call = {"args": (reply, *args), "kwargs": dict(job_kwargs or {})}
         try:
             # RQ takes a dotted name (a plain str, pickled with the job).
             target = job.value
             if delay > 0:
-                self.queue.enqueue_in(timedelta(seconds=delay), target, reply, *args, **options)
+                self.queue.enqueue_in(timedelta(seconds=delay), target, **call, **options)
                 return
             # One transaction, one round trip: half the CPU of RQ's own two, on the ack's path.
             with self.queue.connection.pipeline() as pipe:
-                self.queue.enqueue(target, reply, *args, pipeline=pipe, **options)
+                self.queue.enqueue(target, pipeline=pipe, **call, **options)
                 pipe.execute()
         except redis.RedisError:
             raise StoreUnavailable("Redis is not answering") from None
