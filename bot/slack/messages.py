@@ -42,7 +42,7 @@ from bot.slack.blocks import (
     text_message,
     time_left,
 )
-from bot.slack.inputs import MAX_LINKS, MAX_NOTE, UnreadablePayload
+from bot.slack.inputs import MAX_LINKS, MAX_NOTE, MAX_REF, UnreadablePayload
 
 CUSTOMERS_PER_LINK = 5
 LATE_NOTICE = timedelta(minutes=1)
@@ -116,11 +116,13 @@ def check_usage_problem(problem: str) -> Message:
 @fixed
 def onboard_help() -> Message:
     return text_message(
-        "*`/onboard-link [count] [customer note]`* creates WhatsApp onboarding links "
-        "from Exotel, just for you.\n"
+        "*`/onboard-link [count] [customer note] [ref:CRM reference]`* creates WhatsApp "
+        "onboarding links from Exotel, just for you.\n"
         f"• `count`: how many links, a whole number from 1 to {MAX_LINKS} (default 1).\n"
         f"• `customer note`: who the links are for, up to {MAX_NOTE} characters.\n"
-        "Example: `/onboard-link 3 ACME Corp, Priya's team`\n"
+        f"• `ref:…`: the customer's record id in your CRM, or their email, up to {MAX_REF} "
+        "characters, as one word anywhere in the text (not part of the note).\n"
+        "Example: `/onboard-link 3 ACME Corp, Priya's team ref:hubspot-12345`\n"
         "`/onboard-link list` shows your live links (`list channel`: this channel's; "
         "`list all`: everyone's, for admins); `/onboard-link forget &lt;link&gt;` stops "
         "tracking one.\n"

@@ -400,3 +400,9 @@ def test_tracked_links_whose_reminder_failed_say_so() -> None:
     assert "No reminder: the bot's database did not answer" in text
     assert "Reminder in this channel" not in text
     assert [b for b in blocks_of(message) if b["type"] == "actions"]  # Forget and share stay
+
+
+def test_the_help_says_how_to_give_a_crm_reference() -> None:
+    text = messages.onboard_help()["text"]
+    assert "[ref:CRM reference]" in text and "up to 200 characters" in text
+    assert "ref:hubspot-12345`" in text
