@@ -193,8 +193,8 @@ def ack_section(apps: dict[str, Load], calls: list[float], dropped_at_end: int) 
         f"{total - percentile(list(range(total)), 0.99)}th slowest). Fake Exotel answering "
         f"in {SLOW_EXOTEL:.0f} s; commands/s is the count over the client's wall time.",
         "All three served by gunicorn with `bot.server.Worker` (uvicorn, httptools), "
-        "`WholeBody(ThreadedWSGI(app, 32))`, 1 worker (`gunicorn_options`, the default WEB_CONCURRENCY); the bare and "
-        "lazy apps through `python -m bench.serve bare|lazy`.",
+        "`WholeBody(ThreadedWSGI(app, 32))`, 1 worker (`gunicorn_options`, the default "
+        "WEB_CONCURRENCY); the bare and lazy apps through `python -m bench.serve bare|lazy`.",
         "The bot's `worker` process (4 RQ workers) makes the Exotel calls, 4 at a time, at "
         "1 s each: it cannot keep up with hundreds of commands a second, so after each bot "
         "round the commands still queued are dropped and those in hand waited for "
