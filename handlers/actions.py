@@ -70,8 +70,9 @@ def batch_button(ack: Ack, body: dict[str, Any], action: dict[str, Any],
 
 def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any],
                  context: BoltContext) -> None:
-    """"Issue a new one anyway": the repeat-issue answer's count and note, parsed again as
-    the command would (the value comes back from Slack, so it is checked again)."""
+    """"Issue a new one anyway": the repeat-issue answer's count, note and CRM reference,
+    parsed again as the command would (the value comes back from Slack, so it is checked
+    again)."""
     core: Core = context["core"]
     clicker = requester_from(body)
     url = body.get("response_url")
@@ -88,7 +89,8 @@ def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any],
                          refusal(core, clicker, "issue", decision.reason), button=True)
         return
     enqueue_then_ack(core, ack, Job.ISSUE_LINKS, url, clicker, request.count, request.note,
-                     new_batch_id(), False, True, idempotent=False, button=True)
+                     new_batch_id(), False, True, idempotent=False, button=True,
+                     job_kwargs={"customer_ref": request.customer_ref})
 
 
 def register(app: App) -> None:

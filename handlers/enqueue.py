@@ -3,7 +3,7 @@ listener does it. If Redis will not take the work, the acknowledgement says so."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from slack_bolt import Ack
@@ -18,13 +18,16 @@ from bot.slack.core import Core
 
 def enqueue_then_ack(core: Core, ack: Ack, job: Job, response_url: str | None,
                      *args: Any, ack_with: Message | None = None,
-                     idempotent: bool = True, button: bool = False) -> None:
-    """`job` on a worker, then the ack (`ack_with`, for a command).
+                     idempotent: bool = True, button: bool = False,
+                     job_kwargs: Mapping[str, Any] | None = None) -> None:
+    """`job` on a worker (`job_kwargs`: its arguments by name), then the ack (`ack_with`,
+    for a command).
 
     A command's ack can carry the bad news; a button's cannot, so for buttons it goes to
     the response URL instead, beside the message clicked."""
     try:
-        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent)
+        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent,
+                              job_kwargs=job_kwargs)
     except StoreUnavailable as error:
         problem = messages.problem(error)
         if not button:
@@ -42,11 +45,13 @@ def enqueue_then_ack(core: Core, ack: Ack, job: Job, response_url: str | None,
 def enqueue_or_tell(core: Core, job: Job, response_url: str | None,
                     *args: Any, then: Callable[[], object],
                     tell: Callable[[Message], object],
-                    idempotent: bool = True) -> None:
+                    idempotent: bool = True,
+                    job_kwargs: Mapping[str, Any] | None = None) -> None:
     """`job` on a worker, then `then()` (the ack); if Redis will not take it, `tell(problem)`
     instead: for surfaces whose ack is not a message (modals, workflow steps, events)."""
     try:
-        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent)
+        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent,
+                              job_kwargs=job_kwargs)
     except StoreUnavailable as error:
         tell(messages.problem(error))
         return

@@ -1,4 +1,5 @@
-"""`/onboard-link [count] [customer note]`, `list [channel|all]` and `forget <link>`."""
+"""`/onboard-link [count] [customer note] [ref:CRM reference]`, `list [channel|all]` and
+`forget <link>`."""
 
 from __future__ import annotations
 
@@ -45,18 +46,21 @@ def _issue(core: Core, ack: Ack, requester: Requester, request: OnboardRequest,
     """Links, or the customer's live ones: looked up here (Redis only), so that the ack
     never says "Creating…" for a command that then creates nothing."""
     try:
-        existing = core.onboarding.existing(requester, request.count, request.note)
+        existing = core.onboarding.existing(requester, request.count, request.note,
+                                            request.customer_ref)
     except StoreUnavailable as error:
         ack(**messages.problem(error))
         return
     if existing is not None:
-        ack(**linkviews.already_issued(*existing, request.count, request.note))
+        ack(**linkviews.already_issued(*existing, request.count, request.note,
+                                       request.customer_ref))
         return
     # force=True: the job need not look again (it would only find what a concurrent
     # command for the same customer made, after this ack promised links).
     enqueue_then_ack(core, ack, Job.ISSUE_LINKS, response_url, requester, request.count,
                      request.note, new_batch_id(), False, True, idempotent=False,
-                     ack_with=messages.working(request.count))
+                     ack_with=messages.working(request.count),
+                     job_kwargs={"customer_ref": request.customer_ref})
 
 
 def _list(core: Core, ack: Ack, requester: Requester, request: ListRequest) -> None:

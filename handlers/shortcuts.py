@@ -22,6 +22,7 @@ from bot.slack.inputs import (
     count_of,
     matches,
     note_of,
+    ref_of,
     requester_from,
 )
 from handlers.enqueue import enqueue_or_tell, enqueue_then_ack
@@ -61,7 +62,7 @@ def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
     core: Core = context["core"]
     fields = _fields(view)
     errors: dict[str, str] = {}
-    count = note = None
+    count = note = customer_ref = None
     try:
         count = count_of(fields[surfaces.COUNT].get("value") or "0")
     except UsageError as problem:
@@ -70,11 +71,15 @@ def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
         note = note_of(fields[surfaces.NOTE].get("value"))
     except UsageError as problem:
         errors[surfaces.NOTE] = str(problem)
+    try:
+        customer_ref = ref_of(fields[surfaces.REF].get("value"))
+    except UsageError as problem:
+        errors[surfaces.REF] = str(problem)
     chosen = fields[surfaces.CHANNEL].get("selected_conversation")
     channel = matches(CHANNEL_ID, chosen)
     if chosen and channel is None:
         errors[surfaces.CHANNEL] = "Choose a channel from the list."
-    if errors or count is None or note is None:
+    if errors or count is None or note is None or customer_ref is None:
         ack(response_action="errors", errors=errors)
         return
     requester = requester_from(body, channel=channel or "")
@@ -88,7 +93,8 @@ def form_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any],
         core, Job.ISSUE_FROM_FORM, None, requester, count, note, new_batch_id(),
         channel, idempotent=False, then=ack,
         tell=lambda problem: ack(response_action="errors",
-                                 errors={FORM_UNAVAILABLE: problem["text"]}))
+                                 errors={FORM_UNAVAILABLE: problem["text"]}),
+        job_kwargs={"customer_ref": customer_ref})
 
 
 def send_in_thread(ack: Ack, body: dict[str, Any], context: BoltContext) -> None:
@@ -118,7 +124,7 @@ def _fields(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The submitted form's inputs, by block (each block holds one element of its name)."""
     values = (view.get("state") or {}).get("values") or {}
     return {block: ((values.get(block) or {}).get(block) or {})
-            for block in (surfaces.COUNT, surfaces.NOTE, surfaces.CHANNEL)}
+            for block in (surfaces.COUNT, surfaces.NOTE, surfaces.REF, surfaces.CHANNEL)}
 
 
 def _author(message: dict[str, Any]) -> str:

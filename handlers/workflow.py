@@ -18,6 +18,7 @@ from bot.slack.inputs import (
     count_of,
     matches,
     note_of,
+    ref_of,
     requester_from,
 )
 from handlers.enqueue import enqueue_or_tell
@@ -41,6 +42,7 @@ def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
                                    channel=inputs.get("channel_id"))
         count = count_of(inputs.get("count"))
         note = note_of(inputs.get("customer_note"))
+        customer_ref = ref_of(inputs.get("customer_ref"))
     except UnreadablePayload:
         _end_with(core, ack, fail, execution, surfaces.step_error(NO_USER))
         return
@@ -54,7 +56,8 @@ def create_links(ack: Ack, inputs: dict[str, Any], body: dict[str, Any],
         return
     enqueue_or_tell(core, Job.RUN_WORKFLOW_STEP, None, requester, count, note,
                     new_batch_id(), execution, idempotent=False, then=ack,
-                    tell=lambda problem: _fail_now(ack, fail, problem["text"]))
+                    tell=lambda problem: _fail_now(ack, fail, problem["text"]),
+                    job_kwargs={"customer_ref": customer_ref})
 
 
 def _end_with(core: Core, ack: Ack, fail: Fail, execution: StepExecution,

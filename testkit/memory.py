@@ -244,11 +244,11 @@ class MemoryAudit:
 
     def record(self, action: str, *, team_id: str = "", user_id: str = "", channel_id: str = "",
                outcome: str = "ok", batch_id: str = "", count: int | None = None,
-               tokens: Iterable[str] = (), detail: str = "") -> None:
+               tokens: Iterable[str] = (), detail: str = "", customer_ref: str = "") -> None:
         self.redis.ensure_available()
         self.entries.append({"action": action, "outcome": outcome, "user_id": user_id,
                              "batch_id": batch_id, "count": count, "tokens": list(tokens),
-                             "detail": detail})
+                             "detail": detail, "customer_ref": customer_ref})
 
     def outcomes(self, action: str) -> list[str]:
         return [e["outcome"] for e in self.entries if e["action"] == action]

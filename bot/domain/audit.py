@@ -1,6 +1,7 @@
 """Who did what: an append-only Redis stream, trimmed to the retention period.
 
-Entries hold Slack ids and masked tokens only, never a full token.
+Entries hold Slack ids and masked tokens only, never a full token; and, for what concerns
+a batch, the customer's CRM reference (empty when it has none), never the customer note.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from redis import Redis
 from bot.domain.store import now, redis_errors
 
 STREAM = "onboard:audit"
+# Appended, not inserted: exports read by column position keep their columns.
 FIELDS = ["at", "action", "outcome", "team_id", "user_id", "channel_id", "batch_id", "count",
-          "tokens", "detail"]
+          "tokens", "detail", "customer_ref"]
 
 
 class Audit:
@@ -28,13 +30,14 @@ class Audit:
 
     def record(self, action: str, *, team_id: str = "", user_id: str = "", channel_id: str = "",
                outcome: str = "ok", batch_id: str = "", count: int | None = None,
-               tokens: Iterable[str] = (), detail: str = "") -> None:
-        """Append one entry; `tokens` must already be masked."""
+               tokens: Iterable[str] = (), detail: str = "", customer_ref: str = "") -> None:
+        """Append one entry; `tokens` must already be masked. Every entry has every field
+        (`customer_ref` empty too), so that Redis stores the names once per stream node."""
         moment = now()
         entry: dict[Any, Any] = {"at": moment.isoformat(), "action": action, "outcome": outcome,
                  "team_id": team_id, "user_id": user_id, "channel_id": channel_id,
                  "batch_id": batch_id, "count": "" if count is None else str(count),
-                 "tokens": ",".join(tokens), "detail": detail}
+                 "tokens": ",".join(tokens), "detail": detail, "customer_ref": customer_ref}
         oldest = int((moment - self.retention).timestamp() * 1000)
         with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
             # MINID trims whatever is older than the retention period, as it goes (in whole

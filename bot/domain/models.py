@@ -31,7 +31,10 @@ class TrackedLink(BaseModel):
 
 
 class Batch(BaseModel):
-    """The links one command issued, recorded together for reminders and listings."""
+    """The links one command issued, recorded together for reminders and listings.
+
+    `customer_ref`: the customer's reference in a CRM (a record id or an email), checked on
+    its way in; "" when none was given."""
 
     batch_id: str
     requester: Requester
@@ -40,6 +43,7 @@ class Batch(BaseModel):
     issued_at: datetime
     expires_at: datetime
     reminder_due: datetime | None = None
+    customer_ref: str = ""
 
 
 @dataclass

@@ -99,6 +99,7 @@ class Interrupted(ExotelError):
 class IssueResult:
     requested: int
     note: str
+    customer_ref: str = ""
     batch: Batch | None = None
     links: list[TrackedLink] = field(default_factory=list)
     errors: list[ExotelError] = field(default_factory=list)
@@ -154,8 +155,9 @@ class Onboarding:
         self.metrics = metrics
 
     def issue(self, requester: Requester, count: int, note: str, action: str = "issue",
-              batch_id: str | None = None) -> IssueResult:
-        """Create `count` links and track every one the moment Exotel returns it.
+              batch_id: str | None = None, customer_ref: str = "") -> IssueResult:
+        """Create `count` links and track every one the moment Exotel returns it, in a batch
+        that holds the customer's note and CRM reference (`customer_ref`, checked already).
 
         Redis is asked first (for the quota, so it is known to answer) so that no Exotel
         link is made that could not be tracked. `batch_id` names the batch before any link
@@ -167,7 +169,7 @@ class Onboarding:
                 self.quota.check(requester.team_id, requester.user_id, count)
             except QuotaExceeded as refused:
                 self._record(action, requester, None, count=count, outcome="quota",
-                             detail=str(refused))
+                             detail=str(refused), customer_ref=customer_ref)
                 raise
             wait = self.budget.wait_for(count)
         if wait > BUDGET_NAP:
@@ -176,7 +178,8 @@ class Onboarding:
             raise BudgetWait(wait, count)
         time.sleep(wait)
         recorder = BatchRecorder.start(self.store, requester, note,
-                                       batch_id or uuid.uuid4().hex, self.reminders.lead)
+                                       batch_id or uuid.uuid4().hex, self.reminders.lead,
+                                       customer_ref)
         deadline = self.recording.deadline()  # Exotel's own deadline starts now too
         why: dict[str, str] = {}  # token: why Redis did not take it
 
@@ -192,7 +195,8 @@ class Onboarding:
         started = time.monotonic()
         outcome = self.exotel.create_links(count, on_link=record)
         exotel_seconds = round(time.monotonic() - started, 3)
-        result = IssueResult(requested=count, note=note, errors=outcome.errors,
+        result = IssueResult(requested=count, note=note, customer_ref=customer_ref,
+                             errors=outcome.errors,
                              untracked=self._untracked(outcome.links, recorder, why))
         if recorder.links:
             result.batch, result.links = recorder.batch, list(recorder.links)
@@ -247,15 +251,21 @@ class Onboarding:
             log.warning("batch %s is not findable by its customer note: Redis did not take "
                         "it", batch.batch_id)
 
-    def existing(self, requester: Requester, count: int,
-                 note: str) -> tuple[Batch, list[tuple[TrackedLink, LinkStatus | None]]] | None:
+    def existing(self, requester: Requester, count: int, note: str, customer_ref: str = ""
+                 ) -> tuple[Batch, list[tuple[TrackedLink, LinkStatus | None]]] | None:
         """The requester's live links for this customer, if `count` of them are still
-        unused: issuing again would only spend Exotel's budget. Never calls Exotel."""
+        unused: issuing again would only spend Exotel's budget. Never calls Exotel.
+
+        The customer is the note; a CRM reference, when one is given, must be the batch's
+        too (compared ignoring case): the same note for another CRM record is another
+        customer, and links for a reference the batch lacks would not carry it."""
         if not note.strip():
             return None
         batch_id = self.store.note_index_get(requester, note)
         batch = self.store.get_batch(batch_id) if batch_id else None
         if batch is None:
+            return None
+        if customer_ref and customer_ref.casefold() != batch.customer_ref.casefold():
             return None
         links = self.store.links_of(batch)
         records = self.statuses.get_many([lk.token for lk in links])
@@ -285,6 +295,7 @@ class Onboarding:
         links = self.store.links_of(batch) if batch else []
         missing = count - len(links)
         result = IssueResult(requested=count, note=note, links=links,
+                             customer_ref=batch.customer_ref if batch else "",
                              errors=[Interrupted() for _ in range(missing)])
         if batch and links:
             result.batch = batch
@@ -306,7 +317,8 @@ class Onboarding:
         self._record(action, requester, result.batch, count=result.made,
                      tokens=masked + untracked, outcome=status,
                      batch_id=result.untracked[0].batch_id if result.untracked else "",
-                     detail=f"not tracked: {','.join(untracked)}" if untracked else "")
+                     detail=f"not tracked: {','.join(untracked)}" if untracked else "",
+                     customer_ref=result.customer_ref)
 
     def track(self, requester: Requester, link: OnboardingLink, note: str,
               issued_at: datetime) -> Batch:
@@ -381,7 +393,7 @@ class Onboarding:
             self._record("renew", requester, None, batch_id=batch_id, outcome="gone")
             raise BatchGone(batch_id)
         return self.issue(requester, len(batch.tokens), batch.note, action="renew",
-                          batch_id=new_batch_id)
+                          batch_id=new_batch_id, customer_ref=batch.customer_ref)
 
     def stop_reminders(self, requester: Requester, batch_id: str,
                        is_admin: bool = False) -> bool:
@@ -478,12 +490,15 @@ class Onboarding:
 
     def _record(self, action: str, requester: Requester, batch: Batch | None, *,
                 batch_id: str = "", count: int | None = None, tokens: list[str] | None = None,
-                outcome: str = "ok", detail: str = "") -> None:
+                outcome: str = "ok", detail: str = "", customer_ref: str | None = None) -> None:
+        """One audit entry; its CRM reference is `customer_ref`, else the batch's."""
+        if customer_ref is None:
+            customer_ref = batch.customer_ref if batch else ""
         try:
             self.audit.record(action, team_id=requester.team_id, user_id=requester.user_id,
                               channel_id=requester.channel_id, outcome=outcome,
                               batch_id=batch.batch_id if batch else batch_id, count=count,
-                              tokens=tokens or [], detail=detail)
+                              tokens=tokens or [], detail=detail, customer_ref=customer_ref)
         except StoreUnavailable:
             log.error("could not write the audit entry for %s by %s", action, requester.user_id)
 

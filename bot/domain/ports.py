@@ -90,7 +90,8 @@ class ReminderBook(Protocol):
 class AuditTrail(Protocol):
     def record(self, action: str, *, team_id: str = "", user_id: str = "", channel_id: str = "",
                outcome: str = "ok", batch_id: str = "", count: int | None = None,
-               tokens: Iterable[str] = (), detail: str = "") -> None: ...
+               tokens: Iterable[str] = (), detail: str = "",
+               customer_ref: str = "") -> None: ...
 
 
 class Quota(Protocol):

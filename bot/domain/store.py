@@ -44,6 +44,12 @@ def note_key(requester: Requester, note: str) -> str:
                            hashlib.sha256(normal.encode()).hexdigest()[:32])
 
 
+def batch_json(batch: Batch) -> str:
+    """A batch as its key holds it: a field left at its default (no CRM reference) costs
+    no bytes, and reads back as that default."""
+    return batch.model_dump_json(exclude_defaults=True)
+
+
 def forgotten_until(batch: Batch) -> datetime:
     """How long a mark that something of `batch` was forgotten is kept: its links' life."""
     return max(batch.expires_at, now()) + timedelta(seconds=1)
@@ -130,7 +136,7 @@ class TokenStore:
         """Record `batch` as it now is, with `links` of it, in one transaction."""
         ttl = max(1, int((batch.expires_at - now()).total_seconds()))
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), ex=ttl)
+            pipe.set(BATCH_KEY.format(batch.batch_id), batch_json(batch), ex=ttl)
             for item in links:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
             for index in _indexes(batch.requester).values():
@@ -223,7 +229,7 @@ class TokenStore:
             return None
         batch.tokens = [t for t in batch.tokens if t != link.token]
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(BATCH_KEY.format(batch.batch_id), batch.model_dump_json(), keepttl=True)
+            pipe.set(BATCH_KEY.format(batch.batch_id), batch_json(batch), keepttl=True)
             pipe.delete(TOKEN_KEY.format(link.token))
             pipe.execute()
         return batch
@@ -251,13 +257,14 @@ class BatchRecorder:
 
     @classmethod
     def start(cls, store: BatchWriter, requester: Requester, note: str, batch_id: str,
-              reminder_lead: timedelta) -> BatchRecorder:
+              reminder_lead: timedelta, customer_ref: str = "") -> BatchRecorder:
         """A new batch, issued now, with no link yet."""
         issued_at = now()
         expires_at = issued_at + LINK_TTL
         return cls(store, Batch(batch_id=batch_id, requester=requester, note=note, tokens=[],
                                 issued_at=issued_at, expires_at=expires_at,
-                                reminder_due=expires_at - reminder_lead))
+                                reminder_due=expires_at - reminder_lead,
+                                customer_ref=customer_ref))
 
     def add(self, link: OnboardingLink) -> TrackedLink:
         """Record `link` in the batch. Again for a link added already, nothing is written; a

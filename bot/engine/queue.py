@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -87,8 +88,10 @@ class CommandQueue:
         self._listed = False  # whether this process has put the queue in RQ's set of queues
 
     def enqueue(self, job: Job, reply: Reply, *args: Any, idempotent: bool = True,
-                delay: float = 0.0) -> None:
-        """`job(reply, *args)` on a worker; StoreUnavailable if Redis would not take it."""
+                delay: float = 0.0, job_kwargs: Mapping[str, Any] | None = None) -> None:
+        """`job(reply, *args, **job_kwargs)` on a worker; StoreUnavailable if Redis would not
+        take it. Arguments added to a job after a release go in `job_kwargs`, with a
+        default in the job: jobs queued before it still run."""
         name = job.short_name
         options: dict[str, Any] = {
             "timeout": SHORT_JOB_SECONDS if idempotent else self._issue_seconds,
@@ -101,14 +104,16 @@ class CommandQueue:
             # Not RQ's default uuid4: that has an onboarding token's shape, which logs mask.
             "job_id": f"{name}-{uuid.uuid4().hex}",
         }
+        # Given apart from RQ's options, so that no argument of a job is taken for one.
+        call = {"args": (reply, *args), "kwargs": dict(job_kwargs or {})}
         try:
             # RQ takes a dotted name (a plain str, pickled with the job).
             target = job.value
             if delay > 0:
                 options["job_timeout"] = options.pop("timeout")
-                self.queue.enqueue_in(timedelta(seconds=delay), target, reply, *args, **options)
+                self.queue.enqueue_in(timedelta(seconds=delay), target, **call, **options)
                 return
-            self._put(self.queue.create_job(target, args=(reply, *args), **options))
+            self._put(self.queue.create_job(target, **call, **options))
         except redis.RedisError:
             raise StoreUnavailable("Redis is not answering") from None
 

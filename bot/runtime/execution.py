@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple, ParamSpec
@@ -129,15 +129,17 @@ def issued(result: IssueResult) -> str:
 
 
 def wait_for_budget(core: Core, reply: Reply, wait: BudgetWait, told: bool, job: Job,
-                    *args: Any) -> Answer:
-    """Queue the command again for when Exotel's budget has room; tell the user once."""
+                    *args: Any, job_kwargs: Mapping[str, Any] | None = None) -> Answer:
+    """Queue the command again (`job_kwargs`: its arguments by name, kept) for when Exotel's
+    budget has room; tell the user once."""
     seconds = wait.seconds
     if reply.lapsed(after=seconds + 60):
         requester = args[0]
         core.onboarding.refused(requester, "issue" if job is Job.ISSUE_LINKS else "renew",
                                 str(wait), outcome="rate-limited")
         return Answer(messages.problem(wait), "refused: Exotel's budget has no room in time")
-    core.commands.enqueue(job, reply, *args, True, idempotent=False, delay=seconds)
+    core.commands.enqueue(job, reply, *args, True, idempotent=False, delay=seconds,
+                          job_kwargs=job_kwargs)
     did = f"waits {seconds:.0f} s for Exotel's request budget"
     if told:
         return Answer(None, did)

@@ -48,16 +48,20 @@ __all__ = ["on_failure"]
 
 @logged_job
 def issue_links(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
-                told_to_wait: bool = False, force: bool = True) -> Done:
+                told_to_wait: bool = False, force: bool = True, *,
+                customer_ref: str = "") -> Done:
     """Issue, as the ack said. The listener looked for the customer's live links before it
     (`force` is the flag jobs enqueued before then carry: issuing is what they were acked for
-    too)."""
+    too). `customer_ref`: the CRM reference the listener checked, by name (jobs queued
+    before references existed have none)."""
     def work(core: Core) -> Answer:
         try:
-            result = core.onboarding.issue(requester, count, note, batch_id=batch_id)
+            result = core.onboarding.issue(requester, count, note, batch_id=batch_id,
+                                           customer_ref=customer_ref)
         except BudgetWait as wait:
             return wait_for_budget(core, reply, wait, told_to_wait,
-                                   Job.ISSUE_LINKS, requester, count, note, batch_id)
+                                   Job.ISSUE_LINKS, requester, count, note, batch_id,
+                                   job_kwargs={"customer_ref": customer_ref})
         core.home.refresh(requester)
         return Answer(messages.issued(result), issued(result))
 
@@ -174,17 +178,19 @@ STEP_BUDGET_WAIT = 300.0  # a workflow step waits this long at most for Exotel's
 
 @logged_job
 def run_workflow_step(reply: Reply, requester: Requester, count: int, note: str,
-                      batch_id: str, execution: StepExecution) -> Done:
+                      batch_id: str, execution: StepExecution, *,
+                      customer_ref: str = "") -> Done:
     """Issue links for the workflow's user like /onboard-link, then complete the step."""
     core = current_core()
     try:
         result = core.onboarding.issue(requester, count, note, action="workflow",
-                                       batch_id=batch_id)
+                                       batch_id=batch_id, customer_ref=customer_ref)
     except BudgetWait as wait:
         if wait.seconds > STEP_BUDGET_WAIT:
             return Done(finish_step(core, execution, error=messages.problem(wait)["text"]))
         core.commands.enqueue(Job.RUN_WORKFLOW_STEP, reply, requester, count, note, batch_id,
-                              execution, idempotent=False, delay=wait.seconds)
+                              execution, idempotent=False, delay=wait.seconds,
+                              job_kwargs={"customer_ref": customer_ref})
         return Done(f"waits {wait.seconds:.0f} s for Exotel's request budget")
     except EXPECTED_FAILURES as exc:
         finish_step(core, execution, error=messages.problem(exc)["text"])
@@ -202,14 +208,17 @@ def fail_workflow_step(reply: Reply, execution: StepExecution, error: str) -> Do
 
 @logged_job
 def issue_from_form(reply: Reply, requester: Requester, count: int, note: str, batch_id: str,
-                    post_to: str | None, told_to_wait: bool = False) -> Done:
+                    post_to: str | None, told_to_wait: bool = False, *,
+                    customer_ref: str = "") -> Done:
     """The form's links: a DM to the requester, and posted in `post_to` when chosen."""
     core = current_core()
     try:
-        result = core.onboarding.issue(requester, count, note, action="form", batch_id=batch_id)
+        result = core.onboarding.issue(requester, count, note, action="form", batch_id=batch_id,
+                                       customer_ref=customer_ref)
     except BudgetWait as wait:
         message, did = wait_for_budget(core, reply, wait, told_to_wait, Job.ISSUE_FROM_FORM,
-                                       requester, count, note, batch_id, post_to)
+                                       requester, count, note, batch_id, post_to,
+                                       job_kwargs={"customer_ref": customer_ref})
         core.delivery.tell(requester.user_id, message)
         return Done(did)
     except EXPECTED_FAILURES as exc:

@@ -1,8 +1,9 @@
 """Block Kit primitives every renderer uses, within Slack's limits, and user text made safe.
 
-User text never reaches mrkdwn unescaped: it goes in plain_text objects (`note_block`), or
-through `escape` / `escape_note` where it must sit inside mrkdwn. Customer notes have bidi
-controls stripped wherever they are shown (notes stored before they were stripped on input).
+User text never reaches mrkdwn unescaped: it goes in plain_text objects (`note_block`,
+`customer_blocks`), or through `escape` / `escape_note` where it must sit inside mrkdwn (a
+CRM reference too: `ref_mrkdwn`). Customer notes and references have bidi controls stripped
+wherever they are shown (notes stored before they were stripped on input).
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ def context(*mrkdwn: str) -> ContextBlock:
 def note_block(note: str) -> ContextBlock:
     return ContextBlock(elements=[PlainTextObject(text=f"Customer note: {strip_bidi(note)}",
                                                   emoji=False)])
+
+
+def customer_blocks(note: str, customer_ref: str = "") -> list[Block]:
+    """Who links are for, in plain text (exactly as typed, and nothing in it can format or
+    mention): the customer note and the CRM reference in one context block; none without
+    either."""
+    elements = [PlainTextObject(text=f"{label}: {strip_bidi(value)}", emoji=False)
+                for label, value in (("Customer note", note), ("CRM reference", customer_ref))
+                if value]
+    return [ContextBlock(elements=elements)] if elements else []
+
+
+def ref_mrkdwn(customer_ref: str) -> str:
+    """A CRM reference inside mrkdwn, made inert as a note is (`escape_note`)."""
+    return f"CRM ref {escape_note(customer_ref)}"
 
 
 def chunks(lines: Iterable[str], limit: int = SECTION_LIMIT) -> Iterator[str]:

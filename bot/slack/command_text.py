@@ -8,10 +8,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.exotel.tokens import TOKEN_RULE, parse_token_argument
-from bot.slack.inputs import MAX_LINKS, UsageError, note_of, strip_bidi
+from bot.slack.inputs import MAX_LINKS, REF_RULE, UsageError, note_of, ref_of, strip_bidi
 
 _NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
 HELP_WORDS = {"help", "-h", "--help", "?"}
+# `ref:hubspot-12345`, anywhere in the text of a command that issues links: the customer's
+# CRM reference, not part of the note.
+REF_PREFIX = "ref:"
+REF_EXAMPLE = "/onboard-link 2 ACME Corp ref:hubspot-12345"
+# An email Slack turned into a link before sending it: `<mailto:a@b.example|a@b.example>`.
+_MAILTO = re.compile(r"<mailto:([^|<>]+)(?:\|[^<>]*)?>", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Help:
     pass
@@ -21,6 +29,7 @@ class Help:
 class OnboardRequest:
     count: int
     note: str
+    customer_ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,34 @@ def _text(raw: str | None) -> str:
 
 
 def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetRequest | Help:
-    text = _text(raw)
+    text, customer_ref = _take_ref(_text(raw))
+    request = _parse_onboard(text)
+    if customer_ref is None or isinstance(request, Help):
+        return request
+    if not isinstance(request, OnboardRequest):
+        raise UsageError("A `ref:` goes with new links, not with `list` or `forget`: "
+                         f"`{REF_EXAMPLE}`.")
+    return OnboardRequest(request.count, request.note, customer_ref)
+
+
+def _take_ref(text: str) -> tuple[str, str | None]:
+    """The text without its `ref:` word, and the reference that word gives (None: no such
+    word). The word is the reference's only way in: one, not empty, checked by `ref_of`."""
+    words = text.split()
+    at = [i for i, word in enumerate(words) if word[:len(REF_PREFIX)].casefold() == REF_PREFIX]
+    if not at:
+        return text, None
+    if len(at) > 1:
+        raise UsageError(f"Please give one CRM reference only; this has {len(at)} `ref:` "
+                         f"words. Like this: `{REF_EXAMPLE}`.")
+    value = _MAILTO.sub(r"\1", words.pop(at[0])[len(REF_PREFIX):])
+    if not value:
+        raise UsageError(f"Put the CRM reference right after `ref:`, with no space: {REF_RULE}. "
+                         f"Like this: `{REF_EXAMPLE}`.")
+    return " ".join(words), ref_of(value)
+
+
+def _parse_onboard(text: str) -> OnboardRequest | ListRequest | ForgetRequest | Help:
     first = text.split(maxsplit=1)[0] if text else ""  # any whitespace: newline, no-break space
     if first.lower() in HELP_WORDS:
         return Help()

@@ -1,5 +1,5 @@
 """Values from Slack's payloads checked before use: who acts (`requester_from`), Slack ids,
-link counts and customer notes, the same way for every surface.
+link counts, customer notes and CRM references, the same way for every surface.
 
 Slash command text has its own parser (bot.slack.command_text), which reads counts and notes
 with these; each value is validated here before it reaches Redis or Exotel."""
@@ -7,6 +7,7 @@ with these; each value is validated here before it reaches Redis or Exotel."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from bot.domain.models import Requester
 
 MAX_LINKS = 50
 MAX_NOTE = 500
+MAX_REF = 200
 
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
@@ -24,6 +26,12 @@ OPAQUE_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 # Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a note they would
 # reorder what readers of a listing or reminder see.
 BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# What a CRM reference may not hold (after bidi controls are stripped): control characters
+# (C0, DEL, C1: tabs, line breaks, escapes), invisible format characters (zero-width ones),
+# line and paragraph separators, and lone surrogates (not text at all).
+REF_REFUSED = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+REF_RULE = (f"a CRM record id or an email, up to {MAX_REF} characters, like hubspot-12345 or "
+            "priya@acme.example")
 
 
 class UnreadablePayload(ValueError):
@@ -67,6 +75,24 @@ def note_of(value: Any) -> str:
         raise UsageError(f"Please keep the customer note to {MAX_NOTE} characters "
                          f"(it has {len(note)}).")
     return note
+
+
+def ref_of(value: Any) -> str:
+    """A customer reference (a CRM record id or an email) from any surface: bidi controls
+    dropped, surrounding spaces trimmed, any other control character refused, up to MAX_REF
+    characters; None → ''. The one way a reference enters the bot."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UsageError(f"The CRM reference must be text: {REF_RULE}.")
+    ref = strip_bidi(value).strip()
+    if any(unicodedata.category(c) in REF_REFUSED for c in ref):
+        raise UsageError("The CRM reference can't hold line breaks, tabs or other control "
+                         f"characters: give {REF_RULE}.")
+    if len(ref) > MAX_REF:
+        raise UsageError(f"Please keep the CRM reference to {MAX_REF} characters (it has "
+                         f"{len(ref)}).")
+    return ref
 
 
 def matches(pattern: re.Pattern[str], value: Any) -> str | None:

@@ -22,10 +22,11 @@ from bot.slack.blocks import (
     SECTION_LIMIT,
     Message,
     context,
+    customer_blocks,
     ephemeral,
     escape,
     escape_note,
-    note_block,
+    ref_mrkdwn,
     render,
     section,
     slack_date,
@@ -157,9 +158,10 @@ def link_used(batch: Batch, used: TrackedLink, links: list[TrackedLink],
               statuses: dict[str, LinkStatus]) -> Message:
     """The DM when a link turns USED: which customer, which link, and the rest of the batch."""
     note = escape_note(batch.note) if batch.note else "a customer with no note"
+    ref = f" ({ref_mrkdwn(batch.customer_ref)})" if batch.customer_ref else ""
     blocks: list[Block] = [section(
         f":tada: A customer finished onboarding with your link `{mask(used.token)}` "
-        f"for *{note}*.")]
+        f"for *{note}*{ref}.")]
     others = [link for link in links if link.token != used.token]
     if others:
         at = now()
@@ -176,21 +178,26 @@ def link_used(batch: Batch, used: TrackedLink, links: list[TrackedLink],
 
 
 def already_issued(batch: Batch, rows: list[tuple[TrackedLink, LinkStatus | None]],
-                   count: int, note: str) -> Message:
-    """The answer to issuing again for a customer who has a live link: that link."""
+                   count: int, note: str, customer_ref: str = "") -> Message:
+    """The answer to issuing again for a customer who has a live link: that link. Issuing
+    anyway asks for `note` again, with the CRM reference asked for, else the batch's (the
+    same customer's)."""
     at = now()
+    again = f"{count} {note}"
+    if customer_ref or batch.customer_ref:
+        again += f" ref:{customer_ref or batch.customer_ref}"
     noun = "link" if len(rows) == 1 else "links"
     lines = [link_line(link, record, True, at) for link, record in rows[:MAX_LINK_LINES]]
     blocks: list[Block] = [
         section(f":information_source: You already have {len(rows)} live {noun} for this "
                  f"customer, issued {slack_date(batch.issued_at)} "
                  f"({time_left(batch.expires_at, at)}). Nothing new was issued."),
-        note_block(batch.note),
+        *customer_blocks(batch.note, batch.customer_ref),
         section("\n".join(lines)),
         context(RULES),
         ActionsBlock(elements=[ButtonElement(
             text="Issue a new one anyway" if count == 1 else f"Issue {count} new ones anyway",
-            action_id=ISSUE_ANYWAY_ACTION, value=f"{count} {note}")]),
+            action_id=ISSUE_ANYWAY_ACTION, value=again)]),
     ]
     return ephemeral(f"You already have a live link for {escape_note(note[:100])}", blocks)
 

@@ -30,18 +30,20 @@ from bot.slack.blocks import (
     Message,
     chunks,
     context,
+    customer_blocks,
     ephemeral,
     escape,
     escape_note,
     fixed,
     note_block,
+    ref_mrkdwn,
     render,
     section,
     slack_date,
     text_message,
     time_left,
 )
-from bot.slack.inputs import MAX_LINKS, MAX_NOTE, UnreadablePayload
+from bot.slack.inputs import MAX_LINKS, MAX_NOTE, MAX_REF, UnreadablePayload
 
 CUSTOMERS_PER_LINK = 5
 LATE_NOTICE = timedelta(minutes=1)
@@ -61,6 +63,7 @@ TRACK_COMMAND = "python -m bot track"  # bot.cli.track: the operator's way to tr
 # each, 20 lines of the longest notes stay inside Slack's ~13k characters of blocks.
 MAX_LISTED = 20
 LISTED_NOTE = 60
+LISTED_REF = 60
 REMINDER_STATUS = {
     "VALID": "still usable",
     "USED": ":white_check_mark: USED: a customer finished onboarding with it",
@@ -115,11 +118,13 @@ def check_usage_problem(problem: str) -> Message:
 @fixed
 def onboard_help() -> Message:
     return text_message(
-        "*`/onboard-link [count] [customer note]`* creates WhatsApp onboarding links "
-        "from Exotel, just for you.\n"
+        "*`/onboard-link [count] [customer note] [ref:CRM reference]`* creates WhatsApp "
+        "onboarding links from Exotel, just for you.\n"
         f"• `count`: how many links, a whole number from 1 to {MAX_LINKS} (default 1).\n"
         f"• `customer note`: who the links are for, up to {MAX_NOTE} characters.\n"
-        "Example: `/onboard-link 3 ACME Corp, Priya's team`\n"
+        f"• `ref:…`: the customer's record id in your CRM, or their email, up to {MAX_REF} "
+        "characters, as one word anywhere in the text (not part of the note).\n"
+        "Example: `/onboard-link 3 ACME Corp, Priya's team ref:hubspot-12345`\n"
         "`/onboard-link list` shows your live links (`list channel`: this channel's; "
         "`list all`: everyone's, for admins); `/onboard-link forget &lt;link&gt;` stops "
         "tracking one.\n"
@@ -144,8 +149,7 @@ def issued(result: IssueResult) -> Message:
     noun = "link" if count == 1 else "links"
     blocks: list[Block] = [section(f":link: *{count} WhatsApp onboarding {noun}* (only you see "
                                     "this message)")]
-    if result.note:
-        blocks.append(note_block(result.note))
+    blocks.extend(customer_blocks(result.note, result.customer_ref))
     lines = [f"{i}. {link.url}" for i, link in enumerate(result.links, 1)]
     blocks.extend(section(chunk) for chunk in chunks(lines))
     if result.untracked:
@@ -310,8 +314,7 @@ def reminder(batch: Batch, statuses: dict[str, str], late_by: timedelta) -> Mess
         section(f":alarm_clock: <@{batch.requester.user_id}>, your {count} onboarding {noun} "
                  f"expire {slack_date(batch.expires_at)} ({time_left(batch.expires_at)})."),
     ]
-    if batch.note:
-        blocks.append(note_block(batch.note))
+    blocks.extend(customer_blocks(batch.note, batch.customer_ref))
     blocks.extend(section(chunk) for chunk in chunks(lines))
     if late_by > LATE_NOTICE:
         blocks.append(context(f"This reminder is {int(late_by.total_seconds() // 60)} min late: "
@@ -337,13 +340,16 @@ def refused(reason: str, admins: list[str]) -> Message:
 
 
 def batch_line(batch: Batch, at: datetime) -> str:
-    """A batch in a listing: its note, count, requester, time left and reminder."""
+    """A batch in a listing: its note and CRM reference, count, requester, time left and
+    reminder."""
     note = (escape_note(_shorten(batch.note, LISTED_NOTE)) if batch.note
             else "_no customer note_")
+    ref = (f" ({ref_mrkdwn(_shorten(batch.customer_ref, LISTED_REF))})" if batch.customer_ref
+           else "")
     count = len(batch.tokens)
     reminder = (f"; reminder {slack_date(batch.reminder_due)}"
                 if batch.reminder_due and batch.reminder_due > at else "")
-    return (f"*{note}*: {count} link{'s' if count != 1 else ''} by "
+    return (f"*{note}*{ref}: {count} link{'s' if count != 1 else ''} by "
             f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
 
 
@@ -363,8 +369,7 @@ def shared(batch: Batch, links: list[TrackedLink], sharer: Requester) -> Message
     count = len(links)
     blocks: list[Block] = [section(f":link: <@{sharer.user_id}> shared {count} WhatsApp "
                                     f"onboarding link{'s' if count != 1 else ''}:")]
-    if batch.note:
-        blocks.append(note_block(batch.note))
+    blocks.extend(customer_blocks(batch.note, batch.customer_ref))
     blocks.extend(section(chunk) for chunk in
                   chunks(f"{i}. {link.url}" for i, link in enumerate(links, 1)))
     blocks.append(context(f"Valid until {slack_date(batch.expires_at)}. {RULES}"))

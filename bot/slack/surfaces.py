@@ -30,6 +30,7 @@ from bot.slack.blocks import (
     Response,
     as_post,
     context,
+    customer_blocks,
     escape,
     note_block,
     render,
@@ -37,13 +38,13 @@ from bot.slack.blocks import (
     slack_date,
     time_left,
 )
-from bot.slack.inputs import MAX_LINKS, MAX_NOTE
+from bot.slack.inputs import MAX_LINKS, MAX_NOTE, MAX_REF
 
 # Callback and block ids are part of the interface (workflows, saved shortcuts): keep them.
 FORM = "new_onboarding_links"  # the global shortcut and the modal (and messages.NEW_LINKS_ACTION)
 SEND_IN_THREAD = "send_onboarding_link"  # the message shortcut
 WORKFLOW_STEP = "create_onboarding_links"  # the Workflow Builder step (manifest functions)
-COUNT, NOTE, CHANNEL = "count", "customer_note", "channel"
+COUNT, NOTE, REF, CHANNEL = "count", "customer_note", "customer_ref", "channel"
 _EMOJI = re.compile(r":[a-z0-9_+-]+: ?")
 PREVIEW_STATUS = {
     "VALID": ":large_green_circle: *VALID*: can still be used",
@@ -67,6 +68,10 @@ def form_view() -> dict[str, Any]:
             InputBlock(block_id=NOTE, label="Customer note", optional=True,
                        element=PlainTextInputElement(action_id=NOTE, max_length=MAX_NOTE,
                                                      placeholder="ACME Corp, Priya's team")),
+            InputBlock(block_id=REF, label="CRM reference", optional=True,
+                       element=PlainTextInputElement(action_id=REF, max_length=MAX_REF,
+                                                     placeholder="hubspot-12345"),
+                       hint="The customer's record id in your CRM, or their email."),
             InputBlock(block_id=CHANNEL, label="Also post them in", optional=True,
                        element=ConversationSelectElement(
                            action_id=CHANNEL, placeholder="A channel (optional)",
@@ -93,8 +98,7 @@ def thread_link(result: IssueResult, rep: Requester) -> Message:
     link = result.links[0]
     blocks: list[Block] = [section(f":link: <@{rep.user_id}> sent a WhatsApp onboarding "
                                     f"link:\n{link.url}")]
-    if result.note:
-        blocks.append(note_block(result.note))
+    blocks.extend(customer_blocks(result.note, result.customer_ref))
     blocks.append(context(f"Valid until {slack_date(link.expires_at)}. "
                            f"{messages.RULES}"))
     return {"text": f"WhatsApp onboarding link: {link.url}", "blocks": render(blocks),

@@ -44,6 +44,7 @@ STEP, FORM, SEND = "create_onboarding_links", "new_onboarding_links", "send_onbo
 CUSTOMER_MESSAGE = {"type": "message", "user": "U0CUST", "ts": "1700000100.000200",
                     "text": "Hi! How do we get WhatsApp set up?", "team": "T0CUST"}
 HOSTILE = "ACME \u202eevil *bold* _it_"  # a right-to-left override and live mrkdwn
+HOSTILE_REF = "crm\u202eevil*bold*_it_<!channel>"  # the same in a CRM reference (one word)
 MESSAGES = ("chat.postMessage", "chat.postEphemeral")
 VIEWS = ("views.publish", "views.open")
 WAIT = 15  # seconds: every door answers in well under one
@@ -358,7 +359,7 @@ def test_a_hostile_note_is_inert_in_everything_the_bot_sends_whichever_door_it_c
 
     # In, by every door that takes a note.
     with walk.door("the command", "ack", "reply"):
-        issued = walk.command("/onboard-link", f"2 {HOSTILE}").final(WAIT)
+        issued = walk.command("/onboard-link", f"2 {HOSTILE} ref:{HOSTILE_REF}").final(WAIT)
     with walk.door("the command again", "ack"):
         walk.command("/onboard-link", f"1 {HOSTILE}")
     submit_the_form(walk, "the form", HOSTILE)
@@ -367,6 +368,8 @@ def test_a_hostile_note_is_inert_in_everything_the_bot_sends_whichever_door_it_c
     batches = core.store.all_live_batches(50)
     assert len(batches) == 4
     assert all("\u202e" not in b.note and "evil" in b.note for b in batches)
+    assert [b.customer_ref for b in batches if b.customer_ref] == [
+        HOSTILE_REF.replace("\u202e", "")]
 
     # Out, wherever a note is shown.
     with walk.door("a listing", "ack"):
@@ -406,6 +409,13 @@ def test_a_hostile_note_is_inert_in_everything_the_bot_sends_whichever_door_it_c
     plain = [o["text"] for s in walk.sent for o in text_objects(s.body)
              if o["type"] == "plain_text" and "evil" in o["text"]]
     assert any("*bold*" in text for text in plain)  # shown as typed where it cannot format
+    # The reference too: as typed in plain text, inert in mrkdwn, by each door showing it.
+    ref_doors = {s.door for s in walk.sent for o in text_objects(s.body)
+                 if o["type"] == "plain_text" and "crmevil*bold*_it_<!channel>" in o["text"]}
+    assert {"the command", "the command again", "reminders", "Post to channel"} <= ref_doors
+    inert = {s.door for s in walk.sent for text in mrkdwn_texts(s.body)
+             if "CRM ref crmevil\u2217bold\u2217\u02cdit\u02cd&lt;!channel&gt;" in text}
+    assert {"a listing", "App Home"} <= inert
 
 
 def strings(value: Any) -> Iterator[str]:

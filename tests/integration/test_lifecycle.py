@@ -87,6 +87,24 @@ def test_list_and_app_home_show_both_full_links_with_their_status(
     assert all(token not in other and f"…{token[-4:]}" in other for token in tokens)
 
 
+def test_list_and_app_home_show_the_crm_reference_of_each_batch(
+    bot: Bot, slack: FakeSlack
+) -> None:
+    bot.command("/onboard-link", "1 Lifecycle Co ref:crm_7*x*").final()
+    bot.command("/onboard-link", "1 Other Co").final()
+    # Made inert as the note is: formatting characters become lookalikes.
+    line = "*Lifecycle Co* (CRM ref crm\u02cd7\u2217x\u2217): 1 link"
+    listing = block_text(bot.command("/onboard-link", "list").ack)
+    assert line in listing and "*Other Co*: 1 link" in listing
+    assert listing.count("CRM ref") == 1
+
+    published = len(slack.calls("views.publish"))
+    bot.event({"type": "app_home_opened", "user": "U0REP", "tab": "home"})
+    wait_until(lambda: len(slack.calls("views.publish")) > published, 10, "App Home published")
+    home = json.dumps(slack.calls("views.publish")[-1].params["view"], ensure_ascii=False)
+    assert json.dumps(line, ensure_ascii=False)[1:-1] in home and home.count("CRM ref") == 1
+
+
 def test_links_list_as_valid_as_soon_as_exotel_returns_them(
     bot: Bot, exotel: ExotelSandbox
 ) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
+from bot.cli import audit_export
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from testkit.env import EXOTEL_KEY, EXOTEL_TOKEN
 from tests.blockkit import LINK, assert_inert, assert_within_slack_limits, block_text
@@ -79,3 +83,43 @@ def test_a_note_with_slack_markup_stays_inert(bot: Bot, exotel: ExotelSandbox) -
     assert len(set(LINK.findall(block_text(final)))) == 2
     assert "Customer note: <!channel> *x* <@U123> <https://evil|click>" in block_text(final)
     assert_inert(final, "<!channel>", "<@U123>", "<https://evil")
+
+
+def test_a_ref_word_is_the_batchs_crm_reference_shown_listed_and_audited(
+    bot: Bot, exotel: ExotelSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    final = bot.command("/onboard-link", "2 ACME Corp ref:hubspot-12345").final()
+    text = block_text(final)
+    tokens = LINK.findall(text)
+    assert len(set(tokens)) == 2
+    lines = text.split("\n")
+    assert "Customer note: ACME Corp" in lines and "ref:" not in text
+    assert "CRM reference: hubspot-12345" in lines
+    link = bot.core.store.get_link(tokens[0])
+    assert link is not None and link.note == "ACME Corp"
+    batch = bot.core.store.get_batch(link.batch_id)
+    assert batch is not None and batch.customer_ref == "hubspot-12345"
+
+    listing = block_text(bot.command("/onboard-link", "list").ack)
+    assert "*ACME Corp* (CRM ref hubspot-12345): 2 links" in listing
+
+    assert audit_export.run(bot.core.settings, None, "csv") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["action"], r["batch_id"], r["customer_ref"]) for r in rows] == [
+        ("issue", batch.batch_id, "hubspot-12345")]
+
+
+@pytest.mark.parametrize(("ref", "says"), [
+    ("", "Put the CRM reference right after `ref:`"),
+    ("x" * 201, "Please keep the CRM reference to 200 characters (it has 201)"),
+    ("crm\u200b42", "can't hold line breaks, tabs or other control characters"),
+    ("a ref:b", "Please give one CRM reference only"),
+])
+def test_a_bad_ref_word_is_refused_in_the_ack(bot: Bot, exotel: ExotelSandbox, ref: str,
+                                              says: str) -> None:
+    reply = bot.command("/onboard-link", f"2 ACME ref:{ref}")
+    assert reply.http.status_code == 200
+    assert says in block_text(reply.ack)
+    assert reply.ack["response_type"] == "ephemeral"
+    bot.worker.stop()  # anything it had been given has now run
+    assert exotel.calls == [] and bot.core.store.all_live_batches(5) == []

@@ -61,6 +61,23 @@ def test_one_batch_gets_one_reminder_at_its_due_time(
             for e in b["elements"]} == {RENEW_ACTION, STOP_ACTION}
 
 
+def test_the_reminder_names_the_customers_crm_reference(
+    make_core, clock: FrozenDateTimeFactory, slack: FakeSlack
+) -> None:
+    core = make_core()
+    result = core.onboarding.issue(REP, 1, "ACME Corp", customer_ref="hubspot_12345 <!here>")
+    assert result.reminder_due is not None
+    clock.move_to(result.reminder_due + timedelta(seconds=1))
+    fire_due(core)
+    [post] = posts(slack)
+    [context] = [b for b in post["blocks"] if b["type"] == "context"
+                 and "Customer note" in json.dumps(b)]
+    assert [(e["type"], e["text"]) for e in context["elements"]] == [
+        ("plain_text", "Customer note: ACME Corp"),
+        ("plain_text", "CRM reference: hubspot_12345 <!here>")]  # as typed, and inert
+    assert "<!here>" not in post["text"]
+
+
 def test_a_channel_that_refuses_gets_a_direct_message_instead(
     make_core, clock: FrozenDateTimeFactory, slack: FakeSlack
 ) -> None:

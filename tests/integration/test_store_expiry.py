@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -10,7 +11,7 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.audit import STREAM, Audit
-from bot.domain.store import ALL_INDEX, CHANNEL_INDEX, USER_INDEX
+from bot.domain.store import ALL_INDEX, BATCH_KEY, CHANNEL_INDEX, USER_INDEX
 from bot.slack.core import Core
 from testkit.slack import FakeSlack
 from tests.support import REP, fire_due
@@ -83,3 +84,27 @@ def test_the_audit_trail_is_trimmed_to_its_retention_and_expires_when_idle(
     # Trimmed by whole nodes of 100 entries: the old ones but the last node's are gone.
     assert redis_client.xlen(STREAM) <= 51
     assert 0 < redis_client.ttl(STREAM) <= 1
+
+
+def test_a_crm_reference_lives_in_the_batch_key_and_costs_nothing_when_there_is_none(
+    make_core: Callable[..., Core], redis_client: redis.Redis
+) -> None:
+    """The reference is a field of the batch's own key (so it expires with it, bounded by
+    MAX_REF characters), and in the audit entry of the issue; a batch without one stores
+    no byte for it."""
+    core = make_core()
+    with_ref = core.onboarding.issue(REP, 1, "ACME", customer_ref="hubspot-12345").batch
+    without = core.onboarding.issue(REP, 1, "Globex").batch
+    assert with_ref is not None and without is not None
+    key = BATCH_KEY.format(with_ref.batch_id)
+    assert json.loads(redis_client.get(key))["customer_ref"] == "hubspot-12345"
+    assert core.store.get_batch(with_ref.batch_id) == with_ref
+    assert 0 < redis_client.ttl(key) <= DAY
+    assert not [k for k in redis_client.keys("*") if "hubspot" in k]  # no key of its own
+    plain = redis_client.get(BATCH_KEY.format(without.batch_id))
+    assert "customer_ref" not in plain
+    stored = core.store.get_batch(without.batch_id)
+    assert stored is not None and stored.customer_ref == ""
+    issues = [f for _, f in redis_client.xrange(STREAM) if f["action"] == "issue"]
+    assert [(f["batch_id"], f["customer_ref"]) for f in issues] == [
+        (with_ref.batch_id, "hubspot-12345"), (without.batch_id, "")]

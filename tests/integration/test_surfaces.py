@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 
 from bot.domain.audit import STREAM
@@ -124,15 +125,20 @@ def test_the_global_shortcut_opens_the_form(bot: Bot, slack: FakeSlack) -> None:
     assert view["type"] == "modal" and view["callback_id"] == FORM
     elements = {block["block_id"]: block["element"] for block in view["blocks"]
                 if block["type"] == "input"}
-    assert list(elements) == ["count", "customer_note", "channel"]
+    assert list(elements) == ["count", "customer_note", "customer_ref", "channel"]
     assert {block_id: e["action_id"] for block_id, e in elements.items()} == {
-        "count": "count", "customer_note": "customer_note", "channel": "channel"}
+        "count": "count", "customer_note": "customer_note", "customer_ref": "customer_ref",
+        "channel": "channel"}
     assert elements["count"]["type"] == "number_input"
     assert (elements["count"]["min_value"], elements["count"]["max_value"]) == ("1", "50")
     assert elements["customer_note"]["type"] == "plain_text_input"
+    assert elements["customer_ref"]["type"] == "plain_text_input"
+    assert elements["customer_ref"]["max_length"] == 200
+    labels = {b["block_id"]: b["label"]["text"] for b in view["blocks"] if b["type"] == "input"}
+    assert labels["customer_ref"] == "CRM reference"
     assert elements["channel"]["type"] == "conversations_select"
     assert [b.get("optional", False) for b in view["blocks"] if b["type"] == "input"] == [
-        False, True, True]
+        False, True, True, True]
 
 
 def test_the_app_home_button_opens_the_same_form(bot: Bot, slack: FakeSlack) -> None:
@@ -359,3 +365,77 @@ def test_a_step_whose_worker_died_completes_with_the_links_it_had_made(
     params = slack.params("functions.completeSuccess")[0]
     assert params["function_execution_id"] == "Fx0CUT"
     assert params["outputs"] == {"links": made.url, "first_link": made.url}
+
+
+# 6. A customer's CRM reference, by the form and the step ----------------------------------
+
+def test_the_steps_customer_ref_input_is_the_batchs_crm_reference(
+    bot: Bot, slack: FakeSlack, exotel: ExotelSandbox
+) -> None:
+    post_signed(bot.url, function_executed_body(STEP, {
+        "user_id": "U0REP", "count": 1, "customer_note": "ACME", "customer_ref": "crm-42"}))
+    wait_until(lambda: slack.calls("functions.completeSuccess"), 30, "the step completed")
+    url = slack.params("functions.completeSuccess")[0]["outputs"]["first_link"]
+    batch = bot.core.store.get_batch(tracked(bot, url).batch_id)
+    assert batch is not None and (batch.note, batch.customer_ref) == ("ACME", "crm-42")
+
+
+def test_a_bad_customer_ref_input_ends_the_step_with_a_readable_error_and_no_exotel_call(
+    bot: Bot, slack: FakeSlack, exotel: ExotelSandbox
+) -> None:
+    post_signed(bot.url, function_executed_body(STEP, {"user_id": "U0REP",
+                                                       "customer_ref": "x" * 201}))
+    wait_until(lambda: slack.calls("functions.completeError"), 30, "the step failed")
+    error = slack.params("functions.completeError")[0]["error"]
+    assert "keep the CRM reference to 200 characters (it has 201)" in error
+    assert exotel.calls == [] and slack.calls("functions.completeSuccess") == []
+
+
+def test_the_forms_crm_reference_is_the_batchs_and_a_bad_one_is_an_error_on_its_field(
+    bot: Bot, slack: FakeSlack, exotel: ExotelSandbox
+) -> None:
+    values = {**form_values("1", "Globex"),
+              "customer_ref": {"type": "plain_text_input", "value": "priya@globex.example"}}
+    assert post_signed(bot.url, view_submission_body(FORM, values)).status_code == 200
+    wait_until(lambda: posts_to(slack, "DU0REP"), 30, "the links DMed")
+    batch = bot.core.store.get_batch(tracked_batch_id(bot))
+    assert batch is not None and batch.customer_ref == "priya@globex.example"
+    assert "CRM reference: priya@globex.example" in block_text(posts_to(slack, "DU0REP")[0])
+
+    bad = {**values, "customer_ref": {"type": "plain_text_input", "value": "crm\u0007"}}
+    http = post_signed(bot.url, view_submission_body(FORM, bad))
+    assert http.json()["response_action"] == "errors"
+    assert list(http.json()["errors"]) == ["customer_ref"]
+    assert "control characters" in http.json()["errors"]["customer_ref"]
+    assert len(exotel.calls_of("POST")) == 1  # the first form's only
+
+
+def _scheduled(core: Any) -> list[Any]:
+    from rq.job import Job
+    from rq.registry import ScheduledJobRegistry
+
+    registry = ScheduledJobRegistry(queue=core.commands.queue)
+    return [Job.fetch(job_id, connection=core.commands.queue.connection)
+            for job_id in registry.get_job_ids()]
+
+
+@pytest.mark.parametrize("job", ["issue_links", "issue_from_form", "run_workflow_step"])
+def test_a_command_waiting_for_exotels_budget_keeps_its_crm_reference(
+    make_core: Callable[..., Any], slack: FakeSlack, exotel: ExotelSandbox, job: str
+) -> None:
+    from bot.engine.queue import Reply, StepExecution
+    from bot.runtime import jobs
+
+    core = make_core(EXOTEL_RATE_PER_MINUTE="4")
+    for _ in range(4):  # the minute's budget spent: the command is queued again for later
+        core.onboarding.budget.acquire(time.monotonic() + 5)
+    requester = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
+    tail = {"issue_links": (), "issue_from_form": (None,),
+            "run_workflow_step": (StepExecution("Fx0WAIT", STEP_TOKEN),)}[job]
+    getattr(jobs, job)(Reply.to(slack.response_url("wait")), requester, 2, "ACME", "batch-w",
+                       *tail, customer_ref="crm-9")
+    [later] = _scheduled(core)
+    assert later.func_name == f"bot.runtime.jobs.{job}"
+    assert later.kwargs == {"customer_ref": "crm-9"}
+    assert later.args[1:5] == (requester, 2, "ACME", "batch-w")
+    assert exotel.calls == []

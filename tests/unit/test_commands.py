@@ -12,7 +12,7 @@ from bot.slack.command_text import (
     parse_check,
     parse_onboard,
 )
-from bot.slack.inputs import MAX_NOTE, UsageError
+from bot.slack.inputs import MAX_NOTE, MAX_REF, UsageError
 
 TOKEN = "3f1c2a9e-5b7d-4e0f-9a21-7c6d5e4b3a10"
 LINK = f"https://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}"
@@ -141,3 +141,49 @@ def test_bidi_controls_are_stripped_from_notes() -> None:
     assert parse_onboard("x" * 500 + controls * 10) == OnboardRequest(count=1, note="x" * 500)
     # Other non-ASCII text is the user's and stays.
     assert parse_onboard("1 Café \u05e9\u05dc\u05d5\u05dd").note == "Café \u05e9\u05dc\u05d5\u05dd"
+
+
+# A CRM reference: one `ref:` word anywhere in the text of a command that issues links.
+
+@pytest.mark.parametrize(("text", "count", "note", "ref"), [
+    ("2 ACME Corp ref:hubspot-12345", 2, "ACME Corp", "hubspot-12345"),
+    ("2 ref:hubspot-12345 ACME Corp", 2, "ACME Corp", "hubspot-12345"),
+    ("ref:hubspot-12345 2 ACME Corp", 2, "ACME Corp", "hubspot-12345"),
+    ("ACME REF:priya@acme.example", 1, "ACME", "priya@acme.example"),
+    ("ref:x", 1, "", "x"),
+    ("3 Tom &amp; Jerry ref:a&amp;b", 3, "Tom & Jerry", "a&b"),  # Slack's escaping undone
+    ("1 ACME ref:&lt;mailto:p@acme.example|p@acme.example&gt;", 1, "ACME", "p@acme.example"),
+    ("1 ACME ref:crm\u202e-9", 1, "ACME", "crm-9"),  # bidi controls dropped, as in notes
+    ("1 Cross-ref:ACME", 1, "Cross-ref:ACME", ""),  # only a word that starts with it
+    ("1 " + "n" * MAX_NOTE + " ref:" + "r" * MAX_REF, 1, "n" * MAX_NOTE, "r" * MAX_REF),
+])
+def test_a_ref_word_is_the_crm_reference_and_not_part_of_the_note(
+        text: str, count: int, note: str, ref: str) -> None:
+    assert parse_onboard(text) == OnboardRequest(count=count, note=note, customer_ref=ref)
+
+
+EXAMPLE = "`/onboard-link 2 ACME Corp ref:hubspot-12345`"
+RULE = "a CRM record id or an email, up to 200 characters"
+
+
+@pytest.mark.parametrize(("text", "says", "allowed"), [
+    ("2 ACME ref:", "right after `ref:`, with no space", RULE),
+    ("2 ACME ref: hubspot-1", "right after `ref:`, with no space", EXAMPLE),
+    ("2 ACME ref:a ref:b", "one CRM reference only; this has 2 `ref:` words", EXAMPLE),
+    ("2 ACME ref:" + "r" * (MAX_REF + 1), f"(it has {MAX_REF + 1})",
+     f"keep the CRM reference to {MAX_REF} characters"),
+    ("2 ACME ref:crm\x00-1", "can't hold line breaks, tabs or other control characters", RULE),
+    ("2 ACME ref:crm\x1b[31m", "control characters", RULE),
+    ("2 ACME ref:crm\u200b1", "control characters", RULE),  # invisible: not the record typed
+    ("list ref:crm-1", "goes with new links, not with `list` or `forget`", EXAMPLE),
+    (f"forget {LINK} ref:crm-1", "goes with new links", EXAMPLE),
+])
+def test_a_bad_ref_word_is_refused_saying_what_is_allowed(text: str, says: str,
+                                                         allowed: str) -> None:
+    with pytest.raises(UsageError) as refusal:
+        parse_onboard(text)
+    assert says in str(refusal.value) and allowed in str(refusal.value)
+
+
+def test_help_with_a_ref_word_is_still_the_help() -> None:
+    assert parse_onboard("help ref:crm-1") == Help()

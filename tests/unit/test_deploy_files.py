@@ -174,3 +174,39 @@ def test_blank_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     assert not settings.socket_mode  # an empty app token would otherwise mean Socket Mode
     assert settings.redis_url is None and settings.exotel_base_url is None
     assert settings.allowed_user_ids == []
+
+
+def step_inputs(manifest: str) -> dict[str, dict[str, str]]:
+    """The workflow step's input_parameters in manifest.yml, each with its scalar fields:
+    just enough YAML (mappings by indentation) for this one block, as doctor reads scopes."""
+    found: dict[str, dict[str, str]] = {}
+    lines = iter(manifest.splitlines())
+    for line in lines:
+        if line.strip() == "input_parameters:":
+            depth = len(line) - len(line.lstrip())
+            break
+    name = ""
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= depth:
+            break
+        key, _, value = line.strip().partition(":")
+        if indent == depth + 2:
+            name = key
+            found[name] = {}
+        else:
+            found[name][key] = value.strip()
+    return found
+
+
+def test_the_manifest_declares_every_input_the_workflow_step_reads() -> None:
+    declared = step_inputs((ROOT / "manifest.yml").read_text())
+    read = set(re.findall(r'inputs\.get\("(\w+)"\)', (ROOT / "handlers/workflow.py").read_text()))
+    assert set(declared) == read
+    assert declared["customer_ref"] == {
+        "type": "string", "title": "CRM reference", "is_required": "false",
+        "description": "The customer's record id in your CRM, or their email, up to 200 "
+                       "characters"}
+    assert declared["user_id"]["is_required"] == "true"

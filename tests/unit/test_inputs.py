@@ -3,12 +3,21 @@ values every surface sends checked before use."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from bot.domain.models import Requester
-from bot.slack.inputs import UnreadablePayload, UsageError, count_of, note_of, requester_from
+from bot.slack.inputs import (
+    MAX_REF,
+    UnreadablePayload,
+    UsageError,
+    count_of,
+    note_of,
+    ref_of,
+    requester_from,
+)
 
 REP = Requester(team_id="T0FAKE", user_id="U0REP", channel_id="C0SALES")
 
@@ -57,3 +66,32 @@ def test_counts(value: Any, count: int) -> None:
 def test_bad_counts(value: Any) -> None:
     with pytest.raises(UsageError):
         count_of(value)
+
+
+@pytest.mark.parametrize(("value", "ref"), [
+    (None, ""), ("", ""), ("   ", ""),
+    ("hubspot-12345", "hubspot-12345"),
+    ("  priya@acme.example ", "priya@acme.example"),  # the form's and the step's, trimmed
+    ("Account 42", "Account 42"),  # a space inside is the CRM's own
+    ("crm\u202e-42\u2066", "crm-42"),  # bidi controls dropped, as from notes
+    ("Café-Ω-\u05e9", "Café-Ω-\u05e9"),  # other text is the user's
+    ("r" * MAX_REF, "r" * MAX_REF),
+])
+def test_a_crm_reference_from_any_surface(value: Any, ref: str) -> None:
+    assert ref_of(value) == ref
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("a\nb", "line breaks, tabs or other control characters"),
+    ("a\tb", "control characters"),
+    ("a\x7fb", "control characters"),  # DEL
+    ("a\x85b", "control characters"),  # C1: next line
+    ("a\u2028b", "control characters"),  # line separator
+    ("a\ufeffb", "control characters"),  # zero-width no-break space
+    ("a\ud800b", "control characters"),  # a lone surrogate: not text Redis could store
+    ("r" * (MAX_REF + 1), f"to {MAX_REF} characters (it has {MAX_REF + 1})"),
+    (42, "must be text"),
+])
+def test_a_bad_crm_reference_is_refused_saying_why(value: Any, says: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(says)):
+        ref_of(value)

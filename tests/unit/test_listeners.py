@@ -111,8 +111,36 @@ def test_onboard_link_enqueues_the_issue_then_acks_working() -> None:
     assert (job, requester, count, note) == (Job.ISSUE_LINKS, REP, 3, "ACME Corp")
     assert flags == [False, True]  # the listener looked for live links: the job issues
     assert len(batch_id) == 32 and reply_url(core) == URL
-    assert core.commands.enqueue.call_args.kwargs == {"idempotent": False}
+    assert core.commands.enqueue.call_args.kwargs == {"idempotent": False,
+                                                      "job_kwargs": {"customer_ref": ""}}
     core.access.may_issue.assert_called_once_with("U0REP", "C0SALES")
+
+
+def test_a_ref_word_travels_with_the_job_by_name_and_not_in_the_note() -> None:
+    core = mock_core()
+    assert run(onboard_link, "2 ACME Corp ref:hubspot-12345", core) == messages.working(2)
+    job, requester, count, note, _batch, *flags = enqueued(core)
+    assert (job, requester, count, note, flags) == (Job.ISSUE_LINKS, REP, 2, "ACME Corp",
+                                                    [False, True])
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {
+        "customer_ref": "hubspot-12345"}
+    core.onboarding.existing.assert_called_once_with(REP, 2, "ACME Corp", "hubspot-12345")
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("2 ACME ref:", "right after `ref:`"),
+    ("2 ACME ref:" + "x" * 201, "to 200 characters (it has 201)"),
+    ("2 ACME ref:crm\x07", "control characters"),
+    ("2 ACME ref:a ref:b", "one CRM reference only"),
+])
+def test_a_bad_ref_word_is_refused_in_the_ack_and_nothing_else_happens(text: str,
+                                                                      says: str) -> None:
+    core = mock_core()
+    answer = run(onboard_link, text, core)
+    assert answer["text"].startswith(":warning:") and says in answer["text"]
+    assert "/onboard-link help" in answer["text"]
+    assert not core.commands.enqueue.called and not core.access.method_calls
+    assert not core.onboarding.existing.called
 
 
 def test_onboard_link_forget_enqueues_the_forget_of_that_token() -> None:
@@ -232,7 +260,17 @@ def test_issue_anyway_enqueues_a_repeat_allowed_issue() -> None:
     job, requester, count, note, _batch, *flags = enqueued(core)
     assert (job, requester, count, note, flags) == (Job.ISSUE_LINKS, REP, 2, "ACME",
                                                     [False, True])
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {"customer_ref": ""}
     assert acked(ack) == {}
+
+
+def test_issue_anyway_keeps_the_reference_of_the_repeat_answer() -> None:
+    core, ack = mock_core(), MagicMock()
+    issue_anyway(ack=ack, body=click_body(), action={"value": "2 ACME ref:crm-1"},
+                 context=context(core))
+    _job, _requester, _count, note, *_ = enqueued(core)
+    assert note == "ACME"
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {"customer_ref": "crm-1"}
 
 
 # --- the form (global shortcut and modal) and the message shortcut ---------------------------
@@ -259,12 +297,16 @@ def test_a_refused_user_gets_the_refusal_in_the_modal_and_the_ack_still_comes() 
     assert acked(ack) == {}
 
 
-def submitted(count: str, note: str = "ACME", channel: str | None = "C0SALES") -> dict[str, Any]:
-    return {"state": {"values": {
+def submitted(count: str, note: str = "ACME", channel: str | None = "C0SALES",
+              ref: str | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {
         surfaces.COUNT: {surfaces.COUNT: {"value": count}},
         surfaces.NOTE: {surfaces.NOTE: {"value": note}},
         surfaces.CHANNEL: {surfaces.CHANNEL: {"selected_conversation": channel}},
-    }}}
+    }
+    if ref is not None:  # a form opened before the field existed has no such block
+        values[surfaces.REF] = {surfaces.REF: {"value": ref}}
+    return {"state": {"values": values}}
 
 
 def submit(core: MagicMock, view: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +321,25 @@ def test_a_submitted_form_enqueues_the_issue_and_closes() -> None:
     job, requester, count, note, _batch, channel = enqueued(core)
     assert (job, requester, count, note, channel) == (Job.ISSUE_FROM_FORM, REP, 2, "ACME",
                                                       "C0SALES")
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {"customer_ref": ""}
+
+
+def test_the_forms_crm_reference_travels_with_the_job() -> None:
+    core = mock_core()
+    assert submit(core, submitted("2", ref=" priya@acme.example ")) == {}
+    assert enqueued(core)[0] == Job.ISSUE_FROM_FORM
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {
+        "customer_ref": "priya@acme.example"}
+
+
+@pytest.mark.parametrize(("ref", "says"), [("x" * 201, "to 200 characters (it has 201)"),
+                                           ("crm\n42", "control characters")])
+def test_a_bad_crm_reference_is_shown_on_its_field(ref: str, says: str) -> None:
+    core = mock_core()
+    answer = submit(core, submitted("2", ref=ref))
+    assert answer["response_action"] == "errors" and list(answer["errors"]) == [surfaces.REF]
+    assert says in answer["errors"][surfaces.REF]
+    assert not core.commands.enqueue.called
 
 
 def test_a_bad_count_is_shown_on_its_field() -> None:
@@ -342,7 +403,24 @@ def test_the_step_enqueues_its_run() -> None:
     job, requester, count, note, _batch, execution = enqueued(core)
     assert (job, requester, count, note, execution) == (Job.RUN_WORKFLOW_STEP, REP, 2, "ACME",
                                                         STEP)
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {"customer_ref": ""}
     assert acked(ack) == {} and not fail.called
+
+
+def test_the_steps_customer_ref_input_travels_with_the_job() -> None:
+    core = mock_core()
+    step(core, count=1, customer_note="ACME", customer_ref="hubspot-12345")
+    assert enqueued(core)[0] == Job.RUN_WORKFLOW_STEP
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {
+        "customer_ref": "hubspot-12345"}
+
+
+def test_a_bad_customer_ref_input_ends_the_step_saying_why() -> None:
+    core = mock_core()
+    step(core, customer_ref="crm\x00")
+    job, execution, error = enqueued(core)
+    assert (job, execution) == (Job.FAIL_WORKFLOW_STEP, STEP)
+    assert "CRM reference can't hold line breaks, tabs or other control characters" in error
 
 
 def test_a_step_without_its_user_is_failed_by_a_job() -> None:
@@ -426,7 +504,7 @@ def test_a_customer_with_live_links_is_answered_in_the_ack_and_nothing_is_enqueu
         answer = run(onboard_link, "1 ACME", core)
         assert answer == linkviews.already_issued(batch, [], 1, "ACME")
     assert "Creating" not in answer["text"] and not core.commands.enqueue.called
-    core.onboarding.existing.assert_called_once_with(REP, 1, "ACME")
+    core.onboarding.existing.assert_called_once_with(REP, 1, "ACME", "")
 
 
 def test_redis_down_at_a_click_acks_then_replies_beside_the_clicked_message() -> None:

@@ -193,6 +193,103 @@ def test_a_note_cannot_format_or_reorder_a_listing_the_home_tab_or_a_fallback() 
     assert "\u2217bold\u2217" in issued["text"]
 
 
+# CRM references: plain text where the note is, `escape_note` where mrkdwn needs them.
+
+HOSTILE_REF = "*b*_i_~s~`c`\u202e<!channel>&<@U123>" + "r" * 170  # 200 characters once stripped
+
+
+def _ref_batch(n: int = 1, ref: str = HOSTILE_REF, note: str = "ACME") -> Batch:
+    return Batch(batch_id=f"b{n}", requester=REQUESTER, note=note, tokens=["t1", "t2"],
+                 issued_at=ISSUED_AT, expires_at=EXPIRES_AT,
+                 reminder_due=EXPIRES_AT - timedelta(hours=1), customer_ref=ref)
+
+
+@freeze_time(ISSUED_AT)
+def test_a_crm_reference_is_shown_in_listings_home_reminders_and_replies_and_formats_nothing(
+) -> None:
+    batch = _ref_batch()
+    result = IssueResult(requested=1, note="ACME", customer_ref=HOSTILE_REF, batch=batch,
+                         links=[tracked("ACME")])
+    listing = linkviews.listing(Listing([batch], 1), {}, "user", "U0REP")
+    home = {"blocks": linkviews.home(Listing([batch], 1), {}, "U0REP", Funnel(0, 0, 0, None),
+                                     None)["blocks"]}
+    reminder = messages.reminder(batch, {"t1": "VALID"}, timedelta(0))
+    issued = messages.issued(result)
+    shared = messages.shared(batch, [tracked("ACME")], REQUESTER)
+    for message in (listing, home, reminder, issued, shared):
+        assert "r" * 20 in shown(message)  # shown (listings shorten it, as they do notes)
+        assert_inert(message, "<!channel>", "<@U123>")
+        for text in mrkdwn_texts(message):
+            for part in ("*b*", "_i_", "~s~", "`c`", "\u202e"):
+                assert part not in text, (part, text)
+    for message in (listing, home):  # mrkdwn: through the note's own escaping
+        [line] = [t for t in mrkdwn_texts(message) if "rrrr" in t]
+        shortened = messages._shorten(HOSTILE_REF, messages.LISTED_REF)
+        assert f"*ACME* (CRM ref {blocks.escape_note(shortened)}):" in line
+    stripped = HOSTILE_REF.replace("\u202e", "")
+    for message in (reminder, issued, shared):  # plain text: exactly as typed, bidi aside
+        plain = [o["text"] for o in text_objects(blocks_of(message)) if o["type"] == "plain_text"]
+        assert f"CRM reference: {stripped}" in plain
+        assert "Customer note: ACME" in plain
+
+
+@freeze_time(ISSUED_AT)
+def test_no_crm_reference_shows_nothing_of_one() -> None:
+    batch = _ref_batch(ref="")
+    for message in (linkviews.listing(Listing([batch], 1), {}, "user", "U0REP"),
+                    messages.reminder(batch, {}, timedelta(0)),
+                    messages.issued(issue_result(1, note="ACME"))):
+        assert "CRM" not in shown(message)
+    assert blocks.customer_blocks("", "") == []
+
+
+@freeze_time(ISSUED_AT)
+def test_twenty_batches_with_the_longest_notes_and_references_stay_within_slacks_limits(
+) -> None:
+    long_note = ("&<>*_" * 100)[:500]  # escapes to five times its length
+    long_ref = ("&<>" * 70)[:200]
+    batches = [_ref_batch(n, long_ref, long_note) for n in range(25)]
+    details = {b.batch_id: [(tracked(), None), (tracked(), None)] for b in batches}
+    listing = linkviews.listing(Listing(batches[:20], 25), details, "all", "U0REP")
+    assert_within_slack_limits(listing)
+    assert "older ones" in shown(listing)  # the rest counted
+    home = linkviews.home(Listing(batches[:20], 25), details, "U0REP", Funnel(0, 0, 0, None),
+                          None)
+    assert len(home["blocks"]) <= linkviews.HOME_MAX_BLOCKS and "older ones" in shown(home)
+    reminder = messages.reminder(batches[0], {}, timedelta(0))
+    assert_within_slack_limits(reminder)
+    issued = messages.issued(IssueResult(requested=50, note=long_note, customer_ref=long_ref,
+                                         batch=batches[0],
+                                         links=[tracked(long_note) for _ in range(50)]))
+    assert_within_slack_limits(issued)
+
+
+def test_the_repeat_answer_shows_the_reference_and_issuing_anyway_asks_with_it() -> None:
+    batch = _ref_batch(ref="crm-1")
+    answer = linkviews.already_issued(batch, [], 2, "ACME", "crm-1")
+    plain = [o["text"] for o in text_objects(blocks_of(answer)) if o["type"] == "plain_text"]
+    assert "CRM reference: crm-1" in plain
+    [value] = [e["value"] for b in blocks_of(answer) if b["type"] == "actions"
+               for e in b["elements"]]
+    assert value == "2 ACME ref:crm-1"
+    # Asked without one: the live batch's reference is the customer's.
+    [value] = [e["value"] for b in blocks_of(linkviews.already_issued(batch, [], 1, "ACME"))
+               if b["type"] == "actions" for e in b["elements"]]
+    assert value == "1 ACME ref:crm-1"
+    [value] = [e["value"] for b in blocks_of(linkviews.already_issued(_ref_batch(ref=""), [], 1,
+                                                                      "ACME"))
+               if b["type"] == "actions" for e in b["elements"]]
+    assert value == "1 ACME"
+
+
+def test_the_used_dm_names_the_reference_inert() -> None:
+    batch = _ref_batch(ref="crm_1 <!here>")
+    used = tracked("ACME", "t1")
+    message = linkviews.link_used(batch, used, [used], {})
+    assert_inert(message, "<!here>")
+    assert "(CRM ref crm\u02cd1 &lt;!here&gt;)" in shown(message)
+
+
 def test_escape_note() -> None:
     assert blocks.escape_note("a*b_c~d`e\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068"
                                 "\u2069<x>&") == "a\u2217b\u02cdc\u223cd\u02cbe&lt;x&gt;&amp;"
@@ -303,3 +400,9 @@ def test_tracked_links_whose_reminder_failed_say_so() -> None:
     assert "No reminder: the bot's database did not answer" in text
     assert "Reminder in this channel" not in text
     assert [b for b in blocks_of(message) if b["type"] == "actions"]  # Forget and share stay
+
+
+def test_the_help_says_how_to_give_a_crm_reference() -> None:
+    text = messages.onboard_help()["text"]
+    assert "[ref:CRM reference]" in text and "up to 200 characters" in text
+    assert "ref:hubspot-12345`" in text

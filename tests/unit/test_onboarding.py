@@ -94,7 +94,49 @@ def test_issued_links_are_recorded_valid_with_their_batch_reminder_and_note(
     assert charged(world) == 3
     assert world.audit.entries[-1] | {"tokens": []} == {
         "action": "issue", "outcome": "ok", "user_id": "U0REP",
-        "batch_id": result.batch.batch_id, "count": 3, "tokens": [], "detail": ""}
+        "batch_id": result.batch.batch_id, "count": 3, "tokens": [], "detail": "",
+        "customer_ref": ""}
+
+
+def test_a_crm_reference_is_kept_in_the_batch_and_in_every_audit_entry_about_it(
+    world: MemoryWorld
+) -> None:
+    result = world.onboarding.issue(REP, 2, "ACME Corp", customer_ref="hubspot-12345")
+    assert result.batch is not None and result.customer_ref == "hubspot-12345"
+    stored = world.store.get_batch(result.batch.batch_id)
+    assert stored is not None and stored.customer_ref == "hubspot-12345"
+    batch_id = result.batch.batch_id
+    world.onboarding.share(REP, batch_id)
+    world.onboarding.stop_reminders(REP, batch_id)
+    world.onboarding.forget(REP, batch_id=batch_id)
+    assert [(e["action"], e["batch_id"], e["customer_ref"]) for e in world.audit.entries] == [
+        ("issue", batch_id, "hubspot-12345"), ("share", batch_id, "hubspot-12345"),
+        ("stop_reminders", batch_id, "hubspot-12345"), ("forget", batch_id, "hubspot-12345")]
+    world.onboarding.refused(REP, "onboard-link", "not on the list")
+    assert world.audit.entries[-1]["customer_ref"] == ""  # nothing of a batch
+
+
+def test_renewing_keeps_the_crm_reference(world: MemoryWorld) -> None:
+    first = world.onboarding.issue(REP, 1, "ACME", customer_ref="crm-42").batch
+    assert first is not None
+    renewed = world.onboarding.renew(OTHER, first.batch_id)
+    assert renewed is not None and renewed.batch is not None
+    assert (renewed.batch.customer_ref, renewed.batch.note) == ("crm-42", "ACME")
+    assert world.audit.entries[-1]["action"] == "renew"
+    assert world.audit.entries[-1]["customer_ref"] == "crm-42"
+
+
+def test_the_audit_of_an_issue_keeps_the_reference_without_a_batch_or_over_the_quota(
+    world: MemoryWorld
+) -> None:
+    world.exotel.script = [DOWN]  # nothing made: no batch
+    result = world.onboarding.issue(REP, 1, "ACME", customer_ref="crm-7")
+    assert result.batch is None
+    assert world.audit.entries[-1]["customer_ref"] == "crm-7"
+    with pytest.raises(QuotaExceeded):
+        world.onboarding.issue(REP, 10_000, "ACME", customer_ref="crm-8")
+    assert (world.audit.entries[-1]["outcome"], world.audit.entries[-1]["customer_ref"]) == (
+        "quota", "crm-8")
 
 
 def test_links_exotel_failed_are_counted_with_their_reason_and_the_rest_are_kept(
@@ -282,7 +324,8 @@ def test_track_records_a_one_link_batch_as_issued_without_charging_the_quota(
     assert charged(world) == 0
     assert world.audit.entries[-1] | {"batch_id": ""} == {
         "action": "track", "outcome": "ok", "user_id": "U0REP", "batch_id": "", "count": 1,
-        "tokens": [mask(a_link().token)], "detail": f"issued {issued_at.isoformat()}"}
+        "tokens": [mask(a_link().token)], "detail": f"issued {issued_at.isoformat()}",
+        "customer_ref": ""}
     assert world.exotel.made == []  # Exotel is not asked
 
 
@@ -336,6 +379,19 @@ def test_the_same_customer_note_in_other_case_and_spacing_finds_the_live_batch(
     assert world.onboarding.existing(OTHER, 1, "ACME Corp") is None  # someone else's
     assert world.onboarding.existing(REP, 1, "Globex") is None
     assert world.onboarding.existing(REP, 1, "  ") is None  # no note, no customer
+
+
+def test_a_crm_reference_asked_for_must_be_the_live_batchs_own(world: MemoryWorld) -> None:
+    with_ref = world.onboarding.issue(REP, 1, "ACME", customer_ref="crm-1").batch
+    assert with_ref is not None
+    found = world.onboarding.existing(REP, 1, "acme", "CRM-1")  # case aside, the same
+    assert found is not None and found[0].batch_id == with_ref.batch_id
+    assert world.onboarding.existing(REP, 1, "ACME") is not None  # no reference: the note
+    assert world.onboarding.existing(REP, 1, "ACME", "crm-2") is None  # another record
+    without = issued(world, 1, "Globex")
+    assert world.onboarding.existing(REP, 1, "Globex", "crm-3") is None  # it has none
+    assert world.onboarding.existing(REP, 1, "Globex") is not None
+    assert without.customer_ref == ""
 
 
 def test_used_and_expired_links_do_not_count_as_live(world: MemoryWorld) -> None:
