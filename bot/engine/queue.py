@@ -105,7 +105,7 @@ class CommandQueue:
             "job_id": f"{name}-{uuid.uuid4().hex}",
         }
         # Given apart from RQ's options, so that no argument of a job is taken for one.
-        call = {"args": (reply, *args), "kwargs": dict(job_kwargs or {})}
+        call: dict[str, Any] = {"args": (reply, *args), "kwargs": dict(job_kwargs or {})}
         try:
             # RQ takes a dotted name (a plain str, pickled with the job).
             target = job.value
