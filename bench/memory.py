@@ -30,6 +30,7 @@ from testkit.slack import FakeSlack
 MEMORY_COMMANDS = 100
 MEMORY_TARGET_MB = 150  # `python -m bot`
 PROCFILE_TARGET_MB = 200  # the Procfile's web + worker
+STOP_TARGET_SECONDS = 3.0
 IDLE_SECONDS = 5.0
 # For context: the same with one process fewer on either side, to show what each costs.
 MEMORY_VARIANTS = ({"WEB_CONCURRENCY": "2"}, {"WORKER_PROCESSES": "3"})
@@ -89,10 +90,16 @@ def tree_memory(root: int, kind: str = "all") -> list[ProcessMemory]:
     return [m for m in found if m is not None]
 
 
-def measure(exotel: ExotelSandbox, slack: FakeSlack,
-            **overrides: str) -> tuple[list[ProcessMemory], int]:
-    """The process tree of `python -m bot`, idle after MEMORY_COMMANDS commands, and how
-    many of them got their link."""
+@dataclass
+class Measured:
+    processes: list[ProcessMemory]
+    answered: int  # commands that got their link
+    stop_seconds: float  # from SIGTERM to the exit of `python -m bot`, after its children
+
+
+def measure(exotel: ExotelSandbox, slack: FakeSlack, **overrides: str) -> Measured:
+    """The process tree of `python -m bot`, idle after MEMORY_COMMANDS commands; then how
+    long a graceful stop of it takes."""
     data_dir = tempfile.mkdtemp(prefix="onboard-bench-data-")
     env = bot_env(exotel, slack, **{"ONBOARD_DATA_DIR": data_dir, **UNLIMITED})
     for name in WEB:  # `python -m bot`'s own defaults for one host
@@ -104,11 +111,14 @@ def measure(exotel: ExotelSandbox, slack: FakeSlack,
         answered = load_then_idle(bot.url, slack)
         assert bot.proc is not None
         processes = tree_memory(bot.proc.pid)
+        began = time.monotonic()
+        bot.stop(30)  # it exits once its workers and embedded Redis have
+        stop_seconds = time.monotonic() - began
     finally:
         bot.stop(30)
         Path(bot.log.name).unlink(missing_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
-    return processes, answered
+    return Measured(processes, answered, stop_seconds)
 
 
 def load_then_idle(url: str, slack: FakeSlack) -> int:
@@ -133,20 +143,20 @@ def measure_procfile(exotel: ExotelSandbox, slack: FakeSlack) -> tuple[list[Proc
 
 
 def run(exotel: ExotelSandbox, slack: FakeSlack) -> Section:
-    processes, answered = measure(exotel, slack)
+    bot = measure(exotel, slack)
     procfile, procfile_answered = measure_procfile(exotel, slack)
-    variants = [(overrides, measure(exotel, slack, **overrides)[0])
+    variants = [(overrides, measure(exotel, slack, **overrides).processes)
                 for overrides in MEMORY_VARIANTS]
-    return memory_section(processes, answered, procfile, procfile_answered, variants)
+    return memory_section(bot, procfile, procfile_answered, variants)
 
 
 def total_mb(processes: list[ProcessMemory]) -> float:
     return sum(p.pss_kb for p in processes) / 1024
 
 
-def memory_section(processes: list[ProcessMemory], answered: int,
-                   procfile: list[ProcessMemory], procfile_answered: int,
+def memory_section(bot: Measured, procfile: list[ProcessMemory], procfile_answered: int,
                    variants: list[tuple[dict[str, str], list[ProcessMemory]]]) -> Section:
+    processes, answered = bot.processes, bot.answered
     total, procfile_total = total_mb(processes), total_mb(procfile)
     pythons = [p for p in processes if "redis-server" not in p.role]
     figures = [
@@ -160,6 +170,9 @@ def memory_section(processes: list[ProcessMemory], answered: int,
                f"{procfile_total:.0f} MB", f"≤ {PROCFILE_TARGET_MB} MB",
                procfile_total <= PROCFILE_TARGET_MB),
     ]
+    figures.append(Figure("graceful stop of `python -m bot`, idle: SIGTERM to exit",
+                          f"{bot.stop_seconds:.1f} s", f"≤ {STOP_TARGET_SECONDS:.0f} s",
+                          bot.stop_seconds <= STOP_TARGET_SECONDS))
     figures += [Figure("`python -m bot` with " + ", ".join(f"{k}={v}" for k, v in
                                                            overrides.items()),
                        f"{total_mb(found):.0f} MB ({len(found)} processes)")
@@ -170,7 +183,8 @@ def memory_section(processes: list[ProcessMemory], answered: int,
         f"{MEMORY_COMMANDS} `/onboard-link 1` commands, 20 at a time, fake Exotel answering at "
         f"once: {answered} answered with their link; then {IDLE_SECONDS:.0f} s idle. PSS: the "
         "sum of `Pss:` in /proc/<pid>/smaps_rollup over the process and all its descendants "
-        "(shared pages split between the processes sharing them).",
+        "(shared pages split between the processes sharing them). Then SIGTERM, timed until "
+        "`python -m bot` exits: it exits after its forked worker pool and its embedded Redis.",
         per_process(processes),
         f"The Procfile's `python -m bot web` and `python -m bot worker` with their defaults "
         f"(WEB_CONCURRENCY=1, WORKER_PROCESSES=4) on a redis-server of their own (not "
