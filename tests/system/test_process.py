@@ -31,15 +31,20 @@ def test_without_slack_settings_the_bot_stops_and_names_them(tmp_path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def command(url: str, slack: FakeSlack, text: str, name: str) -> None:
+    """A signed /onboard-link to `url`, acknowledged; its replies go to response URL `name`."""
+    body = command_body("/onboard-link", text, slack.response_url(name))
+    ack = requests.post(f"{url}/slack/events", data=body.encode(), headers=sign(body),
+                        timeout=5)
+    assert ack.status_code == 200
+
+
 def test_python_m_bot_serves_commands_and_stops_on_sigterm(
     redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
     bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url)).start()
     try:
-        body = command_body("/onboard-link", "2 ACME proc", slack.response_url("proc"))
-        ack = requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=sign(body),
-                            timeout=5)
-        assert ack.status_code == 200
+        command(bot.url, slack, "2 ACME proc", "proc")
         reply = slack.wait_for_replies("proc")[0]
         assert "2 WhatsApp onboarding links" in reply["text"]
         assert len(exotel.calls_of("POST")) == 2
@@ -49,41 +54,24 @@ def test_python_m_bot_serves_commands_and_stops_on_sigterm(
     assert EXOTEL_TOKEN not in output and BOT_TOKEN not in output
 
 
-def test_sigterm_lets_a_worker_finish_the_job_in_hand(
-    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
+@pytest.mark.parametrize("layout", [("web", "worker"), ("all",)],
+                         ids=["procfile", "python -m bot"])
+def test_sigterm_lets_the_workers_finish_the_job_in_hand(
+    layout: tuple[str, ...], redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
 ) -> None:
     exotel.always = Fault(passthrough=True, delay=2.0)
     env = bot_env(exotel, slack, REDIS_URL=redis_url)
-    web = BotProcess(env, "web").start()
-    worker = BotProcess(env, "worker").start()
+    # `python -m bot` ("all") runs its web and its forked worker pool as one.
+    bots = [BotProcess(env, *(() if kind == "all" else (kind,))).start() for kind in layout]
     try:
-        body = command_body("/onboard-link", "1 ACME late", slack.response_url("late"))
-        ack = requests.post(f"{web.url}/slack/events", data=body.encode(), headers=sign(body),
-                            timeout=5)
-        assert ack.status_code == 200
+        name = f"late-{len(layout)}"  # each its own customer: a live link would be answered
+        command(bots[0].url, slack, f"1 ACME {name}", name)
         wait_until(lambda: exotel.calls_of("POST"), 15, "the command reached Exotel")
-        worker.stop()  # while Exotel is still answering
+        bots[-1].stop(timeout=20)  # the workers' process, while Exotel is still answering
     finally:
-        worker.stop()
-        web.stop()
-    assert "1 WhatsApp onboarding link" in slack.replies("late")[0]["text"]
-
-
-def test_sigterm_to_python_m_bot_lets_its_workers_finish_the_job_in_hand(
-    redis_url: str, exotel: ExotelSandbox, slack: FakeSlack
-) -> None:
-    exotel.always = Fault(passthrough=True, delay=2.0)
-    bot = BotProcess(bot_env(exotel, slack, REDIS_URL=redis_url)).start()
-    try:
-        body = command_body("/onboard-link", "1 ACME whole", slack.response_url("whole"))
-        ack = requests.post(f"{bot.url}/slack/events", data=body.encode(), headers=sign(body),
-                            timeout=5)
-        assert ack.status_code == 200
-        wait_until(lambda: exotel.calls_of("POST"), 15, "the command reached Exotel")
-        bot.stop(timeout=20)  # while Exotel is still answering; fails unless it exits
-    finally:
-        bot.stop()
-    assert "1 WhatsApp onboarding link" in slack.replies("whole")[0]["text"]
+        for bot in reversed(bots):
+            bot.stop()
+    assert "1 WhatsApp onboarding link" in slack.replies(name)[0]["text"]
 
 
 def test_a_killed_web_worker_is_replaced_and_the_next_command_works(
