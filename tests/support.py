@@ -181,10 +181,10 @@ def fire_due(core: Core) -> None:
 
 # What `python -m bot doctor` checks, in order, and its marks against the shared fakes.
 CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
-               "redis persistence", "workers"]
-# Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
-# app token to check.
-FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]
+               "redis persistence", "workers", "webhooks"]
+# Against the shared fakes in HTTP mode: the fake sends no scopes header, there is no
+# app token to check, and no WEBHOOK_URLS.
+FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓", "–"]
 
 
 # The Exotel sandbox over HTTP.

@@ -419,10 +419,10 @@ def check_workers(settings: Settings) -> Check:
 
 
 def check_webhooks(settings: Settings) -> list[Check]:
-    """One line per webhook receiver (none while WEBHOOK_URLS is unset): ✗ while a 410
+    """One line per webhook receiver (skipped while WEBHOOK_URLS is unset): ✗ while a 410
     Gone has stopped deliveries to it."""
     if not settings.webhook_urls:
-        return []
+        return [skipped("webhooks", "WEBHOOK_URLS is not set")]
     names = [f"webhook {safe_url(url)}" for url in settings.webhook_urls]
     if not settings.redis_url:
         return [skipped(name, "no `python -m bot` is running: its Redis holds the "
