@@ -52,6 +52,20 @@ class Event:
         return data
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """An event's JSON as a delivery job's argument. RQ logs a failed job's arguments (as
+    extra fields, which LOG_FORMAT=json writes out): this shows its size, never the full
+    links and notes in it."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return f"<event body, {len(self.text)} characters>"
+
+    __str__ = __repr__
+
+
 def make_event(type_: str, data: dict[str, Any], event_id: str | None = None) -> Event:
     body = json.dumps({"type": type_, "timestamp": iso(now()), "data": data},
                       separators=(",", ":"), ensure_ascii=False)

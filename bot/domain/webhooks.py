@@ -20,7 +20,7 @@ from datetime import timedelta
 from redis import Redis
 from rq import Queue, Retry
 
-from bot.domain.events import Event
+from bot.domain.events import Event, Sealed
 from bot.domain.store import (
     WEBHOOK_DISABLED_KEY,
     WEBHOOK_STATS_KEPT,
@@ -87,8 +87,10 @@ class Webhooks:
             key = url_key(url)
             with redis_errors():
                 self._count(url, pending=1)
+                # By the URL's key (a URL may hold a secret), the body sealed: RQ logs the
+                # arguments of a job that raised, as each failed attempt does.
                 self.queue.enqueue_call(
-                    self.job, args=(url, event.id, event.body),
+                    self.job, args=(key, event.id, Sealed(event.body)),
                     job_id=f"webhook-{event.id}-{key}",
                     timeout=JOB_TIMEOUT, result_ttl=0,
                     failure_ttl=int(FAILED_KEPT.total_seconds()),
@@ -101,18 +103,18 @@ class Webhooks:
 
     # One attempt, run by the delivery job.
 
-    def deliver(self, url: str, event_id: str, body: str, *, failed_before: bool,
+    def deliver(self, key: str, event_id: str, body: Sealed, *, failed_before: bool,
                 last: bool) -> str:
-        """Send once; what came of it, for the job's line. DeliveryFailed (after recording
-        the error) when RQ should try again later."""
+        """Send once to the URL whose `url_key` is `key`; what came of it, for the job's
+        line. DeliveryFailed (after recording the error) when RQ should try again later."""
+        url = next((url for url in self.urls if url_key(url) == key), None)
+        if url is None:
+            return f"{event_id} dropped: its URL is no longer in WEBHOOK_URLS"
         where = safe_url(url)
-        if url not in self.urls:
-            self._end(url, failed_before)
-            return f"dropped for {where}: no longer in WEBHOOK_URLS"
         if self.disabled(url):
             self._end(url, failed_before)
             return f"dropped for {where}: disabled by its 410 Gone"
-        outcome = self.send(url, self.secret, event_id, body)
+        outcome = self.send(url, self.secret, event_id, body.text)
         if outcome.delivered:
             self._end(url, failed_before, delivered=1)
             return f"{event_id} delivered to {where} ({outcome})"

@@ -16,6 +16,7 @@ from typing import Any
 from rq import get_current_job
 from slack_sdk.errors import SlackApiError
 
+from bot.domain.events import Sealed
 from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait
 from bot.domain.previews import MAX_PREVIEWS
@@ -364,7 +365,7 @@ def poll_statuses(slot: int) -> Done:
 # Webhook deliveries (queue onboard-webhooks).
 
 @logged_job
-def deliver_webhook(url: str, event_id: str, body: str) -> Done:
+def deliver_webhook(url_key: str, event_id: str, body: Sealed) -> Done:
     """One attempt to deliver one event to one receiver; raises (and RQ retries it on
     WEBHOOK_RETRY_SCHEDULE) while the receiver gives no 2xx answer."""
     core = current_core()
@@ -373,6 +374,6 @@ def deliver_webhook(url: str, event_id: str, body: str) -> Done:
     job = get_current_job()
     retries = int(job.meta.get("retries", 0)) if job else 0
     left = int(job.retries_left or 0) if job else 0
-    did = core.webhooks.deliver(url, event_id, body, failed_before=left < retries,
+    did = core.webhooks.deliver(url_key, event_id, body, failed_before=left < retries,
                                 last=left == 0)
     return Done(did, logging.WARNING if "gave up" in did or "410" in did else logging.INFO)

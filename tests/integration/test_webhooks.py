@@ -167,6 +167,13 @@ def test_redirects_are_not_followed_and_retries_end_with_the_schedule(
     state = core.webhooks.state(receiver.url)
     assert (state.gave_up, state.failing, state.last_error) == (1, 0, "HTTP 302")
     assert "must never log" not in caplog.text  # no response body in any log line
+    # RQ logs a failed attempt's arguments as extra fields (LOG_FORMAT=json writes them):
+    # the URL only by its key, the body sealed, so no full link and no note.
+    failed = [r for r in caplog.records if getattr(r, "arguments", None)]
+    assert failed and not any(receiver.url in json.dumps(r.arguments, default=str)
+                              for r in failed)
+    assert not any("Redirect Co" in json.dumps(vars(r), default=str)
+                   or "isv-onboard" in json.dumps(vars(r), default=str) for r in failed)
 
 
 # 4. 410 Gone, doctor, enable ----------------------------------------------------------------
