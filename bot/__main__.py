@@ -9,6 +9,8 @@
     python -m bot jobs      the bot's job queues and workers, in its own Redis
     python -m bot track <link> --user U… [--note …] [--channel C…] [--team T…]
                         [--issued-at ISO-8601]   track a link the bot could not record
+    python -m bot webhooks [test | enable URL]   the webhook receivers: deliveries, a test
+                        event to each, or deliveries again to a URL that answered 410
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("process", nargs="?", default="all",
                         choices=["all", "web", "worker", "doctor", "sandbox", "audit", "jobs",
-                                 "track"])
+                                 "track", "webhooks"])
     parser.add_argument("--since", type=_date, help="audit: entries from this date (2026-11-01)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="audit: output format (default csv)")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         from bot.exotel import sandbox
 
         return sandbox.main(rest)
-    if rest and args.process != "track":  # track takes its own arguments
+    if rest and args.process not in ("track", "webhooks"):  # these take their own arguments
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         settings = load_settings()
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.cli import track
 
         return track.run(settings, rest)
+    if args.process == "webhooks":
+        from bot.cli import webhooks
+
+        return webhooks.run(settings, rest)
     if not _wait_until_reachable(settings, slack=args.process != "worker"):
         return 2
     multiproc.use_multiprocess_dir()  # before anything imports prometheus_client

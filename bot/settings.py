@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -58,7 +61,15 @@ HINTS = {
     "(0.5)",
     "STATUS_POLL_SECONDS": "a whole number of seconds between status polls, 1 or more",
     "STATUS_POLL_SHARE": "a fraction of EXOTEL_RATE_PER_MINUTE above 0 and at most 1 (0.25)",
+    "WEBHOOK_URLS": "https:// URLs separated by commas (http:// only for 127.0.0.1 or "
+    "localhost), or empty for no webhooks",
+    "WEBHOOK_SECRET": "whsec_ followed by the base64 of 24 to 64 random bytes "
+    "(echo whsec_$(openssl rand -base64 32))",
+    "WEBHOOK_RETRY_SCHEDULE": "pauses before each retry separated by commas, each a whole "
+    "number with s, m or h (5s,5m,30m,2h,5h,10h,10h)",
 }
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 # Comma-separated in the environment ("U1,U2"), not JSON.
@@ -135,9 +146,18 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(default=None, alias="METRICS_TOKEN", min_length=16)
     # `python -m bot worker` serves its own /metrics on this port (0: none); needs the token.
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, alias="WORKER_METRICS_PORT")
+    # Signed webhooks (Standard Webhooks): where each link event goes, the key that signs
+    # it, and the pauses (seconds) before each retry of a delivery that failed.
+    webhook_urls: IdList = Field(default_factory=list, alias="WEBHOOK_URLS")
+    # Declared after WEBHOOK_URLS: its check reads that value.
+    webhook_secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET",
+                                             validate_default=True)
+    webhook_retry_schedule: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: parse_schedule(DEFAULT_RETRY_SCHEDULE),
+        alias="WEBHOOK_RETRY_SCHEDULE")
 
     @field_validator("allowed_user_ids", "allowed_usergroup_ids", "allowed_channel_ids",
-                     "admin_user_ids", mode="before")
+                     "admin_user_ids", "webhook_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -199,6 +219,30 @@ class Settings(BaseSettings):
             raise ValueError("must be from 0 up to just under 24 hours")
         return value
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            check_webhook_url(url)
+        if len(set(value)) != len(value):
+            raise ValueError("names a URL twice")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if info.data.get("webhook_urls"):
+                raise ValueError("missing (it is needed when WEBHOOK_URLS is set)")
+            return value
+        check_webhook_secret(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _retry_schedule(cls, value: object) -> object:
+        return parse_schedule(value) if isinstance(value, str) else value
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
@@ -215,7 +259,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so logs and messages can be checked and scrubbed of them."""
         values = [self.slack_bot_token, self.slack_signing_secret, self.slack_app_token,
-                  self.exotel_api_token, self.metrics_token]
+                  self.exotel_api_token, self.metrics_token, self.webhook_secret]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
@@ -237,6 +281,55 @@ def check_redis_url(url: str) -> None:
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError(f"names database {db!r}; it must be a number (/0)")
+
+
+def check_webhook_url(url: str) -> None:
+    """Raise ValueError unless `url` is https://, or http:// to a loopback host (tests)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"{url!r} is not a URL (https://HOST/PATH)")
+    if parts.scheme == "https":
+        return
+    if parts.scheme == "http" and _loopback(parts.hostname):
+        return
+    raise ValueError("each URL must start with https:// (http:// only for a loopback host)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_webhook_secret(secret: str) -> None:
+    """Raise ValueError unless `secret` is whsec_ and the base64 of 24 to 64 bytes."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("must start with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"holds {len(key)} bytes; it must hold 24 to 64")
+
+
+def parse_schedule(text: object) -> list[int]:
+    """'5s,5m,2h' as seconds ([5, 300, 7200]); ValueError for anything else."""
+    if not isinstance(text, str):
+        raise ValueError("must be a list such as 5s,5m,30m")
+    pauses = []
+    for part in (piece.strip() for piece in text.split(",")):
+        found = re.fullmatch(r"(\d+)([smh])", part)
+        if not found or int(found.group(1)) == 0:
+            raise ValueError(f"has {part!r}; each pause is a whole number above 0 with "
+                             "s, m or h")
+        pauses.append(int(found.group(1)) * _UNITS[found.group(2)])
+    if len(pauses) > 20:
+        raise ValueError("has more than 20 retries")
+    return pauses
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -62,7 +62,7 @@ class ThreadWorker:
     process, so that jobs run with the test's core and their logs are the test's. RQ's
     signal-based job timeouts need the main thread; here a timer thread times them."""
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, queues: list[Any] | None = None) -> None:
         from rq.timeouts import TimerDeathPenalty
 
         from bot.runtime.worker import Worker
@@ -70,7 +70,7 @@ class ThreadWorker:
         class _Threaded(Worker):
             death_penalty_class = TimerDeathPenalty
 
-        self._worker = _Threaded([core.commands.queue, core.reminders.queue],
+        self._worker = _Threaded(queues or [core.commands.queue, core.reminders.queue],
                                  connection=core.commands.queue.connection)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rq-test-worker", daemon=True)
@@ -181,10 +181,10 @@ def fire_due(core: Core) -> None:
 
 # What `python -m bot doctor` checks, in order, and its marks against the shared fakes.
 CHECK_NAMES = ["settings", "slack", "slack scopes", "slack app token", "exotel", "redis",
-               "redis persistence", "workers"]
-# Against the shared fakes in HTTP mode: the fake sends no scopes header, and there is no
-# app token to check.
-FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓"]
+               "redis persistence", "workers", "webhooks"]
+# Against the shared fakes in HTTP mode: the fake sends no scopes header, there is no
+# app token to check, and no WEBHOOK_URLS.
+FAKE_MARKS = ["✓", "✓", "–", "–", "✓", "✓", "✓", "✓", "–"]
 
 
 # The Exotel sandbox over HTTP.

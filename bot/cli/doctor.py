@@ -28,8 +28,15 @@ from rq.worker import BaseWorker
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.domain.store import connect
-from bot.engine.registry import COMMANDS_QUEUE, QUEUES, REMINDERS_QUEUE, STATUS_QUEUE
+from bot.domain.store import StoreUnavailable, connect
+from bot.domain.webhooks import Webhooks
+from bot.engine.registry import (
+    COMMANDS_QUEUE,
+    QUEUES,
+    REMINDERS_QUEUE,
+    STATUS_QUEUE,
+    WEBHOOKS_QUEUE,
+)
 from bot.exotel.client import (
     ExotelAuthError,
     ExotelBadRequest,
@@ -37,7 +44,7 @@ from bot.exotel.client import (
     ExotelNotFound,
 )
 from bot.runtime import embedded_redis
-from bot.runtime.composition import exotel_client
+from bot.runtime.composition import build_webhooks, exotel_client
 from bot.settings import HINTS, Settings
 from bot.telemetry.logs import mask_urls, safe_url, scrub
 
@@ -58,7 +65,8 @@ NOISY_LOGGERS = ("slack_sdk", "bot.exotel.client", "urllib3")
 # What goes undone while no worker takes a queue.
 UNDONE = {COMMANDS_QUEUE: "commands and buttons are not answered",
           REMINDERS_QUEUE: "expiry reminders are not sent",
-          STATUS_QUEUE: "links' status is not polled (no DM when one is used)"}
+          STATUS_QUEUE: "links' status is not polled (no DM when one is used)",
+          WEBHOOKS_QUEUE: "webhook events are not delivered"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ STEPS: list[Step] = [
     ("redis", lambda s: [check_redis(s)]),
     ("redis persistence", lambda s: [check_persistence(s)]),
     ("workers", lambda s: [check_workers(s)]),
+    ("webhooks", lambda s: check_webhooks(s)),
 ]
 
 
@@ -392,20 +401,51 @@ def check_workers(settings: Settings) -> Check:
     if not settings.redis_url:
         return skipped(name, "no `python -m bot` is running: start it to check its workers")
     fix = "start them: python -m bot worker (python -m bot runs them beside itself)"
+    queues = (*QUEUES, WEBHOOKS_QUEUE) if settings.webhook_urls else QUEUES
     try:
         # RQ stores pickled jobs: its connection must not decode replies.
         workers = [w for w in Worker.all(connection=_redis(settings, decode=False))
-                   if set(w.queue_names()) & set(QUEUES)]
+                   if set(w.queue_names()) & set(queues)]
     except redis.RedisError:
         return Check(name, False, "cannot tell: Redis is not answering",
                      f"fix Redis first, then {fix}")
-    on = {queue: sum(queue in w.queue_names() for w in workers) for queue in QUEUES}
+    on = {queue: sum(queue in w.queue_names() for w in workers) for queue in queues}
     counts = ", ".join(f"{count} on {queue}" for queue, count in on.items())
     idle = [f"no worker on {queue}: {UNDONE[queue]}" for queue, count in on.items()
             if not count]
     if idle:
         return Check(name, False, f"{'; '.join(idle)} ({counts})", fix)
     return Check(name, True, f"{len(workers)} running: {counts}{_heartbeats(workers)}")
+
+
+def check_webhooks(settings: Settings) -> list[Check]:
+    """One line per webhook receiver (skipped while WEBHOOK_URLS is unset): ✗ while a 410
+    Gone has stopped deliveries to it."""
+    if not settings.webhook_urls:
+        return [skipped("webhooks", "WEBHOOK_URLS is not set")]
+    names = [f"webhook {safe_url(url)}" for url in settings.webhook_urls]
+    if not settings.redis_url:
+        return [skipped(name, "no `python -m bot` is running: its Redis holds the "
+                        "deliveries") for name in names]
+    webhooks = build_webhooks(settings, _redis(settings, decode=True),
+                              _redis(settings, decode=False))
+    assert webhooks is not None
+    return [_receiver_check(webhooks, url, name)
+            for url, name in zip(settings.webhook_urls, names, strict=True)]
+
+
+def _receiver_check(webhooks: Webhooks, url: str, name: str) -> Check:
+    try:
+        state = webhooks.state(url)
+    except (StoreUnavailable, redis.RedisError):
+        return Check(name, False, "cannot tell: Redis is not answering", "fix Redis first")
+    counts = f"{state.delivered} delivered, {state.pending} pending, {state.failing} failing"
+    if state.disabled:
+        return Check(name, False, f"disabled: it answered 410 Gone ({counts})",
+                     f"once the receiver takes events again: python -m bot webhooks enable "
+                     f"{safe_url(url)}")
+    last = f"; last error {state.last_error}" if state.last_error else ""
+    return Check(name, True, f"{counts}{last}")
 
 
 def _heartbeats(workers: Sequence[BaseWorker]) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from bot.domain.events import NO_EVENTS, LinkEvents
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.ratelimit import QuotaExceeded
 from bot.domain.recording import RecordRetry, UntrackedLink
@@ -142,8 +143,10 @@ class Forgotten:
 class Onboarding:
     def __init__(self, exotel: LinkMaker, store: LinkStore, reminders: ReminderBook,
                  audit: AuditTrail, quota: Quota, metrics: Metrics, budget: Budget,
-                 statuses: Statuses, access: AccessPolicy, recording: RecordRetry) -> None:
+                 statuses: Statuses, access: AccessPolicy, recording: RecordRetry,
+                 events: LinkEvents = NO_EVENTS) -> None:
         self.exotel = exotel
+        self.events = events  # link events for webhooks
         self.recording = recording  # how long a link Exotel made is tried into Redis
         self.statuses = statuses
         self.access = access  # who may act on a batch
@@ -201,6 +204,7 @@ class Onboarding:
         if recorder.links:
             result.batch, result.links = recorder.batch, list(recorder.links)
             self._remind(result, deadline)
+            self.events.issued(result.batch, result.links)
         self._issued(action, requester, result, exotel_seconds)
         return result
 
@@ -300,6 +304,8 @@ class Onboarding:
         if batch and links:
             result.batch = batch
             self.reminders.schedule(batch)  # the same job id: at most one reminder
+            # Cut short before its events: the same ids if some went, receivers dedupe.
+            self.events.issued(batch, links)
         self._issued("issue_interrupted", requester, result, 0.0)
         return result
 
@@ -348,6 +354,7 @@ class Onboarding:
                 self.store.note_index_set(recorder.batch)
             recorder.add(link)
         batch = recorder.batch
+        self.events.issued(batch, [recorder.link_of(link)])
         log.info("track: %s for %s as batch %s, expires %s", mask(link.token),
                  requester.user_id, batch.batch_id, batch.expires_at.isoformat(),
                  extra=_fields("track", requester, "ok", 0.0, batch))
@@ -438,6 +445,7 @@ class Onboarding:
                 self._record("forget", requester, None, tokens=[mask(token)], outcome="gone")
                 raise BatchGone(mask(token))
             batch = self._own_batch(requester, link.batch_id, is_admin, "forget")
+            self._forgotten(batch, [link])
             remaining = self.store.forget_link(link)
             self.store.mark_forgotten(token, batch)
             if remaining is None:
@@ -449,12 +457,22 @@ class Onboarding:
         if self.store.get_batch(batch_id) is None:
             self._already_forgotten(requester, batch_id, batch_id=batch_id)
         batch = self._own_batch(requester, batch_id, is_admin, "forget")
+        self._forgotten(batch, self.store.links_of(batch))
         self.store.forget_batch(batch)
         self.store.mark_forgotten(batch.batch_id, batch)
         self.reminders.stop(batch.batch_id)
         self._record("forget", requester, batch, count=len(batch.tokens),
                      tokens=[mask(t) for t in batch.tokens])
         return Forgotten(batch)
+
+    def _forgotten(self, batch: Batch, links: list[TrackedLink]) -> None:
+        """link.forgotten for each link, with its last known status."""
+        if not self.events.enabled or not links:
+            return
+        records = self.statuses.get_many([link.token for link in links])
+        for link in links:
+            record = records.get(link.token)
+            self.events.forgotten(batch, [link], record.status if record else "VALID")
 
     def _already_forgotten(self, requester: Requester, key: str, *, batch_id: str = "",
                            tokens: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from redis import Redis
@@ -19,6 +19,9 @@ from redis import Redis
 from bot.domain.models import TrackedLink
 from bot.domain.store import now, redis_errors
 from bot.settings import LINK_TTL
+
+if TYPE_CHECKING:
+    from bot.domain.events import LinkEvents
 
 STATUS_KEY = "onboard:status:{}"
 # Per team: links issued (member "user|id", score issued at) and turned USED (score used at).
@@ -54,8 +57,9 @@ def link_id(token: str) -> str:
 
 
 class StatusBook:
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, events: LinkEvents | None = None) -> None:
         self.redis = client
+        self.events = events  # link.used and link.expired, when a status first says so
 
     def get(self, token: str) -> LinkStatus | None:
         with redis_errors():
@@ -71,11 +75,16 @@ class StatusBook:
                 if r}
 
     def record(self, link: TrackedLink, status: str) -> bool:
-        """Keep what Exotel said of `link`; True if this is the first time it said USED."""
+        """Keep what Exotel said of `link`; True if this is the first time it said USED.
+
+        The one place a link's status changes: a first USED brings `link.used`, a first
+        EXPIRED of a link never seen USED brings `link.expired`."""
         previous = self.get(link.token)
         moment = now()
         used_at = previous.used_at if previous else None
         newly_used = status == "USED" and used_at is None
+        newly_expired = (status == "EXPIRED" and used_at is None
+                         and (previous is None or previous.status != "EXPIRED"))
         if newly_used:
             used_at = moment
         record = LinkStatus(status=status, checked_at=moment, used_at=used_at,
@@ -83,6 +92,10 @@ class StatusBook:
         self._save(link, record)
         if newly_used:
             self._funnel_used(link, moment)
+        if self.events is not None and newly_used:
+            self.events.used(link, moment)
+        elif self.events is not None and newly_expired:
+            self.events.expired(link)
         return newly_used
 
     def mark_notified(self, link: TrackedLink) -> None:

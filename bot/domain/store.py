@@ -27,6 +27,13 @@ ALL_INDEX = "onboard:batches:all"
 NOTE_KEY = "onboard:note:{}:{}:{}"
 FORGOTTEN_KEY = "onboard:forgotten:{}"  # a batch id or token forgotten, until its link expires
 ONCE_KEY = "onboard:once:{}"  # see `TokenStore.first_time`
+# Webhook deliveries, per receiver (its URL's `url_key`, never the URL, which may hold a
+# secret): counts and the last error, a hash that lapses WEBHOOK_STATS_KEPT after its last
+# write; and the mark a 410 Gone leaves, kept until the operator re-enables the URL (one
+# per URL ever configured: bounded).
+WEBHOOK_STATS_KEY = "onboard:webhook:stats:{}"
+WEBHOOK_DISABLED_KEY = "onboard:webhook:disabled:{}"
+WEBHOOK_STATS_KEPT = timedelta(days=30)
 Scope = Literal["user", "channel", "all"]
 
 
@@ -34,6 +41,11 @@ def _indexes(requester: Requester) -> dict[Scope, str]:
     """The listing indexes a requester's batch belongs to, by scope."""
     return {"user": USER_INDEX.format(requester.team_id, requester.user_id),
             "channel": CHANNEL_INDEX.format(requester.channel_id), "all": ALL_INDEX}
+
+
+def url_key(url: str) -> str:
+    """A receiver's URL as a short key: the URL itself may carry a secret (Zapier's do)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def note_key(requester: Requester, note: str) -> str:

@@ -35,6 +35,8 @@ class Job(StrEnum):
     # Scheduled: reminders (onboard-reminders) and the status poll chain (onboard-status).
     SEND_REMINDER = f"{JOBS_MODULE}.send_reminder"
     POLL_STATUSES = f"{JOBS_MODULE}.poll_statuses"
+    # Webhook deliveries (onboard-webhooks), one per event and receiver.
+    DELIVER_WEBHOOK = f"{JOBS_MODULE}.deliver_webhook"
 
     @property
     def short_name(self) -> str:
@@ -50,6 +52,9 @@ REMINDERS_QUEUE = "onboard-reminders"
 STATUS_QUEUE = "onboard-status"
 # In the order workers take from them: commands first, status polls last.
 QUEUES = (COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE)
+# Webhook deliveries: a queue of their own, staffed (one worker) only while WEBHOOK_URLS
+# is set, so a slow receiver never holds up anything else.
+WEBHOOKS_QUEUE = "onboard-webhooks"
 # Whoever holds this moves due jobs onto every queue and keeps RQ's registries of them
 # (bot.runtime.scheduler): one process among all hosts. Its value is "host:pid:id".
 SCHEDULER_LOCK = "rq:scheduler-lock:onboard-bot"

@@ -18,6 +18,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.domain.access import AccessPolicy
 from bot.domain.audit import Audit
+from bot.domain.events import LinkEvents
 from bot.domain.onboarding import Onboarding
 from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import LinkQuota, PollBudget, SharedRateLimiter, UserRateLimit
@@ -25,8 +26,15 @@ from bot.domain.recording import RecordRetry
 from bot.domain.reminders import Reminders
 from bot.domain.status import StatusBook
 from bot.domain.store import TokenStore, connect_for
+from bot.domain.webhooks import Webhooks
 from bot.engine.queue import CommandQueue, Reply
-from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE, Job
+from bot.engine.registry import (
+    COMMANDS_QUEUE,
+    REMINDERS_QUEUE,
+    STATUS_QUEUE,
+    WEBHOOKS_QUEUE,
+    Job,
+)
 from bot.exotel.client import ExotelClient, Limiter
 from bot.settings import Settings
 from bot.slack.core import Core
@@ -100,14 +108,17 @@ def build_core(settings: Settings) -> Core:
     groups = GroupCache(client, lambda timeout: lookup_client(settings, timeout),
                         refresh=lambda group_id: _refresh_group(commands, group_id))
     access = AccessPolicy(settings, groups)
-    statuses = StatusBook(client)
-    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
-                            access=access, recording=RecordRetry.past(settings.exotel_deadline))
-    poll_exotel = exotel_client(settings, poll_budget(settings, client, limiter),
-                                observe=metrics.exotel_call)
-
     def sandbox() -> bool:  # known from the settings, or learnt from Exotel's answers
         return exotel.sandbox or poll_exotel.sandbox
+
+    webhooks = build_webhooks(settings, client, jobs)
+    events = LinkEvents(webhooks, store, sandbox)
+    statuses = StatusBook(client, events)
+    onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
+                            access=access, recording=RecordRetry.past(settings.exotel_deadline),
+                            events=events)
+    poll_exotel = exotel_client(settings, poll_budget(settings, client, limiter),
+                                observe=metrics.exotel_call)
 
     delivery = Delivery(slack, sandbox, lookups=lookup_client(settings))
     return Core(
@@ -124,7 +135,17 @@ def build_core(settings: Settings) -> Core:
                             Queue(STATUS_QUEUE, connection=jobs)),
         previews=LinkPreviews(client, exotel, store, limiter,
                               f"exotel:{settings.exotel_account_sid}"),
+        webhooks=webhooks, events=events,
     )
+
+
+def build_webhooks(settings: Settings, client: Redis, jobs: Redis) -> Webhooks | None:
+    """The webhook outbox and its receivers' record; None while WEBHOOK_URLS is unset."""
+    if not settings.webhook_urls or settings.webhook_secret is None:
+        return None
+    return Webhooks(client, Queue(WEBHOOKS_QUEUE, connection=jobs), Job.DELIVER_WEBHOOK.value,
+                    settings.webhook_urls, settings.webhook_secret.get_secret_value(),
+                    settings.webhook_retry_schedule)
 
 
 def poll_budget(settings: Settings, client: Redis, shared: SharedRateLimiter) -> PollBudget:

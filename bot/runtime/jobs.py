@@ -13,8 +13,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from rq import get_current_job
 from slack_sdk.errors import SlackApiError
 
+from bot.domain.events import Sealed
 from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait
 from bot.domain.previews import MAX_PREVIEWS
@@ -358,3 +360,20 @@ def poll_statuses(slot: int) -> Done:
             poller.schedule_next(core.poller.queue, interval)
         except Exception:  # Redis down: the next worker start begins the chain again
             log.warning("could not schedule the next status poll", exc_info=True)
+
+
+# Webhook deliveries (queue onboard-webhooks).
+
+@logged_job
+def deliver_webhook(url_key: str, event_id: str, body: Sealed) -> Done:
+    """One attempt to deliver one event to one receiver; raises (and RQ retries it on
+    WEBHOOK_RETRY_SCHEDULE) while the receiver gives no 2xx answer."""
+    core = current_core()
+    if core.webhooks is None:
+        return Done(f"{event_id} dropped: WEBHOOK_URLS is not set", logging.WARNING)
+    job = get_current_job()
+    retries = int(job.meta.get("retries", 0)) if job else 0
+    left = int(job.retries_left or 0) if job else 0
+    did = core.webhooks.deliver(url_key, event_id, body, failed_before=left < retries,
+                                last=left == 0)
+    return Done(did, logging.WARNING if "gave up" in did or "410" in did else logging.INFO)

@@ -31,7 +31,7 @@ from rq.job import Job as RQJob
 from rq.utils import now
 from rq.worker_pool import WorkerData, WorkerPool
 
-from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE
+from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE, WEBHOOKS_QUEUE
 from bot.runtime import jobs  # noqa: F401  # imported before the forks, so they share it
 from bot.runtime.composition import build_core
 from bot.runtime.execution import use_core
@@ -57,10 +57,15 @@ OUTAGE_BACKOFF_MAX = 30.0
 JOB_MARGIN = 15
 
 
-def staffing(command_workers: int) -> dict[str, int]:
+def staffing(command_workers: int, webhooks: bool = False) -> dict[str, int]:
     """How many workers of a pool take each queue: commands never wait behind a reminder
-    or a status poll, and a long status round never delays a reminder."""
-    return {COMMANDS_QUEUE: command_workers, REMINDERS_QUEUE: 1, STATUS_QUEUE: 1}
+    or a status poll, and a long status round never delays a reminder. Webhook deliveries
+    get a worker of their own only while WEBHOOK_URLS is set (no process otherwise), so a
+    receiver that is slow or down delays nothing else."""
+    staff = {COMMANDS_QUEUE: command_workers, REMINDERS_QUEUE: 1, STATUS_QUEUE: 1}
+    if webhooks:
+        staff[WEBHOOKS_QUEUE] = 1
+    return staff
 
 
 # SIGTERM or SIGINT before RQ's own handlers are in (starting, or waiting out an outage).
@@ -168,7 +173,7 @@ class Pool(WorkerPool):
     with the bot's settings and core; its loop runs the host's scheduler too."""
 
     def __init__(self, settings: Settings, core: Core) -> None:
-        self._staffing = staffing(settings.worker_processes)
+        self._staffing = staffing(settings.worker_processes, bool(settings.webhook_urls))
         super().__init__(list(self._staffing), connection=core.commands.queue.connection,
                          num_workers=sum(self._staffing.values()))
         logs.quiet_libraries(settings.log_level)  # RQ's constructor set its logger to INFO
@@ -251,6 +256,7 @@ def run(settings: Settings) -> None:
         serve_metrics(core, settings.worker_metrics_port)
     core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
     log.info("worker: %s", ", ".join(f"{count} on {queue}" for queue, count
-                                     in staffing(settings.worker_processes).items()))
+                                     in staffing(settings.worker_processes,
+                                                 bool(settings.webhook_urls)).items()))
     gc.freeze()  # the workers fork from here: keep the collector off the pages they share
     Pool(settings, core).start()

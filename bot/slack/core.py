@@ -10,12 +10,14 @@ from rq import Queue
 from slack_sdk import WebClient
 
 from bot.domain.access import AccessPolicy
+from bot.domain.events import NO_EVENTS, LinkEvents
 from bot.domain.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
 from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import QuotaExceeded, UserRateLimit
 from bot.domain.reminders import ReminderBusy, Reminders
 from bot.domain.status import StatusBook
 from bot.domain.store import StoreUnavailable, TokenStore
+from bot.domain.webhooks import Webhooks
 from bot.engine.queue import CommandQueue
 from bot.exotel.client import ExotelError
 from bot.settings import Settings
@@ -48,10 +50,14 @@ class Core:
     statuses: StatusBook
     poller: StatusPoller
     previews: LinkPreviews  # of onboarding links pasted in Slack (unfurls)
+    webhooks: Webhooks | None = None  # None while WEBHOOK_URLS is unset
+    events: LinkEvents = NO_EVENTS
 
     @property
     def queues(self) -> list[Queue]:
-        """The job queues, in the order workers take from them."""
-        return [self.commands.queue, self.reminders.queue, self.poller.queue]
+        """The job queues, in the order workers take from them (webhook deliveries last,
+        and only while WEBHOOK_URLS is set)."""
+        queues = [self.commands.queue, self.reminders.queue, self.poller.queue]
+        return queues + ([self.webhooks.queue] if self.webhooks else [])
 
 
