@@ -49,7 +49,9 @@ class Receiver:
         return f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
 
     def start(self) -> Receiver:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll: stop() waits for the loop to notice, once per test.
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         return self
 
     def stop(self) -> None:
