@@ -78,8 +78,12 @@ class RedactSecrets(logging.Filter):
         setattr(record, _DONE, True)
         record.msg, record.args = one_line(scrub(record.getMessage(), self._secrets)), None
         for name, value in vars(record).items():
-            if name not in _STANDARD and isinstance(value, str):
+            if name in _STANDARD or value is None or isinstance(value, bool | int | float):
+                continue
+            if isinstance(value, str):
                 setattr(record, name, one_line(scrub(value, self._secrets)))
+            else:  # e.g. RQ's `arguments` of a failed job: what a user typed, links, URLs
+                setattr(record, name, f"[{type(value).__name__}, not logged]")
         if record.exc_info and record.exc_text is None:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -45,6 +45,19 @@ def test_json_lines_carry_the_extra_fields() -> None:
     assert entry["exotel_seconds"] == 0.42
 
 
+def test_extra_fields_that_are_not_text_or_numbers_are_not_written() -> None:
+    # RQ logs a failed job's arguments as `extra`: a note, a response URL, a link.
+    arguments = ("https://hooks.slack.com/commands/T0/1/secret", "ACME Private Note",
+                 f"https://messaging.exotel.com/ua-links/isv-onboard/{TOKEN}")
+    line = render(JsonFormatter(), "job failed", arguments=arguments,
+                  kwargs={"customer_ref": "crm-42"}, queue="onboard-commands")
+    entry = json.loads(line)
+    assert entry["arguments"] == "[tuple, not logged]"
+    assert entry["kwargs"] == "[dict, not logged]" and entry["queue"] == "onboard-commands"
+    for value in (*arguments, "crm-42", TOKEN):
+        assert value not in line
+
+
 def test_bare_and_url_encoded_tokens_are_masked() -> None:
     line = render(logging.Formatter("%(message)s"),
                   "request failed: %s; upper %s; encoded %s; ?access_token%%3D%s",
