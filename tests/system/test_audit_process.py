@@ -36,5 +36,5 @@ def test_python_m_bot_audit_prints_the_trail(
     assert [json.loads(line)["action"] for line in lines] == ["issue", "check"]
     assert audit("--since", "2999-01-01").splitlines() == [",".join(
         ["at", "action", "outcome", "team_id", "user_id", "channel_id", "batch_id", "count",
-         "tokens", "detail"])]
+         "tokens", "detail", "customer_ref"])]
     assert not any(t in audit() for t in tokens)
