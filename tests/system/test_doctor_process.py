@@ -53,8 +53,9 @@ def test_python_m_bot_doctor_passes_with_a_real_worker(
     # Each check's name went to stderr as it started, in order.
     assert [line for line in done.stderr.splitlines() if line.startswith("… checking ")] == [
         f"… checking {label}" for label, _ in doctor.STEPS]
-    assert lines[-1].startswith(f"✓ workers: 6 running: 4 on {COMMANDS_QUEUE}, 1 on "
-                                f"{REMINDERS_QUEUE}, 1 on {STATUS_QUEUE}")  # the pool's staff
+    workers = next(line for line in lines if line.startswith("✓ workers: "))
+    assert workers.startswith(f"✓ workers: 6 running: 4 on {COMMANDS_QUEUE}, 1 on "
+                              f"{REMINDERS_QUEUE}, 1 on {STATUS_QUEUE}")  # the pool's staff
     output = done.stdout + done.stderr
     for secret in (BOT_TOKEN, SIGNING_SECRET, EXOTEL_TOKEN):
         assert secret not in output
@@ -71,7 +72,8 @@ def test_python_m_bot_doctor_fails_with_one_line_per_problem(
     assert done.returncode == 1
     lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert set(lines) == {"✓ settings", "✓ slack", "– slack scopes", "– slack app token",
-                          "✗ exotel", "✗ redis", "✓ redis persistence", "✗ workers"}
+                          "✗ exotel", "✗ redis", "✓ redis persistence", "✗ workers",
+                          "– webhooks"}
     assert lines["✓ redis persistence"].startswith("could not check")
     assert "rejected the credentials (HTTP 401)" in lines["✗ exotel"]
     assert lines["✗ redis"].startswith(f"cannot reach {redis_url}")
