@@ -34,6 +34,12 @@ ONCE_KEY = "onboard:once:{}"  # see `TokenStore.first_time`
 WEBHOOK_STATS_KEY = "onboard:webhook:stats:{}"
 WEBHOOK_DISABLED_KEY = "onboard:webhook:disabled:{}"
 WEBHOOK_STATS_KEPT = timedelta(days=30)
+# The per-link history (bot.domain.history), kept AUDIT_RETENTION_DAYS: per team, its links
+# by issue time (member "user|link id", trimmed to the retention as it is written), and one
+# compact JSON string per link (a string, not a hash: a note over 64 bytes would make a
+# hash a 2 KB hashtable; link id: `status.link_id`, never the token).
+HISTORY_INDEX = "onboard:history:team:{}"
+HISTORY_LINK = "onboard:history:link:{}"
 Scope = Literal["user", "channel", "all"]
 
 
