@@ -3,8 +3,8 @@
 Replies to response URLs, posts, thread replies, DMs, files uploaded to DMs, ephemeral
 messages, App Home views, modals, link previews, workflow step completions, and (through
 `MarkedAck`) the acks themselves: while the bot talks to a stand-in Exotel, every message
-and view says so, so that nobody sends its links to a customer. A workflow step's outputs are data for the next
-step, not a message: they stay plain.
+and view says so, so that nobody sends its links to a customer. A workflow step's outputs
+are data for the next step, not a message: they stay plain.
 """
 
 from __future__ import annotations
