@@ -24,8 +24,7 @@ from typing import Any
 from redis import Redis
 
 from bot.domain.models import TrackedLink
-from bot.domain.status import link_id
-from bot.domain.store import HISTORY_INDEX, HISTORY_LINK, now, redis_errors
+from bot.domain.store import HISTORY_INDEX, HISTORY_LINK, link_id, now, redis_errors
 
 # What a record keeps of the customer: the Slack side's input limits (MAX_NOTE, MAX_REF).
 KEPT_NOTE = 500

@@ -7,7 +7,6 @@ which links were issued and which turned USED, for 31 days, so it outlives the l
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +16,7 @@ from pydantic import BaseModel
 from redis import Redis
 
 from bot.domain.models import TrackedLink
-from bot.domain.store import now, redis_errors
+from bot.domain.store import link_id, now, redis_errors
 from bot.settings import LINK_TTL
 
 if TYPE_CHECKING:
@@ -50,11 +49,6 @@ class Funnel:
     expired: int
     median_to_used: timedelta | None
     days: int = FUNNEL_DAYS
-
-
-def link_id(token: str) -> str:
-    """A stand-in for the token in the funnel, which must not hold tokens for 31 days."""
-    return hashlib.sha256(token.encode()).hexdigest()[:20]
 
 
 class StatusBook:

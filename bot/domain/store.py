@@ -54,6 +54,12 @@ def url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+def link_id(token: str) -> str:
+    """A stand-in for the token where it is kept past the link's life (the funnel's 31 days,
+    the history's AUDIT_RETENTION_DAYS), which must not hold tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()[:20]
+
+
 def note_key(requester: Requester, note: str) -> str:
     """Customer notes compare trimmed, case and inner spaces ignored; hashed, so any note
     makes a short key."""

@@ -12,8 +12,7 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.history import KEPT_NOTE, KEPT_REF, summarise
-from bot.domain.status import link_id
-from bot.domain.store import HISTORY_INDEX, HISTORY_LINK, now
+from bot.domain.store import HISTORY_INDEX, HISTORY_LINK, link_id, now
 from bot.exotel.sandbox import ExotelSandbox
 from bot.slack import messages
 from bot.slack.core import Core

@@ -58,6 +58,7 @@ def mock_core(allowed: bool = True) -> Any:
     for rule in RULES:
         getattr(core.access, rule).return_value = Decision(allowed, "" if allowed else REASON)
     core.access.admins = ["U0ADMIN"]
+    core.settings.audit_retention_days = 90  # how far back `report [days]` may go
     core.access.restricts_channels = False
     core.check_rate.hit.return_value = None  # under the /check-token rate limit
     core.onboarding.existing.return_value = None  # no live links for the customer yet
