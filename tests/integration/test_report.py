@@ -151,3 +151,16 @@ def test_the_per_link_record_expires_after_the_retention_and_is_small(
     redis_client.delete(key)
     core.statuses.record(link, "EXPIRED")
     assert not redis_client.exists(key)
+
+
+def test_a_refused_upload_still_answers_with_the_summary_and_says_why(
+        bot: Bot, slack: FakeSlack) -> None:
+    issue(bot, "1 ACME Corp")
+    slack.errors["files.completeUploadExternal"] = "not_allowed_token_type"
+
+    final = bot.command("/onboard-link", "report 7").final()
+
+    text = block_text(final)
+    assert "<@U0REP>: 1 issued" in text
+    assert "The CSV could not be sent to your DMs: Slack said `not_allowed_token_type`" in text
+    assert slack.shared_files() == []
