@@ -210,8 +210,10 @@ class History:
         """The records of links issued since `since`, `user_id`'s (the team's if None),
         oldest first: the newest `limit` of them."""
         index = HISTORY_INDEX.format(team_id)
-        with redis_errors():
-            members: list[Any] = self.redis.zrevrangebyscore(index, "+inf", since.timestamp())
+        with redis_errors():  # the team's: the newest `limit`; one rep's: filtered below
+            members: list[Any] = (
+                self.redis.zrevrangebyscore(index, "+inf", since.timestamp()) if user_id else
+                self.redis.zrevrangebyscore(index, "+inf", since.timestamp(), start=0, num=limit))
         prefix = f"{user_id}|" if user_id else ""
         ids = [m.split("|", 1)[1] for m in members if m.startswith(prefix)][:limit]
         records: list[LinkRecord] = []

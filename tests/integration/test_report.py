@@ -61,6 +61,7 @@ def test_report_7_answers_with_the_summary_and_uploads_a_csv_of_the_links_issued
     # The CSV: one row per link issued, in the requester's DM, by the external upload flow.
     [upload] = slack.shared_files()
     assert upload.channel == "DU0REP" and upload.filename.endswith(".csv")
+    assert upload.title is not None and upload.title.startswith("[sandbox] ")  # as every send
     assert [c.method for c in slack.api_calls if c.method.startswith("files.")] == [
         "files.getUploadURLExternal", "files.completeUploadExternal"]
     rows = csv_rows(slack)
