@@ -148,6 +148,12 @@ def test_the_per_link_record_expires_after_the_retention_and_is_small(
     before = redis_client.memory_usage(index)
     core.onboarding.issue(REP, 1, "another")
     assert redis_client.memory_usage(index) - before <= 100
+    # A read is bounded: the newest `limit` links, oldest first.
+    since = now() - timedelta(days=1)
+    assert [r.customer_note for r in core.history.period(REP.team_id, None, since, limit=1)
+            ] == ["another"]
+    assert len(core.history.period(REP.team_id, REP.user_id, since, limit=1)) == 1
+    assert len(core.history.period(REP.team_id, None, since)) == 2
     # A record that lapsed is not made again by a late status (no key without a TTL).
     redis_client.delete(key)
     core.statuses.record(link, "EXPIRED")
