@@ -1,5 +1,5 @@
-"""`/onboard-link [count] [customer note] [ref:CRM reference]`, `list [channel|all]` and
-`forget <link>`."""
+"""`/onboard-link [count] [customer note] [ref:CRM reference]`, `list [channel|all]`,
+`forget <link>` and `report [days]`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bot.domain.store import StoreUnavailable
 from bot.engine.queue import new_batch_id
 from bot.engine.registry import Job
 from bot.slack import linkviews, messages
-from bot.slack.command_text import ForgetRequest, ListRequest, OnboardRequest
+from bot.slack.command_text import ForgetRequest, ListRequest, OnboardRequest, ReportRequest
 from bot.slack.core import Core
 from bot.slack.inputs import requester_from
 from handlers.enqueue import enqueue_then_ack
@@ -22,12 +22,16 @@ from handlers.slash import ONBOARD_LINK, parse_or_explain
 
 def onboard_link(ack: Ack, command: dict[str, Any], context: BoltContext) -> None:
     core: Core = context["core"]
-    if (request := parse_or_explain(ack, command, ONBOARD_LINK)) is None:
+    if (request := parse_or_explain(ack, command, ONBOARD_LINK,
+                                    report_days=core.settings.audit_retention_days)) is None:
         return
     requester = requester_from(command)
-    decision = (core.access.may_list(requester.user_id, requester.channel_id, request.scope)
-                if isinstance(request, ListRequest)
-                else core.access.may_issue(requester.user_id, requester.channel_id))
+    if isinstance(request, ListRequest):
+        decision = core.access.may_list(requester.user_id, requester.channel_id, request.scope)
+    elif isinstance(request, ReportRequest):  # one's own links, as `list` shows them
+        decision = core.access.may_list(requester.user_id, requester.channel_id, "user")
+    else:
+        decision = core.access.may_issue(requester.user_id, requester.channel_id)
     if not decision.allowed:
         ack(**refusal(core, requester, "onboard-link", decision.reason))
         return
@@ -35,6 +39,12 @@ def onboard_link(ack: Ack, command: dict[str, Any], context: BoltContext) -> Non
         _list(core, ack, requester, request)
         return
     response_url = command["response_url"]
+    if isinstance(request, ReportRequest):
+        # Admins see the team's links, others their own.
+        team = core.access.is_admin(requester.user_id)
+        enqueue_then_ack(core, ack, Job.SEND_REPORT, response_url, requester, request.days,
+                         team, ack_with=messages.preparing_report())
+        return
     if isinstance(request, ForgetRequest):
         enqueue_then_ack(core, ack, Job.FORGET, response_url, requester, request.token, None)
         return

@@ -17,6 +17,7 @@ from bot.slack.command_text import (
     Help,
     ListRequest,
     OnboardRequest,
+    ReportRequest,
     parse_check,
     parse_onboard,
 )
@@ -29,21 +30,23 @@ R = TypeVar("R")
 class Usage(Generic[R]):
     """A command's parser and its two explanations: of a usage problem, and the help."""
 
-    parse: Callable[[str | None], R | Help]
+    parse: Callable[..., R | Help]  # the text, and the command's limits by name
     problem: Callable[[str], Message]
     help: Callable[[], Message]
 
 
-ONBOARD_LINK: Usage[OnboardRequest | ListRequest | ForgetRequest] = Usage(
+ONBOARD_LINK: Usage[OnboardRequest | ListRequest | ForgetRequest | ReportRequest] = Usage(
     parse_onboard, messages.usage_problem, messages.onboard_help)
 CHECK_TOKEN: Usage[CheckRequest] = Usage(
     parse_check, messages.check_usage_problem, messages.check_help)
 
 
-def parse_or_explain(ack: Ack, command: dict[str, Any], usage: Usage[R]) -> R | None:
-    """The command's request, or None once the ack explained the usage or gave the help."""
+def parse_or_explain(ack: Ack, command: dict[str, Any], usage: Usage[R],
+                     **limits: Any) -> R | None:
+    """The command's request, or None once the ack explained the usage or gave the help.
+    `limits`: what the parser needs of the settings (`report_days`)."""
     try:
-        request = usage.parse(command.get("text"))
+        request = usage.parse(command.get("text"), **limits)
     except UsageError as problem:
         ack(**usage.problem(str(problem)))
         return None

@@ -194,7 +194,7 @@ class MemoryStatuses:
     issued_links: list[TrackedLink] = field(default_factory=list)
     redis: MemoryStore = field(default_factory=MemoryStore)  # the world's, for its outages
 
-    def issued(self, link: TrackedLink) -> None:
+    def issued(self, link: TrackedLink, customer_ref: str = "") -> None:
         self.redis.ensure_available()
         self.records[link.token] = LinkStatus(status="VALID", checked_at=now())
         if link not in self.issued_links:  # the funnel counts a link once, as StatusBook

@@ -16,7 +16,26 @@ from testkit.env import APP_TOKEN
 from testkit.wait import wait_until
 
 # Parameters slack_sdk sends as JSON text in form-encoded calls.
-JSON_PARAMS = {"view", "blocks", "unfurls", "outputs", "metadata"}
+JSON_PARAMS = {"view", "blocks", "unfurls", "outputs", "metadata", "files"}
+
+
+@dataclass
+class Upload:
+    """A file in Slack's external upload flow: files.getUploadURLExternal gave it an id and
+    an upload URL, the content arrived there (a POST), files.completeUploadExternal shared
+    it in `channel` (None until then)."""
+
+    file_id: str
+    filename: str
+    length: int
+    content: bytes | None = None
+    title: str | None = None
+    channel: str | None = None
+    initial_comment: str | None = None
+
+    @property
+    def text(self) -> str:
+        return (self.content or b"").decode()
 
 
 def _json(value: Any) -> Any:
@@ -53,6 +72,7 @@ class FakeSlack:
         self.messages: dict[str, list[dict[str, Any]]] = {}  # channel -> posted, oldest first
         self.users: dict[str, dict[str, Any]] = {}  # user id -> users.info's `user`
         self.teams: dict[str, dict[str, Any]] = {}  # team id -> team.info's `team`
+        self.uploads: dict[str, Upload] = {}  # file id -> the file, in upload order
         self._last_ts = 0.0
         self.lock = threading.Lock()
         self._server = LoopbackServer(("127.0.0.1", port), self._handler())
@@ -92,6 +112,12 @@ class FakeSlack:
             self.messages.clear()
             self.users.clear()
             self.teams.clear()
+            self.uploads.clear()
+
+    def shared_files(self) -> list[Upload]:
+        """The files whose upload was completed (shared in a channel), oldest first."""
+        with self.lock:
+            return [u for u in self.uploads.values() if u.channel is not None]
 
     def calls(self, method: str) -> list[ApiCall]:
         with self.lock:
@@ -140,6 +166,10 @@ class FakeSlack:
             return {"ok": True, "team": team} if team else {"ok": False, "error": "team_not_found"}
         if method == "views.open":
             return {"ok": True, "view": {"id": "V0OPENED", **_json(params.get("view"))}}
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(params)
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(params)
         if method == "conversations.open":
             return {"ok": True, "channel": {"id": "D" + str(params.get("users", "X"))}}
         return {"ok": True}
@@ -148,6 +178,49 @@ class FakeSlack:
         """The parameters of every call to `method`, JSON-valued ones decoded."""
         return [{k: _json(v) if k in JSON_PARAMS else v for k, v in c.params.items()}
                 for c in self.calls(method)]
+
+    def _upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        """files.getUploadURLExternal: `filename` and `length` (bytes) required."""
+        filename, length = params.get("filename"), str(params.get("length", ""))
+        if not filename or not length.isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        with self.lock:
+            file_id = f"F{len(self.uploads) + 1:08d}"
+            self.uploads[file_id] = Upload(file_id, str(filename), int(length))
+        return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+
+    def _receive(self, file_id: str, content: bytes) -> tuple[int, bytes]:
+        """The POST to an upload URL: the file's bytes, as many as promised."""
+        with self.lock:
+            upload = self.uploads.get(file_id)
+            if upload is None:
+                return 404, b"not found"
+            if len(content) != upload.length:
+                return 400, b"length mismatch"
+            upload.content = content
+        return 200, f"OK - {len(content)}".encode()
+
+    def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        """files.completeUploadExternal: `files` (JSON [{id, title}]), shared in
+        `channel_id`; each file's bytes must have arrived."""
+        try:
+            files = _json(params.get("files"))
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        done = []
+        with self.lock:
+            for item in files if isinstance(files, list) else []:
+                upload = self.uploads.get(str(item.get("id")))
+                if upload is None or upload.content is None:
+                    return {"ok": False, "error": "file_not_found"}
+                upload.title = item.get("title") or upload.filename
+                upload.channel = params.get("channel_id")
+                upload.initial_comment = params.get("initial_comment")
+                done.append({"id": upload.file_id, "title": upload.title,
+                             "name": upload.filename})
+        if not done:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "files": done}
 
     def _post(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel"))
@@ -194,7 +267,12 @@ class FakeSlack:
 
             def do_POST(self) -> None:
                 arrived = time.monotonic()  # before reading: the request is here
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/upload/"):  # a file's bytes, as they are
+                    status, answer = fake._receive(self.path.removeprefix("/upload/"), body)
+                    self._send(answer, "text/plain", status=status)
+                    return
+                raw = body.decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
                     params = json.loads(raw or "{}")
                 else:

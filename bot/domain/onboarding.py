@@ -215,7 +215,7 @@ class Onboarding:
         batch = recorder.batch
         with redis_errors():
             self.quota.charge(batch.requester.team_id, batch.requester.user_id, link.token)
-        self.statuses.issued(tracked)  # VALID: Exotel just returned it
+        self.statuses.issued(tracked, batch.customer_ref)  # VALID: Exotel just returned it
 
     def _untracked(self, made: list[OnboardingLink], recorder: BatchRecorder,
                    why: dict[str, str]) -> list[UntrackedLink]:

@@ -67,8 +67,9 @@ class LinkMaker(Protocol):
 class Statuses(Protocol):
     """Each link's last known status, and the funnel of issued and used links."""
 
-    def issued(self, link: TrackedLink) -> None:
-        """Exotel just returned `link`: VALID as of now, and counted as issued."""
+    def issued(self, link: TrackedLink, customer_ref: str = "") -> None:
+        """Exotel just returned `link`: VALID as of now, counted as issued, and recorded in
+        the history with its batch's CRM reference."""
 
     def record(self, link: TrackedLink, status: str) -> bool:
         """True if this is the first time `link` is known USED."""

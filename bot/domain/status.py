@@ -7,7 +7,6 @@ which links were issued and which turned USED, for 31 days, so it outlives the l
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,11 +16,12 @@ from pydantic import BaseModel
 from redis import Redis
 
 from bot.domain.models import TrackedLink
-from bot.domain.store import now, redis_errors
+from bot.domain.store import link_id, now, redis_errors
 from bot.settings import LINK_TTL
 
 if TYPE_CHECKING:
     from bot.domain.events import LinkEvents
+    from bot.domain.history import History
 
 STATUS_KEY = "onboard:status:{}"
 # Per team: links issued (member "user|id", score issued at) and turned USED (score used at).
@@ -51,15 +51,12 @@ class Funnel:
     days: int = FUNNEL_DAYS
 
 
-def link_id(token: str) -> str:
-    """A stand-in for the token in the funnel, which must not hold tokens for 31 days."""
-    return hashlib.sha256(token.encode()).hexdigest()[:20]
-
-
 class StatusBook:
-    def __init__(self, client: Redis, events: LinkEvents | None = None) -> None:
+    def __init__(self, client: Redis, events: LinkEvents | None = None,
+                 history: History | None = None) -> None:
         self.redis = client
         self.events = events  # link.used and link.expired, when a status first says so
+        self.history = history  # each link's record, kept AUDIT_RETENTION_DAYS
 
     def get(self, token: str) -> LinkStatus | None:
         with redis_errors():
@@ -92,6 +89,10 @@ class StatusBook:
         self._save(link, record)
         if newly_used:
             self._funnel_used(link, moment)
+        if self.history is not None and newly_used:
+            self.history.used(link, moment)
+        elif self.history is not None and newly_expired:
+            self.history.expired(link)
         if self.events is not None and newly_used:
             self.events.used(link, moment)
         elif self.events is not None and newly_expired:
@@ -110,11 +111,14 @@ class StatusBook:
 
     # The funnel.
 
-    def issued(self, link: TrackedLink) -> None:
-        """Exotel just returned `link`: VALID as of now (not "not checked yet"), and one
-        more issued in the funnel."""
+    def issued(self, link: TrackedLink, customer_ref: str = "") -> None:
+        """Exotel just returned `link`: VALID as of now (not "not checked yet"), one more
+        issued in the funnel, and its record in the history (with the batch's CRM
+        reference)."""
         self._save(link, LinkStatus(status="VALID", checked_at=now()))
         self._funnel_add(FUNNEL_ISSUED, link, link.issued_at, nx=False)
+        if self.history is not None:
+            self.history.issued(link, customer_ref)
 
     def _funnel_used(self, link: TrackedLink, moment: datetime) -> None:
         self._funnel_add(FUNNEL_USED, link, moment, nx=True)  # counted once

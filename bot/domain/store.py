@@ -34,6 +34,12 @@ ONCE_KEY = "onboard:once:{}"  # see `TokenStore.first_time`
 WEBHOOK_STATS_KEY = "onboard:webhook:stats:{}"
 WEBHOOK_DISABLED_KEY = "onboard:webhook:disabled:{}"
 WEBHOOK_STATS_KEPT = timedelta(days=30)
+# The per-link history (bot.domain.history), kept AUDIT_RETENTION_DAYS: per team, its links
+# by issue time (member "user|link id", trimmed to the retention as it is written), and one
+# compact JSON string per link (a string, not a hash: a note over 64 bytes would make a
+# hash a 2 KB hashtable; link id: `status.link_id`, never the token).
+HISTORY_INDEX = "onboard:history:team:{}"
+HISTORY_LINK = "onboard:history:link:{}"
 Scope = Literal["user", "channel", "all"]
 
 
@@ -46,6 +52,12 @@ def _indexes(requester: Requester) -> dict[Scope, str]:
 def url_key(url: str) -> str:
     """A receiver's URL as a short key: the URL itself may carry a secret (Zapier's do)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def link_id(token: str) -> str:
+    """A stand-in for the token where it is kept past the link's life (the funnel's 31 days,
+    the history's AUDIT_RETENTION_DAYS), which must not hold tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()[:20]
 
 
 def note_key(requester: Requester, note: str) -> str:

@@ -32,6 +32,7 @@ class Job(StrEnum):
     SEND_IN_THREAD = f"{JOBS_MODULE}.send_in_thread"
     UNFURL_LINKS = f"{JOBS_MODULE}.unfurl_links"
     TELL_PRIVATELY = f"{JOBS_MODULE}.tell_privately"
+    SEND_REPORT = f"{JOBS_MODULE}.send_report"
     # Scheduled: reminders (onboard-reminders) and the status poll chain (onboard-status).
     SEND_REMINDER = f"{JOBS_MODULE}.send_reminder"
     POLL_STATUSES = f"{JOBS_MODULE}.poll_statuses"

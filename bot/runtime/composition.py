@@ -19,6 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from bot.domain.access import AccessPolicy
 from bot.domain.audit import Audit
 from bot.domain.events import LinkEvents
+from bot.domain.history import History
 from bot.domain.onboarding import Onboarding
 from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import LinkQuota, PollBudget, SharedRateLimiter, UserRateLimit
@@ -113,7 +114,8 @@ def build_core(settings: Settings) -> Core:
 
     webhooks = build_webhooks(settings, client, jobs)
     events = LinkEvents(webhooks, store, sandbox)
-    statuses = StatusBook(client, events)
+    history = History(client, timedelta(days=settings.audit_retention_days))
+    statuses = StatusBook(client, events, history)
     onboarding = Onboarding(exotel, store, reminders, audit, quota, metrics, limiter, statuses,
                             access=access, recording=RecordRetry.past(settings.exotel_deadline),
                             events=events)
@@ -135,7 +137,7 @@ def build_core(settings: Settings) -> Core:
                             Queue(STATUS_QUEUE, connection=jobs)),
         previews=LinkPreviews(client, exotel, store, limiter,
                               f"exotel:{settings.exotel_account_sid}"),
-        webhooks=webhooks, events=events,
+        webhooks=webhooks, events=events, history=history,
     )
 
 

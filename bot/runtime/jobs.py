@@ -14,12 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rq import get_current_job
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.domain.events import Sealed
+from bot.domain.history import summarise, to_csv
 from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait
 from bot.domain.previews import MAX_PREVIEWS
+from bot.domain.store import now
 from bot.engine.queue import Reply, StepExecution, UnfurlTarget
 from bot.engine.registry import Job
 from bot.exotel.tokens import mask
@@ -300,6 +302,37 @@ def tell_privately(reply: Reply, channel: str, user: str, message: Message) -> D
         core.delivery.tell(user, message)
         return Done(f"told {user} by DM (not in {channel}: {error.response.get('error')})")
     return Done(f"told {user} in {channel}")
+
+
+@logged_job
+def send_report(reply: Reply, requester: Requester, days: int, team: bool) -> Done:
+    """`/onboard-link report [days]`: the summary of the last `days` days on the response
+    URL, and the CSV of their links (one row each) in the requester's DM. `team`: the
+    listener found them an admin, so the whole team's links, else their own."""
+    def work(core: Core) -> Answer:
+        moment = now()
+        records = core.history.period(requester.team_id, None if team else requester.user_id,
+                                      moment - timedelta(days=days))
+        summary = summarise(records, moment)
+        if not records:
+            return Answer(messages.report(summary, days, team, ""), "an empty report")
+        try:
+            core.delivery.upload_to_dm(
+                requester.user_id, content=to_csv(records, moment),
+                filename=f"onboarding-links-{moment:%Y-%m-%d}-{days}d.csv",
+                title=f"Onboarding links, last {days} days",
+                comment=f"The links of your `/onboard-link report {days}`, one row each.")
+        except SlackClientError as error:
+            reason = (error.response.get("error") if isinstance(error, SlackApiError)
+                      else type(error).__name__)
+            note = f":warning: The CSV could not be sent to your DMs: Slack said `{reason}`."
+            return Answer(messages.report(summary, days, team, note),
+                          f"a report of {len(records)} links; CSV not sent: {reason}")
+        note = f":page_facing_up: The CSV of these {len(records)} links is in your DMs."
+        return Answer(messages.report(summary, days, team, note),
+                      f"a report of {len(records)} links, CSV sent")
+
+    return perform(reply, "send_report", work)
 
 
 def _post_for(core: Core, requester: Requester, channel: str, message: Message) -> str:

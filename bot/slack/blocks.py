@@ -9,7 +9,7 @@ wherever they are shown (notes stored before they were stripped on input).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache, wraps
 from typing import Any, Literal, Required, TypedDict
 
@@ -76,6 +76,12 @@ def time_left(until: datetime, at: datetime | None = None) -> str:
         return "expired"
     hours, minutes = divmod(seconds // 60, 60)
     return f"{hours} h {minutes} min left" if hours else f"{max(minutes, 1)} min left"
+
+
+def duration(span: timedelta) -> str:
+    """A span in whole minutes, hours beyond the hour: "5 min", "2 h 10 min"."""
+    minutes = round(span.total_seconds() / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 def render(blocks: Iterable[Block]) -> list[dict[str, Any]]:

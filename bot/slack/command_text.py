@@ -47,6 +47,15 @@ class ForgetRequest:
     token: str
 
 
+@dataclass(frozen=True)
+class ReportRequest:
+    days: int
+
+
+REPORT_DAYS = 7  # `/onboard-link report` alone: the last week
+DEFAULT_MOST_DAYS = 90  # AUDIT_RETENTION_DAYS's default: how far back the history goes
+
+
 LIST_SCOPES: dict[str, Literal["user", "channel", "all"]] = {
     "": "user", "mine": "user", "channel": "channel", "all": "all"}
 
@@ -56,13 +65,18 @@ def _text(raw: str | None) -> str:
     return strip_bidi(html.unescape(raw or "")).strip()
 
 
-def parse_onboard(raw: str | None) -> OnboardRequest | ListRequest | ForgetRequest | Help:
+OnboardText = OnboardRequest | ListRequest | ForgetRequest | ReportRequest | Help
+
+
+def parse_onboard(raw: str | None, *, report_days: int = DEFAULT_MOST_DAYS) -> OnboardText:
+    """`report_days`: the most days a report may cover (AUDIT_RETENTION_DAYS)."""
     text, customer_ref = _take_ref(_text(raw))
-    request = _parse_onboard(text)
+    request = _parse_onboard(text, report_days)
     if customer_ref is None or isinstance(request, Help):
         return request
     if not isinstance(request, OnboardRequest):
-        raise UsageError("A `ref:` goes with new links, not with `list` or `forget`: "
+        raise UsageError("A `ref:` goes with new links, not with `list`, `forget` or "
+                         "`report`: "
                          f"`{REF_EXAMPLE}`.")
     return OnboardRequest(request.count, request.note, customer_ref)
 
@@ -84,10 +98,12 @@ def _take_ref(text: str) -> tuple[str, str | None]:
     return " ".join(words), ref_of(value)
 
 
-def _parse_onboard(text: str) -> OnboardRequest | ListRequest | ForgetRequest | Help:
+def _parse_onboard(text: str, report_days: int) -> OnboardText:
     first = text.split(maxsplit=1)[0] if text else ""  # any whitespace: newline, no-break space
     if first.lower() in HELP_WORDS:
         return Help()
+    if first.lower() == "report":
+        return _report(text[len(first):].strip(), report_days)
     if first.lower() == "list":
         scope = LIST_SCOPES.get(text[len(first):].strip().lower())
         if scope is None:
@@ -111,6 +127,17 @@ def _parse_onboard(text: str) -> OnboardRequest | ListRequest | ForgetRequest | 
             )
         count, text = int(first), text[len(first):].strip()
     return OnboardRequest(count=count, note=note_of(text))
+
+
+def _report(days: str, most: int) -> ReportRequest:
+    """`report [days]`: 1 to `most` days (the history's retention), the last week if none."""
+    if not days:
+        return ReportRequest(min(REPORT_DAYS, most))
+    if not days.isdigit() or not 1 <= int(days) <= most:
+        raise UsageError(f"A report covers 1 to {most} days: `/onboard-link report [days]` "
+                         f"(default {min(REPORT_DAYS, most)}); “{days[:20]}” is not a whole "
+                         f"number from 1 to {most}.")
+    return ReportRequest(int(days))
 
 
 def _quote(text: str) -> str:

@@ -11,6 +11,7 @@ from slack_sdk import WebClient
 
 from bot.domain.access import AccessPolicy
 from bot.domain.events import NO_EVENTS, LinkEvents
+from bot.domain.history import History
 from bot.domain.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
 from bot.domain.previews import LinkPreviews
 from bot.domain.ratelimit import QuotaExceeded, UserRateLimit
@@ -49,6 +50,7 @@ class Core:
     check_rate: UserRateLimit  # /check-token commands per user a minute
     statuses: StatusBook
     poller: StatusPoller
+    history: History  # each link's record for reports, kept AUDIT_RETENTION_DAYS
     previews: LinkPreviews  # of onboarding links pasted in Slack (unfurls)
     webhooks: Webhooks | None = None  # None while WEBHOOK_URLS is unset
     events: LinkEvents = NO_EVENTS

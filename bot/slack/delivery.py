@@ -1,10 +1,10 @@
 """Everything the bot sends to Slack goes out here, and here the sandbox marker goes on it.
 
-Replies to response URLs, posts, thread replies, DMs, ephemeral messages, App Home views,
-modals, link previews, workflow step completions, and (through `MarkedAck`) the acks
-themselves: while the bot talks to a stand-in Exotel, every message and view says so, so
-that nobody sends its links to a customer. A workflow step's outputs are data for the next
-step, not a message: they stay plain.
+Replies to response URLs, posts, thread replies, DMs, files uploaded to DMs, ephemeral
+messages, App Home views, modals, link previews, workflow step completions, and (through
+`MarkedAck`) the acks themselves: while the bot talks to a stand-in Exotel, every message
+and view says so, so that nobody sends its links to a customer. A workflow step's outputs
+are data for the next step, not a message: they stay plain.
 """
 
 from __future__ import annotations
@@ -110,6 +110,20 @@ class Delivery:
         except SlackApiError as error:
             log.error("could not send %s a direct message: %s", user,
                       error.response.get("error"))
+
+    def upload_to_dm(self, user: str, *, content: str, filename: str, title: str,
+                     comment: str) -> str:
+        """A file in `user`'s DM with the bot, with `comment` (mrkdwn the bot wrote), through
+        Slack's external upload flow (files.getUploadURLExternal, a POST of the content to
+        the URL it gives, files.completeUploadExternal: slack_sdk's files_upload_v2). The
+        file's id; SlackApiError (or SlackRequestError) if refused. On the sandbox the title
+        and comment say so."""
+        if self.sandbox:
+            title, comment = SANDBOX_PREFIX + title, f"{comment}\n{SANDBOX_TEXT}"
+        answer = self.slack.files_upload_v2(channel=self.open_dm(user), content=content,
+                                            filename=filename, title=title,
+                                            initial_comment=comment)
+        return str((answer.get("file") or {}).get("id", ""))
 
     def ephemeral(self, channel: str, user: str, message: Message) -> None:
         self.slack.chat_postEphemeral(channel=channel, user=user, **as_post(self.mark(message)))

@@ -8,7 +8,7 @@ each batch in one section of under 3000 characters.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, SectionBlock
@@ -23,6 +23,7 @@ from bot.slack.blocks import (
     Message,
     context,
     customer_blocks,
+    duration,
     ephemeral,
     escape,
     escape_note,
@@ -120,15 +121,10 @@ def listing(listing: Listing, details: Details, scope: str, viewer: str) -> Mess
 
 
 def _funnel_line(funnel: Funnel, whose: str) -> str:
-    median = (f"; median time to USED {_duration(funnel.median_to_used)}"
+    median = (f"; median time to USED {duration(funnel.median_to_used)}"
               if funnel.median_to_used is not None else "")
     return (f"*{whose}, last {funnel.days} days*: {funnel.issued} issued, {funnel.used} turned "
             f"USED, {funnel.expired} expired unused{median}.")
-
-
-def _duration(span: timedelta) -> str:
-    minutes = round(span.total_seconds() / 60)
-    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 def home(listing: Listing, details: Details, viewer: str, funnel: Funnel,

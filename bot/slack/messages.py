@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
 
+from bot.domain.history import RepSummary, Summary
 from bot.domain.models import Batch, Requester, TrackedLink
 from bot.domain.onboarding import (
     AlreadyForgotten,
@@ -31,6 +32,7 @@ from bot.slack.blocks import (
     chunks,
     context,
     customer_blocks,
+    duration,
     ephemeral,
     escape,
     escape_note,
@@ -64,6 +66,12 @@ TRACK_COMMAND = "python -m bot track"  # bot.cli.track: the operator's way to tr
 MAX_LISTED = 20
 LISTED_NOTE = 60
 LISTED_REF = 60
+# A report's summary: reps and customers to follow up shown, and how much of each note and
+# reference (escaped, the longest fill under Slack's ~13k characters of blocks).
+MAX_REPORT_REPS = 20
+MAX_FOLLOW_UP = 20
+REPORT_NOTE = 40
+REPORT_REF = 40
 REMINDER_STATUS = {
     "VALID": "still usable",
     "USED": ":white_check_mark: USED: a customer finished onboarding with it",
@@ -127,7 +135,8 @@ def onboard_help() -> Message:
         "Example: `/onboard-link 3 ACME Corp, Priya's team ref:hubspot-12345`\n"
         "`/onboard-link list` shows your live links (`list channel`: this channel's; "
         "`list all`: everyone's, for admins); `/onboard-link forget &lt;link&gt;` stops "
-        "tracking one.\n"
+        "tracking one; `/onboard-link report [days]` sums up your links of the last days "
+        "(default 7; admins: the team's), with a CSV of them in your DMs.\n"
         f"{RULES}\n"
         "Check a link later with `/check-token &lt;link or token&gt;`."
     )
@@ -351,6 +360,48 @@ def batch_line(batch: Batch, at: datetime) -> str:
                 if batch.reminder_due and batch.reminder_due > at else "")
     return (f"*{note}*{ref}: {count} link{'s' if count != 1 else ''} by "
             f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
+
+
+@fixed
+def preparing_report() -> Message:
+    return text_message(":hourglass_flowing_sand: Preparing your report…")
+
+
+def report(summary: Summary, days: int, team: bool, csv_note: str) -> Message:
+    """`/onboard-link report`: per rep, links issued, turned USED, expired unused and the
+    median time to USED; then the customers to follow up (links expired unused); then
+    `csv_note`, what became of the CSV (mrkdwn the bot wrote)."""
+    whose = "the whole team's links" if team else "your links"
+    period = "day" if days == 1 else f"{days} days"
+    if not summary.reps:
+        text = f"No links issued in the last {period} ({whose})."
+        return ephemeral(text, [section(f":bar_chart: {text}")])
+    title = (f":bar_chart: *Onboarding report, last {period}* ({whose}): "
+             f"{summary.issued} link{'s' if summary.issued != 1 else ''} issued.")
+    rep_lines = [_rep_line(rep) for rep in summary.reps[:MAX_REPORT_REPS]]
+    if len(summary.reps) > MAX_REPORT_REPS:
+        rep_lines.append(f"…and {len(summary.reps) - MAX_REPORT_REPS} more reps: see the CSV.")
+    blocks: list[Block] = [section(title), *(section(c) for c in chunks(rep_lines))]
+    if summary.follow_up:
+        lines = ["*Follow up*: customers whose links expired unused"]
+        for item in summary.follow_up[:MAX_FOLLOW_UP]:
+            note = (escape_note(_shorten(item.note, REPORT_NOTE)) if item.note
+                    else "_no customer note_")
+            ref = f" ({ref_mrkdwn(_shorten(item.ref, REPORT_REF))})" if item.ref else ""
+            lines.append(f"• {note}{ref}, <@{item.rep}>")
+        if len(summary.follow_up) > MAX_FOLLOW_UP:
+            lines.append(f"…and {len(summary.follow_up) - MAX_FOLLOW_UP} more: see the CSV.")
+        blocks.extend(section(c) for c in chunks(lines))
+    blocks.append(context(csv_note))
+    return ephemeral(f"Onboarding report, last {period}: {summary.issued} links issued.",
+                     blocks)
+
+
+def _rep_line(rep: RepSummary) -> str:
+    median = (f"; median time to USED {duration(rep.median_to_used)}"
+              if rep.median_to_used is not None else "")
+    return (f"• <@{rep.rep}>: {rep.issued} issued, {rep.used} turned USED, "
+            f"{rep.expired} expired unused{median}")
 
 
 def _shorten(text: str, limit: int) -> str:

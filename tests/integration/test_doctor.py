@@ -25,7 +25,7 @@ from tests.support import CHECK_NAMES, FAKE_MARKS, settings_for
 
 MANIFEST_SCOPES = ["commands", "chat:write", "chat:write.public", "im:write", "usergroups:read",
                    "channels:history", "groups:history", "im:history", "links:read",
-                   "links:write", "users:read", "team:read"]
+                   "links:write", "users:read", "team:read", "files:write"]
 
 
 class ScriptedSlack:
@@ -134,7 +134,7 @@ def test_granted_scopes_are_compared_with_the_manifest(
         checks = doctor.check_slack(settings)
     assert [c.line() for c in checks] == [
         "✓ slack: auth.test ok: bot onboard-bot (U0BOT) in workspace Acme (T0ACME)",
-        "✓ slack scopes: all 12 of manifest.yml's bot scopes granted (also granted: "
+        "✓ slack scopes: all 13 of manifest.yml's bot scopes granted (also granted: "
         "channels:read)",
     ]
     assert fake.methods == ["auth.test"]
@@ -151,7 +151,7 @@ def test_missing_scopes_fail_with_the_names_and_the_fix(
     assert scopes.line() == (
         "✗ slack scopes: the bot token lacks chat:write.public, im:write, usergroups:read, "
         "channels:history, groups:history, im:history, links:read, links:write, users:read, "
-        "team:read — "
+        "team:read, files:write — "
         "add them under OAuth & Permissions (or update the app from manifest.yml) and "
         "reinstall the app to the workspace")
 

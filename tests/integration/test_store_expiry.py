@@ -11,7 +11,15 @@ import redis
 from freezegun.api import FrozenDateTimeFactory
 
 from bot.domain.audit import STREAM, Audit
-from bot.domain.store import ALL_INDEX, BATCH_KEY, CHANNEL_INDEX, USER_INDEX
+from bot.domain.store import (
+    ALL_INDEX,
+    BATCH_KEY,
+    CHANNEL_INDEX,
+    HISTORY_INDEX,
+    HISTORY_LINK,
+    USER_INDEX,
+    link_id,
+)
 from bot.slack.core import Core
 from testkit.slack import FakeSlack
 from tests.support import REP, fire_due
@@ -46,7 +54,13 @@ def test_every_key_of_a_reminded_batch_expires_within_48_hours(
     assert len(slack.calls("chat.postMessage")) == 1
 
     keys = ttls(redis_client)
-    unbounded = {k: t for k, t in keys.items() if k not in BOUNDED and not 0 < t <= 2 * DAY}
+    # The per-link history outlives the batch on purpose: AUDIT_RETENTION_DAYS (90), no more.
+    history = {HISTORY_INDEX.format(REP.team_id),
+               *(HISTORY_LINK.format(link_id(token)) for token in result.batch.tokens)}
+    assert {k for k in keys if k.startswith("onboard:history:")} == history
+    assert all(2 * DAY < keys[k] <= 90 * DAY for k in history)
+    unbounded = {k: t for k, t in keys.items()
+                 if k not in BOUNDED and k not in history and not 0 < t <= 2 * DAY}
     assert unbounded == {}, "keys with no TTL or one over 48 h"
     # The finished reminder job left nothing in RQ: no job hash, result or registry entry.
     assert not [k for k in keys if k.startswith(("rq:job:", "rq:results:", "rq:finished:",

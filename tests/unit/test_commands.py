@@ -175,7 +175,7 @@ RULE = "a CRM record id or an email, up to 200 characters"
     ("2 ACME ref:crm\x00-1", "can't hold line breaks, tabs or other control characters", RULE),
     ("2 ACME ref:crm\x1b[31m", "control characters", RULE),
     ("2 ACME ref:crm\u200b1", "control characters", RULE),  # invisible: not the record typed
-    ("list ref:crm-1", "goes with new links, not with `list` or `forget`", EXAMPLE),
+    ("list ref:crm-1", "goes with new links, not with `list`, `forget` or `report`", EXAMPLE),
     (f"forget {LINK} ref:crm-1", "goes with new links", EXAMPLE),
 ])
 def test_a_bad_ref_word_is_refused_saying_what_is_allowed(text: str, says: str,

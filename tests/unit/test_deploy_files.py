@@ -210,3 +210,17 @@ def test_the_manifest_declares_every_input_the_workflow_step_reads() -> None:
         "description": "The customer's record id in your CRM, or their email, up to 200 "
                        "characters"}
     assert declared["user_id"]["is_required"] == "true"
+
+
+def test_doctor_checks_the_scope_the_report_uploads_with() -> None:
+    """`/onboard-link report` uploads its CSV (files.getUploadURLExternal and
+    files.completeUploadExternal need files:write): the manifest asks for it, and doctor,
+    which checks the token against the manifest's scopes, with it."""
+    from bot.cli.doctor import check_scopes, manifest_bot_scopes
+
+    wanted = manifest_bot_scopes(ROOT / "manifest.yml")
+    assert wanted is not None and "files:write" in wanted
+    without = ",".join(scope for scope in wanted if scope != "files:write")
+    check = check_scopes(without, wanted)
+    assert not check.ok and "files:write" in check.line()
+    assert check_scopes(",".join(wanted), wanted).ok

@@ -58,6 +58,7 @@ def mock_core(allowed: bool = True) -> Any:
     for rule in RULES:
         getattr(core.access, rule).return_value = Decision(allowed, "" if allowed else REASON)
     core.access.admins = ["U0ADMIN"]
+    core.settings.audit_retention_days = 90  # how far back `report [days]` may go
     core.access.restricts_channels = False
     core.check_rate.hit.return_value = None  # under the /check-token rate limit
     core.onboarding.existing.return_value = None  # no live links for the customer yet
@@ -147,6 +148,22 @@ def test_onboard_link_forget_enqueues_the_forget_of_that_token() -> None:
     core = mock_core()
     assert run(onboard_link, f"forget {LINK}", core) == {}
     assert enqueued(core) == (Job.FORGET, REP, TOKEN, None)
+
+
+@pytest.mark.parametrize(("admin", "text", "days"), [(False, "report", 7), (True, "report 30", 30)])
+def test_onboard_link_report_enqueues_the_report_team_wide_for_an_admin(
+        admin: bool, text: str, days: int) -> None:
+    core = mock_core()
+    core.access.is_admin.return_value = admin
+    assert run(onboard_link, text, core) == messages.preparing_report()
+    core.access.may_list.assert_called_once_with("U0REP", "C0SALES", "user")
+    assert enqueued(core) == (Job.SEND_REPORT, REP, days, admin)
+
+
+def test_onboard_link_report_of_a_refused_user_enqueues_nothing() -> None:
+    core = mock_core(allowed=False)
+    assert REASON in run(onboard_link, "report", core)["text"]
+    assert not core.commands.enqueue.called
 
 
 def test_onboard_link_list_all_asks_the_policy_about_all_and_relays_its_refusal() -> None:
