@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain.access import AccessPolicy
+from bot.domain.history import Funnel
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
 from bot.domain.onboarding import Onboarding
 from bot.domain.ratelimit import QuotaExceeded
 from bot.domain.recording import RecordRetry
-from bot.domain.status import Funnel, LinkStatus
+from bot.domain.status import LinkStatus
 from bot.domain.store import (
     Scope,
     StoreNotAnswering,

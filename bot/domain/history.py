@@ -24,7 +24,15 @@ from typing import Any
 from redis import Redis
 
 from bot.domain.models import TrackedLink
-from bot.domain.store import HISTORY_INDEX, HISTORY_LINK, link_id, now, redis_errors
+from bot.domain.store import (
+    HISTORY_INDEX,
+    HISTORY_LINK,
+    HISTORY_USED,
+    link_id,
+    now,
+    redis_errors,
+)
+from bot.settings import LINK_TTL
 
 # What a record keeps of the customer: the Slack side's input limits (MAX_NOTE, MAX_REF).
 KEPT_NOTE = 500
@@ -46,6 +54,18 @@ for i = 1, #ARGV, 2 do record[ARGV[i]] = ARGV[i + 1] end
 redis.call('set', KEYS[1], cjson.encode(record), 'KEEPTTL')
 return 1
 """
+
+
+FUNNEL_DAYS = 30  # App Home's window
+
+
+@dataclass
+class Funnel:
+    issued: int
+    used: int
+    expired: int
+    median_to_used: timedelta | None
+    days: int = FUNNEL_DAYS
 
 
 @dataclass(frozen=True)
@@ -195,6 +215,38 @@ class History:
 
     def used(self, link: TrackedLink, used_at: datetime) -> None:
         self._set(link, {"s": "USED", "d": _stamp(used_at)})
+        index = HISTORY_USED.format(link.requester.team_id)
+        with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(index, {_member(link): used_at.timestamp()}, nx=True)  # counted once
+            pipe.zremrangebyscore(index, "-inf", (now() - self.retention).timestamp())
+            pipe.expire(index, self.retention)
+            pipe.execute()
+
+    def funnel(self, team_id: str, user_id: str | None) -> Funnel:
+        """The last FUNNEL_DAYS (or the retention, if shorter) of `user_id`'s links, the
+        whole team's if None: from the two indexes alone, one round trip."""
+        moment = now()
+        days = min(FUNNEL_DAYS, self.retention.days)
+        since = (moment - timedelta(days=days)).timestamp()
+        with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(HISTORY_INDEX.format(team_id), since, "+inf", withscores=True)
+            pipe.zrangebyscore(HISTORY_USED.format(team_id), since, "+inf", withscores=True)
+            issued, used_pairs = pipe.execute()
+        used = dict(used_pairs)
+        prefix = f"{user_id}|" if user_id else ""
+        durations: list[float] = []
+        count = expired = 0
+        for member, issued_at in issued:
+            if not member.startswith(prefix):
+                continue
+            count += 1
+            if member in used:
+                durations.append(max(0.0, used[member] - issued_at))
+            elif issued_at + LINK_TTL.total_seconds() <= moment.timestamp():
+                expired += 1
+        median = timedelta(seconds=statistics.median(durations)) if durations else None
+        return Funnel(issued=count, used=len(durations), expired=expired,
+                      median_to_used=median, days=days)
 
     def expired(self, link: TrackedLink) -> None:
         self._set(link, {"s": "EXPIRED"})

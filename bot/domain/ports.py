@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bot.domain.history import Funnel
 from bot.domain.models import Batch, Listing, Requester, TrackedLink
-from bot.domain.status import Funnel, LinkStatus
+from bot.domain.status import LinkStatus
 from bot.domain.store import BatchWriter, Scope
 from bot.exotel.client import CreateOutcome, OnboardingLink
 

@@ -1,34 +1,26 @@
-"""What became of each link: its last Exotel status, and the 30-day funnel of the bot's links.
+"""What became of each link: its last Exotel status, kept for the link's life.
 
 Exotel has no webhook, so a link's fate is learnt by asking (`bot.slack.poller`, /check-token, the
-reminder). The last answer is kept per token for the link's life; the funnel keeps, per team,
-which links were issued and which turned USED, for 31 days, so it outlives the links.
+reminder). This is the one place a status changes; what outlives the link (its record, App
+Home's 30-day funnel) is the history's (`bot.domain.history`), written from here.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from redis import Redis
 
+from bot.domain.history import Funnel, History
 from bot.domain.models import TrackedLink
-from bot.domain.store import link_id, now, redis_errors
-from bot.settings import LINK_TTL
+from bot.domain.store import now, redis_errors
 
 if TYPE_CHECKING:
     from bot.domain.events import LinkEvents
-    from bot.domain.history import History
 
 STATUS_KEY = "onboard:status:{}"
-# Per team: links issued (member "user|id", score issued at) and turned USED (score used at).
-FUNNEL_ISSUED = "onboard:funnel:issued:{}"
-FUNNEL_USED = "onboard:funnel:used:{}"
-FUNNEL_DAYS = 30
-FUNNEL_KEPT = timedelta(days=FUNNEL_DAYS + 1)
 AFTER_LINK = timedelta(hours=1)  # a status outlives its link by this, for late readers
 DONE = {"USED", "EXPIRED"}  # nothing more to learn: polled no more
 
@@ -40,15 +32,6 @@ class LinkStatus(BaseModel):
     checked_at: datetime
     used_at: datetime | None = None
     notified: bool = False  # the requester was told it turned USED
-
-
-@dataclass
-class Funnel:
-    issued: int
-    used: int
-    expired: int
-    median_to_used: timedelta | None
-    days: int = FUNNEL_DAYS
 
 
 class StatusBook:
@@ -87,8 +70,6 @@ class StatusBook:
         record = LinkStatus(status=status, checked_at=moment, used_at=used_at,
                             notified=bool(previous and previous.notified))
         self._save(link, record)
-        if newly_used:
-            self._funnel_used(link, moment)
         if self.history is not None and newly_used:
             self.history.used(link, moment)
         elif self.history is not None and newly_expired:
@@ -109,50 +90,18 @@ class StatusBook:
         with redis_errors():
             self.redis.set(STATUS_KEY.format(link.token), record.model_dump_json(), exat=end)
 
-    # The funnel.
+    # What the history keeps.
 
     def issued(self, link: TrackedLink, customer_ref: str = "") -> None:
-        """Exotel just returned `link`: VALID as of now (not "not checked yet"), one more
-        issued in the funnel, and its record in the history (with the batch's CRM
-        reference)."""
+        """Exotel just returned `link`: VALID as of now (not "not checked yet"), and its
+        record in the history (with the batch's CRM reference), which App Home's funnel
+        counts."""
         self._save(link, LinkStatus(status="VALID", checked_at=now()))
-        self._funnel_add(FUNNEL_ISSUED, link, link.issued_at, nx=False)
         if self.history is not None:
             self.history.issued(link, customer_ref)
 
-    def _funnel_used(self, link: TrackedLink, moment: datetime) -> None:
-        self._funnel_add(FUNNEL_USED, link, moment, nx=True)  # counted once
-
-    def _funnel_add(self, key: str, link: TrackedLink, moment: datetime, nx: bool) -> None:
-        name = key.format(link.requester.team_id)
-        member = f"{link.requester.user_id}|{link_id(link.token)}"
-        with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(name, {member: moment.timestamp()}, nx=nx)
-            pipe.zremrangebyscore(name, "-inf", (now() - FUNNEL_KEPT).timestamp())
-            pipe.expire(name, FUNNEL_KEPT)
-            pipe.execute()
-
     def funnel(self, team_id: str, user_id: str | None) -> Funnel:
         """The last 30 days of `user_id`'s links (the whole team's if None)."""
-        moment = now()
-        since = (moment - timedelta(days=FUNNEL_DAYS)).timestamp()
-        with redis_errors():
-            issued: list[Any] = self.redis.zrangebyscore(
-                FUNNEL_ISSUED.format(team_id), since, "+inf", withscores=True)
-            # With withscores, redis-py answers pairs; its annotation allows flat lists too.
-            used: dict[Any, Any] = dict(self.redis.zrangebyscore(  # type: ignore[arg-type]
-                FUNNEL_USED.format(team_id), since, "+inf", withscores=True))
-        prefix = f"{user_id}|" if user_id else ""
-        durations: list[float] = []
-        count = expired = 0
-        for member, issued_at in issued:
-            if not member.startswith(prefix):
-                continue
-            count += 1
-            if member in used:
-                durations.append(max(0.0, used[member] - issued_at))
-            elif issued_at + LINK_TTL.total_seconds() <= moment.timestamp():
-                expired += 1
-        median = timedelta(seconds=statistics.median(durations)) if durations else None
-        return Funnel(issued=count, used=len(durations), expired=expired,
-                      median_to_used=median)
+        if self.history is None:
+            return Funnel(issued=0, used=0, expired=0, median_to_used=None)
+        return self.history.funnel(team_id, user_id)

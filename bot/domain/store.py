@@ -40,6 +40,8 @@ WEBHOOK_STATS_KEPT = timedelta(days=30)
 # hash a 2 KB hashtable; link id: `status.link_id`, never the token).
 HISTORY_INDEX = "onboard:history:team:{}"
 HISTORY_LINK = "onboard:history:link:{}"
+# Per team, the links that turned USED (member "user|id", score used at): the funnel's other half.
+HISTORY_USED = "onboard:history:used:{}"
 Scope = Literal["user", "channel", "all"]
 
 

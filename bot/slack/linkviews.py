@@ -14,8 +14,9 @@ from typing import Any
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
+from bot.domain.history import Funnel
 from bot.domain.models import Batch, Listing, TrackedLink
-from bot.domain.status import Funnel, LinkStatus
+from bot.domain.status import LinkStatus
 from bot.domain.store import now
 from bot.exotel.tokens import mask
 from bot.slack.blocks import (

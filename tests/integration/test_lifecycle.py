@@ -304,8 +304,12 @@ def test_app_home_funnel_counts_what_was_issued_and_used(
     assert ("Your links, last 30 days*: 3 issued, 1 turned USED, 2 expired unused; "
             "median time to USED 2 h 0 min") in view
     assert "The whole team, last 30 days*: 4 issued, 1 turned USED, 3 expired unused" in view
-    for key in redis_client.keys("onboard:funnel:*"):
-        assert 0 < redis_client.ttl(key) <= 31 * 86400
+    # Counted from the history's two indexes, each kept AUDIT_RETENTION_DAYS (90).
+    indexes = redis_client.keys("onboard:history:team:*") + redis_client.keys(
+        "onboard:history:used:*")
+    assert len(indexes) == 2 and not redis_client.keys("onboard:funnel:*")
+    for key in indexes:
+        assert 0 < redis_client.ttl(key) <= 90 * 86400
 
 
 # Messages: the rules, the sandbox note -------------------------------------------------------
@@ -326,16 +330,27 @@ def test_the_sandbox_is_known_from_the_settings_before_any_exotel_call(
     assert not talks_to_exotel("http://127.0.0.1:8080")
 
 
-def test_the_funnel_forgets_what_is_older_than_31_days(
+def test_the_funnel_counts_the_last_30_days_of_the_history(
     make_core: Callable[..., Core], clock: FrozenDateTimeFactory, redis_client: redis.Redis
 ) -> None:
     core = make_core()
     core.onboarding.issue(REP, 2, "Old Co")
-    clock.tick(timedelta(days=32))
+    clock.tick(timedelta(days=31))
     core.onboarding.issue(REP, 1, "New Co")
-    assert redis_client.zcard("onboard:funnel:issued:T0FAKE") == 1
+    assert redis_client.zcard("onboard:history:team:T0FAKE") == 3  # kept for reports
     funnel = core.statuses.funnel("T0FAKE", "U0REP")
-    assert (funnel.issued, funnel.used, funnel.expired) == (1, 0, 0)
+    assert (funnel.issued, funnel.used, funnel.expired, funnel.days) == (1, 0, 0, 30)
+
+
+def test_a_retention_shorter_than_30_days_is_the_funnels_window(
+    make_core: Callable[..., Core], clock: FrozenDateTimeFactory
+) -> None:
+    core = make_core(AUDIT_RETENTION_DAYS="7")
+    core.onboarding.issue(REP, 2, "Old Co")
+    clock.tick(timedelta(days=8))
+    core.onboarding.issue(REP, 1, "New Co")
+    funnel = core.statuses.funnel("T0FAKE", "U0REP")
+    assert (funnel.issued, funnel.expired, funnel.days) == (1, 0, 7)
 
 
 def test_status_polls_leave_a_window_alone_that_queued_commands_wait_for(

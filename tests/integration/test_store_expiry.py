@@ -32,8 +32,6 @@ BOUNDED = {
     "rq:workers": "the live workers (RQ drops dead ones at its maintenance)",
     "rq:workers:onboard-reminders": "as above, per queue",
     "rq:workers:onboard-status": "as above, per queue",
-    "onboard:funnel:issued:T0FAKE": "the 30-day funnel: trimmed to 31 days as written, TTL "
-    "31 days (tests/test_lifecycle.py)",
 }
 
 
