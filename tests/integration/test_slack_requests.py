@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,7 +15,10 @@ from hypothesis import strategies as st
 from slack_sdk.signature import SignatureVerifier
 
 from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.runtime.app import create_app
 from bot.runtime.web import parse_slack_body
+from bot.slack.core import Core
+from testkit.env import BOT_TOKEN
 from testkit.signed import action_body, command_body, sign
 from tests.blockkit import block_text
 from tests.support import Bot
@@ -53,6 +58,17 @@ def test_the_signature_is_checked_once_before_bolt_sees_the_request(
     body = command_body("/onboard-link", "1 ACME once", bot.slack.response_url("once"))
     assert _post(bot, body, sign(body)).status_code == 200
     assert checks == ["checked"]
+
+
+def test_building_the_app_warns_of_nothing_with_the_bot_token_in_the_environment(
+    make_core: Callable[..., Core], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Bolt reads SLACK_BOT_TOKEN itself and warns it goes unused beside the client it is given.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    with caplog.at_level(logging.WARNING):
+        create_app(make_core())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_acks_never_wait_for_exotel_the_work_is_queued(make_bot, exotel: ExotelSandbox) -> None:
