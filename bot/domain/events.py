@@ -19,11 +19,11 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bot.domain.models import Batch, TrackedLink
-from bot.domain.store import STORE_FAILURES, now
+from bot.domain.store import STORE_FAILURES, iso, now
 from bot.exotel.tokens import mask
 
 if TYPE_CHECKING:
@@ -33,11 +33,6 @@ log = logging.getLogger(__name__)
 
 EventType = Literal["link.issued", "link.used", "link.expired", "link.forgotten",
                     "webhook.test"]
-
-
-def iso(moment: datetime) -> str:
-    """ISO-8601 in UTC, with a Z: 2026-12-07T09:30:00Z."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from bot.domain.store import (
     HISTORY_INDEX,
     HISTORY_LINK,
     HISTORY_USED,
+    iso,
     link_id,
     now,
     redis_errors,
@@ -148,12 +149,28 @@ def summarise(records: Iterable[LinkRecord], at: datetime) -> Summary:
 
 
 def _rep_summary(rep: str, records: list[LinkRecord], at: datetime) -> RepSummary:
-    durations = [max(0.0, (r.used_at - r.issued_at).total_seconds())
-                 for r in records if r.used_at is not None]
-    expired = sum(1 for r in records if r.status_at(at) == "EXPIRED")
-    median = timedelta(seconds=statistics.median(durations)) if durations else None
-    return RepSummary(rep=rep, issued=len(records), used=len(durations), expired=expired,
+    issued, used, expired, median = _counts(
+        ((r.issued_at.timestamp(), r.used_at.timestamp() if r.used_at else None,
+          r.expires_at.timestamp()) for r in records), at.timestamp())
+    return RepSummary(rep=rep, issued=issued, used=used, expired=expired,
                       median_to_used=median)
+
+
+def _counts(links: Iterable[tuple[float, float | None, float]],
+            at: float) -> tuple[int, int, int, timedelta | None]:
+    """Of links given as (issued at, used at or None, expires at), Unix time: how many
+    were issued, turned USED, expired unused by `at`, and the median time to USED. The
+    report's per-rep lines and App Home's funnel both count this way."""
+    durations: list[float] = []
+    issued = expired = 0
+    for issued_at, used_at, expires_at in links:
+        issued += 1
+        if used_at is not None:
+            durations.append(max(0.0, used_at - issued_at))
+        elif expires_at <= at:
+            expired += 1
+    median = timedelta(seconds=statistics.median(durations)) if durations else None
+    return issued, len(durations), expired, median
 
 
 def _cell(value: str) -> str:
@@ -162,7 +179,7 @@ def _cell(value: str) -> str:
 
 
 def _iso(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return "" if moment is None else iso(moment)
 
 
 def to_csv(records: Iterable[LinkRecord], at: datetime) -> str:
@@ -232,21 +249,14 @@ class History:
             pipe.zrangebyscore(HISTORY_INDEX.format(team_id), since, "+inf", withscores=True)
             pipe.zrangebyscore(HISTORY_USED.format(team_id), since, "+inf", withscores=True)
             issued, used_pairs = pipe.execute()
-        used = dict(used_pairs)
+        used: dict[str, float] = dict(used_pairs)
         prefix = f"{user_id}|" if user_id else ""
-        durations: list[float] = []
-        count = expired = 0
-        for member, issued_at in issued:
-            if not member.startswith(prefix):
-                continue
-            count += 1
-            if member in used:
-                durations.append(max(0.0, used[member] - issued_at))
-            elif issued_at + LINK_TTL.total_seconds() <= moment.timestamp():
-                expired += 1
-        median = timedelta(seconds=statistics.median(durations)) if durations else None
-        return Funnel(issued=count, used=len(durations), expired=expired,
-                      median_to_used=median, days=days)
+        life = LINK_TTL.total_seconds()
+        count, turned, expired, median = _counts(
+            ((issued_at, used.get(member), issued_at + life) for member, issued_at in issued
+             if member.startswith(prefix)), moment.timestamp())
+        return Funnel(issued=count, used=turned, expired=expired, median_to_used=median,
+                      days=days)
 
     def expired(self, link: TrackedLink) -> None:
         self._set(link, {"s": "EXPIRED"})

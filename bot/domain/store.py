@@ -37,7 +37,7 @@ WEBHOOK_STATS_KEPT = timedelta(days=30)
 # The per-link history (bot.domain.history), kept AUDIT_RETENTION_DAYS: per team, its links
 # by issue time (member "user|link id", trimmed to the retention as it is written), and one
 # compact JSON string per link (a string, not a hash: a note over 64 bytes would make a
-# hash a 2 KB hashtable; link id: `status.link_id`, never the token).
+# hash a 2 KB hashtable; link id: `link_id` below, never the token).
 HISTORY_INDEX = "onboard:history:team:{}"
 HISTORY_LINK = "onboard:history:link:{}"
 # Per team, the links that turned USED (member "user|id", score used at): the funnel's other half.
@@ -148,6 +148,11 @@ def not_answering(error: BaseException) -> bool:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 in UTC, with a Z: 2026-12-07T09:30:00Z (webhook events, the report's CSV)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class TokenStore:
