@@ -4,7 +4,6 @@ limits and user text inert."""
 
 from __future__ import annotations
 
-import functools
 import shlex
 from datetime import datetime, timedelta
 
@@ -96,7 +95,7 @@ def _buttons(batch_id: str, *, renew: bool = False, share: bool = False) -> Acti
     return ActionsBlock(elements=buttons)
 
 
-@functools.cache  # on every command's ack; count is 1 to 50, and a message is never changed
+@fixed  # on every command's ack; count is 1 to 50
 def working(count: int) -> Message:
     noun = "link" if count == 1 else "links"
     return text_message(f":hourglass_flowing_sand: Creating {count} onboarding {noun}…")
