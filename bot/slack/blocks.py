@@ -84,6 +84,14 @@ def duration(span: timedelta) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
+def outcome_counts(issued: int, used: int, expired: int, median_to_used: timedelta | None) -> str:
+    """What came of links, as App Home's funnel and the report say it: "3 issued, 1 turned
+    USED, 2 expired unused; median time to USED 2 h 0 min"."""
+    median = (f"; median time to USED {duration(median_to_used)}"
+              if median_to_used is not None else "")
+    return f"{issued} issued, {used} turned USED, {expired} expired unused{median}"
+
+
 def render(blocks: Iterable[Block]) -> list[dict[str, Any]]:
     rendered = [block.to_dict() for block in blocks]  # to_dict() checks Block Kit's limits
     if len(rendered) > MAX_BLOCKS:

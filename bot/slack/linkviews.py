@@ -24,10 +24,10 @@ from bot.slack.blocks import (
     Message,
     context,
     customer_blocks,
-    duration,
     ephemeral,
     escape,
     escape_note,
+    outcome_counts,
     ref_mrkdwn,
     render,
     section,
@@ -122,10 +122,8 @@ def listing(listing: Listing, details: Details, scope: str, viewer: str) -> Mess
 
 
 def _funnel_line(funnel: Funnel, whose: str) -> str:
-    median = (f"; median time to USED {duration(funnel.median_to_used)}"
-              if funnel.median_to_used is not None else "")
-    return (f"*{whose}, last {funnel.days} days*: {funnel.issued} issued, {funnel.used} turned "
-            f"USED, {funnel.expired} expired unused{median}.")
+    counts = outcome_counts(funnel.issued, funnel.used, funnel.expired, funnel.median_to_used)
+    return f"*{whose}, last {funnel.days} days*: {counts}."
 
 
 def home(listing: Listing, details: Details, viewer: str, funnel: Funnel,

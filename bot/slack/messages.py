@@ -31,12 +31,12 @@ from bot.slack.blocks import (
     chunks,
     context,
     customer_blocks,
-    duration,
     ephemeral,
     escape,
     escape_note,
     fixed,
     note_block,
+    outcome_counts,
     ref_mrkdwn,
     render,
     section,
@@ -397,10 +397,8 @@ def report(summary: Summary, days: int, team: bool, csv_note: str) -> Message:
 
 
 def _rep_line(rep: RepSummary) -> str:
-    median = (f"; median time to USED {duration(rep.median_to_used)}"
-              if rep.median_to_used is not None else "")
-    return (f"• <@{rep.rep}>: {rep.issued} issued, {rep.used} turned USED, "
-            f"{rep.expired} expired unused{median}")
+    return (f"• <@{rep.rep}>: "
+            f"{outcome_counts(rep.issued, rep.used, rep.expired, rep.median_to_used)}")
 
 
 def _shorten(text: str, limit: int) -> str:
