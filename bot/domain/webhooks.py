@@ -59,6 +59,14 @@ class ReceiverState:
 Send = Callable[[str, str, str, str], Outcome]
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one delivery attempt came to, for the job's line."""
+
+    said: str
+    trouble: bool = False  # a 410 Gone, or deliveries given up: the operator should see it
+
+
 def _send(url: str, secret: str, event_id: str, body: str) -> Outcome:
     return sender.send(url, secret, event_id, body)
 
@@ -104,30 +112,32 @@ class Webhooks:
     # One attempt, run by the delivery job.
 
     def deliver(self, key: str, event_id: str, body: Sealed, *, failed_before: bool,
-                last: bool) -> str:
-        """Send once to the URL whose `url_key` is `key`; what came of it, for the job's
-        line. DeliveryFailed (after recording the error) when RQ should try again later."""
+                last: bool) -> Attempt:
+        """Send once to the URL whose `url_key` is `key`; what came of it. DeliveryFailed
+        (after recording the error) when RQ should try again later."""
         url = next((url for url in self.urls if url_key(url) == key), None)
         if url is None:
-            return f"{event_id} dropped: its URL is no longer in WEBHOOK_URLS"
+            return Attempt(f"{event_id} dropped: its URL is no longer in WEBHOOK_URLS")
         where = safe_url(url)
         if self.disabled(url):
             self._end(url, failed_before)
-            return f"dropped for {where}: disabled by its 410 Gone"
+            return Attempt(f"dropped for {where}: disabled by its 410 Gone", trouble=True)
         outcome = self.send(url, self.secret, event_id, body.text)
         if outcome.delivered:
             self._end(url, failed_before, delivered=1)
-            return f"{event_id} delivered to {where} ({outcome})"
+            return Attempt(f"{event_id} delivered to {where} ({outcome})")
         self._error(url, str(outcome), first=not failed_before)
         if outcome.gone:
             self.disable(url)
             self._end(url, True)
             log.warning("webhook receiver %s answered 410 Gone: no more deliveries to it "
                         "until `python -m bot webhooks enable URL`", where)
-            return f"{event_id} refused by {where} (410 Gone): URL disabled"
+            return Attempt(f"{event_id} refused by {where} (410 Gone): URL disabled",
+                           trouble=True)
         if last:
             self._end(url, True, gave_up=1)
-            return f"{event_id} not delivered to {where}: {outcome}; gave up"
+            return Attempt(f"{event_id} not delivered to {where}: {outcome}; gave up",
+                           trouble=True)
         raise DeliveryFailed(f"{where}: {outcome}")
 
     # Each receiver's record.

@@ -409,4 +409,4 @@ def deliver_webhook(url_key: str, event_id: str, body: Sealed) -> Done:
     left = int(job.retries_left or 0) if job else 0
     did = core.webhooks.deliver(url_key, event_id, body, failed_before=left < retries,
                                 last=left == 0)
-    return Done(did, logging.WARNING if "gave up" in did or "410" in did else logging.INFO)
+    return Done(did.said, logging.WARNING if did.trouble else logging.INFO)
