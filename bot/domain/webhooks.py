@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from redis import Redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 
 from bot.domain.events import Event, Sealed
@@ -87,14 +88,20 @@ class Webhooks:
     # The outbox.
 
     def emit(self, event: Event) -> int:
-        """One delivery job per receiver not disabled; how many were queued."""
-        queued = 0
-        for url in self.urls:
-            if self.disabled(url):
-                continue
-            key = url_key(url)
-            with redis_errors():
-                self._count(url, pending=1)
+        """One delivery job per receiver not disabled, each with its pending count, in one
+        transaction (the disabled marks read in one round trip before); how many were
+        queued."""
+        with redis_errors():
+            marks = self.redis.mget([WEBHOOK_DISABLED_KEY.format(url_key(url))
+                                     for url in self.urls])
+        urls = [url for url, mark in zip(self.urls, marks, strict=True) if mark is None]
+        if not urls:
+            return 0
+        with redis_errors(), self.queue.connection.pipeline() as pipe:
+            pipe.multi()  # RQ's enqueue_call adds to the transaction, and runs nothing
+            for url in urls:
+                key = url_key(url)
+                self._counting(pipe, url, {"pending": 1})
                 # By the URL's key (a URL may hold a secret), the body sealed: RQ logs the
                 # arguments of a job that raised, as each failed attempt does.
                 self.queue.enqueue_call(
@@ -105,9 +112,9 @@ class Webhooks:
                     retry=Retry(max=len(self.schedule), interval=self.schedule)
                     if self.schedule else None,
                     meta={"retries": len(self.schedule)},
-                    description=f"webhook {event.type}")
-            queued += 1
-        return queued
+                    description=f"webhook {event.type}", pipeline=pipe)
+            pipe.execute()
+        return len(urls)
 
     # One attempt, run by the delivery job.
 
@@ -185,10 +192,15 @@ class Webhooks:
             pipe.execute()
 
     def _count(self, url: str, **changes: int) -> None:
-        key = WEBHOOK_STATS_KEY.format(url_key(url))
         with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
-            for name, change in changes.items():
-                if change:
-                    pipe.hincrby(key, name, change)
-            pipe.expire(key, WEBHOOK_STATS_KEPT)
+            self._counting(pipe, url, changes)
             pipe.execute()
+
+    @staticmethod
+    def _counting(pipe: Pipeline, url: str, changes: dict[str, int]) -> None:
+        """Adds `changes` to the URL's counts, and renews their expiry, in `pipe`."""
+        key = WEBHOOK_STATS_KEY.format(url_key(url))
+        for name, change in changes.items():
+            if change:
+                pipe.hincrby(key, name, change)
+        pipe.expire(key, WEBHOOK_STATS_KEPT)
