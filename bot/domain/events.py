@@ -38,13 +38,8 @@ EventType = Literal["link.issued", "link.used", "link.expired", "link.forgotten"
 @dataclass(frozen=True)
 class Event:
     id: str  # webhook-id
-    type: str
+    type: EventType
     body: str  # the JSON sent, as signed
-
-    @property
-    def data(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.body)["data"]
-        return data
 
 
 @dataclass(frozen=True)
@@ -61,13 +56,13 @@ class Sealed:
     __str__ = __repr__
 
 
-def make_event(type_: str, data: dict[str, Any], event_id: str | None = None) -> Event:
+def make_event(type_: EventType, data: dict[str, Any], event_id: str | None = None) -> Event:
     body = json.dumps({"type": type_, "timestamp": iso(now()), "data": data},
                       separators=(",", ":"), ensure_ascii=False)
     return Event(id=event_id or f"msg_{uuid.uuid4().hex}", type=type_, body=body)
 
 
-def link_event_id(type_: str, token: str) -> str:
+def link_event_id(type_: EventType, token: str) -> str:
     """The same for the same event of the same link, whoever makes it (no token in it)."""
     return "msg_" + hashlib.sha256(f"{type_}:{token}".encode()).hexdigest()[:32]
 
@@ -142,7 +137,7 @@ class LinkEvents:
             return ""
         return batch.customer_ref if batch else ""
 
-    def _emit(self, type_: str, link: TrackedLink, customer_ref: str, status: str,
+    def _emit(self, type_: EventType, link: TrackedLink, customer_ref: str, status: str,
               used_at: datetime | None = None) -> None:
         if self.outbox is None:
             return
