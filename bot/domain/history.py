@@ -198,6 +198,10 @@ def _member(link: TrackedLink) -> str:
     return f"{link.requester.user_id}|{link_id(link.token)}"
 
 
+def _key(link: TrackedLink) -> str:
+    return HISTORY_LINK.format(link_id(link.token))
+
+
 def _stamp(moment: datetime) -> str:
     return str(int(moment.timestamp()))
 
@@ -218,7 +222,7 @@ class History:
         """A record of `link`, VALID; again for the same link, the same record."""
         member = _member(link)
         index = HISTORY_INDEX.format(link.requester.team_id)
-        key = HISTORY_LINK.format(member.split("|", 1)[1])
+        key = _key(link)
         record = {"i": _stamp(link.issued_at), "u": link.requester.user_id,
                   "n": link.note[:KEPT_NOTE], "r": customer_ref[:KEPT_REF],
                   "t": link.token[-4:], "s": "VALID", "e": _stamp(link.expires_at)}
@@ -231,9 +235,12 @@ class History:
             pipe.execute()
 
     def used(self, link: TrackedLink, used_at: datetime) -> None:
-        self._set(link, {"s": "USED", "d": _stamp(used_at)})
+        """The record says USED, and when; the team's index of used links (the funnel's)
+        counts it once: one round trip."""
         index = HISTORY_USED.format(link.requester.team_id)
         with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
+            self._update(keys=[_key(link)], args=["s", "USED", "d", _stamp(used_at)],
+                         client=pipe)
             pipe.zadd(index, {_member(link): used_at.timestamp()}, nx=True)  # counted once
             pipe.zremrangebyscore(index, "-inf", (now() - self.retention).timestamp())
             pipe.expire(index, self.retention)
@@ -262,10 +269,9 @@ class History:
         self._set(link, {"s": "EXPIRED"})
 
     def _set(self, link: TrackedLink, values: dict[str, str]) -> None:
-        key = HISTORY_LINK.format(_member(link).split("|", 1)[1])
         args = [part for pair in values.items() for part in pair]
         with redis_errors():
-            self._update(keys=[key], args=args)
+            self._update(keys=[_key(link)], args=args)
 
     def period(self, team_id: str, user_id: str | None, since: datetime,
                limit: int = MAX_READ) -> list[LinkRecord]:
