@@ -32,10 +32,10 @@ from bot.domain.store import StoreUnavailable, connect
 from bot.domain.webhooks import Webhooks
 from bot.engine.registry import (
     COMMANDS_QUEUE,
-    QUEUES,
     REMINDERS_QUEUE,
     STATUS_QUEUE,
     WEBHOOKS_QUEUE,
+    queue_names,
 )
 from bot.exotel.client import (
     ExotelAuthError,
@@ -401,7 +401,7 @@ def check_workers(settings: Settings) -> Check:
     if not settings.redis_url:
         return skipped(name, "no `python -m bot` is running: start it to check its workers")
     fix = "start them: python -m bot worker (python -m bot runs them beside itself)"
-    queues = (*QUEUES, WEBHOOKS_QUEUE) if settings.webhook_urls else QUEUES
+    queues = queue_names(bool(settings.webhook_urls))
     try:
         # RQ stores pickled jobs: its connection must not decode replies.
         workers = [w for w in Worker.all(connection=_redis(settings, decode=False))

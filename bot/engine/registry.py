@@ -56,6 +56,14 @@ QUEUES = (COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE)
 # Webhook deliveries: a queue of their own, staffed (one worker) only while WEBHOOK_URLS
 # is set, so a slow receiver never holds up anything else.
 WEBHOOKS_QUEUE = "onboard-webhooks"
+
+
+def queue_names(webhooks: bool) -> tuple[str, ...]:
+    """The bot's queues in the order workers take from them: webhook deliveries last, and
+    only while WEBHOOK_URLS is set (`webhooks`)."""
+    return (*QUEUES, WEBHOOKS_QUEUE) if webhooks else QUEUES
+
+
 # Whoever holds this moves due jobs onto every queue and keeps RQ's registries of them
 # (bot.runtime.scheduler): one process among all hosts. Its value is "host:pid:id".
 SCHEDULER_LOCK = "rq:scheduler-lock:onboard-bot"

@@ -31,7 +31,7 @@ from rq.job import Job as RQJob
 from rq.utils import now
 from rq.worker_pool import WorkerData, WorkerPool
 
-from bot.engine.registry import COMMANDS_QUEUE, REMINDERS_QUEUE, STATUS_QUEUE, WEBHOOKS_QUEUE
+from bot.engine.registry import COMMANDS_QUEUE, queue_names
 from bot.runtime import jobs  # noqa: F401  # imported before the forks, so they share it
 from bot.runtime.composition import build_core
 from bot.runtime.execution import use_core
@@ -62,10 +62,8 @@ def staffing(command_workers: int, webhooks: bool = False) -> dict[str, int]:
     or a status poll, and a long status round never delays a reminder. Webhook deliveries
     get a worker of their own only while WEBHOOK_URLS is set (no process otherwise), so a
     receiver that is slow or down delays nothing else."""
-    staff = {COMMANDS_QUEUE: command_workers, REMINDERS_QUEUE: 1, STATUS_QUEUE: 1}
-    if webhooks:
-        staff[WEBHOOKS_QUEUE] = 1
-    return staff
+    return {queue: command_workers if queue == COMMANDS_QUEUE else 1
+            for queue in queue_names(webhooks)}
 
 
 # SIGTERM or SIGINT before RQ's own handlers are in (starting, or waiting out an outage).
@@ -173,9 +171,9 @@ class Pool(WorkerPool):
     with the bot's settings and core; its loop runs the host's scheduler too."""
 
     def __init__(self, settings: Settings, core: Core) -> None:
-        self._staffing = staffing(settings.worker_processes, bool(settings.webhook_urls))
-        super().__init__(list(self._staffing), connection=core.commands.queue.connection,
-                         num_workers=sum(self._staffing.values()))
+        self.staff = staffing(settings.worker_processes, bool(settings.webhook_urls))
+        super().__init__(list(self.staff), connection=core.commands.queue.connection,
+                         num_workers=sum(self.staff.values()))
         logs.quiet_libraries(settings.log_level)  # RQ's constructor set its logger to INFO
         self._settings = settings
         self._queue_of: dict[str, str] = {}  # worker name -> the queue it takes
@@ -216,10 +214,10 @@ class Pool(WorkerPool):
         self.scheduler.tick()
 
     def _short_of(self) -> str:
-        staffed = {queue: 0 for queue in self._staffing}
+        staffed = {queue: 0 for queue in self.staff}
         for queue in self._queue_of.values():
             staffed[queue] += 1
-        return max(self._staffing, key=lambda queue: self._staffing[queue] - staffed[queue])
+        return max(self.staff, key=lambda queue: self.staff[queue] - staffed[queue])
 
 
 def serve_metrics(core: Core, port: int) -> None:
@@ -255,8 +253,8 @@ def run(settings: Settings) -> None:
     if settings.worker_metrics_port:
         serve_metrics(core, settings.worker_metrics_port)
     core.groups.warm(settings.allowed_usergroup_ids)  # membership ready for the acks
+    pool = Pool(settings, core)
     log.info("worker: %s", ", ".join(f"{count} on {queue}" for queue, count
-                                     in staffing(settings.worker_processes,
-                                                 bool(settings.webhook_urls)).items()))
+                                     in pool.staff.items()))
     gc.freeze()  # the workers fork from here: keep the collector off the pages they share
-    Pool(settings, core).start()
+    pool.start()
