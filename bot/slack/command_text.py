@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.exotel.tokens import TOKEN_RULE, parse_token_argument
+from bot.settings import Settings
 from bot.slack.inputs import MAX_LINKS, REF_RULE, UsageError, note_of, ref_of, strip_bidi
 
 _NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
@@ -53,7 +54,8 @@ class ReportRequest:
 
 
 REPORT_DAYS = 7  # `/onboard-link report` alone: the last week
-DEFAULT_MOST_DAYS = 90  # AUDIT_RETENTION_DAYS's default: how far back the history goes
+# AUDIT_RETENTION_DAYS's default: how far back the history goes, unless told otherwise.
+DEFAULT_MOST_DAYS: int = Settings.model_fields["audit_retention_days"].default
 
 
 LIST_SCOPES: dict[str, Literal["user", "channel", "all"]] = {
