@@ -8,7 +8,7 @@ One runs in every pool (one per host); the one holding SCHEDULER_LOCK does the w
   (the reminders' sorted set, `Reminders.release_due`);
 - every MAINTENANCE_SECONDS, RQ's maintenance of each queue: a dead worker's started job is
   failed (and its failure callback tells the requester), dead workers are unregistered, and
-  a job a worker took but died before starting is queued again (`requeue_untaken`).
+  a job a worker took but died before starting is queued again (`_requeue_untaken`).
 
 The lock lives LOCK_SECONDS and is renewed, or tried for, every RENEW_SECONDS: when its
 host dies another takes over within their sum (decision 0018). RQ's own scheduler keeps
@@ -103,27 +103,36 @@ class Scheduler:
             log.info("scheduler: Redis answers again")
             self._down = False
 
-    def maintain(self) -> None:
+    def maintain(self) -> list[str]:
         """RQ's maintenance of every queue, with our own treatment of its intermediate list:
-        RQ's fails a job stuck there, without its failure callback, so nobody is told."""
+        RQ's fails a job stuck there, without its failure callback, so nobody is told.
+        Returns the ids of the jobs queued again."""
+        again: list[str] = []
+        taken: set[str] = set()
         for queue in self._queues:
             clean_registries(queue)
             clean_worker_registry(queue)
-            self.requeue_untaken(queue)
+            again += self._requeue_untaken(queue, taken)
+        # Seen only in memory, across all the queues: what a live worker took and started
+        # is forgotten here (and only here: one queue's pass must not forget another's).
+        self._untaken = {job_id: seen for job_id, seen in self._untaken.items()
+                         if job_id in taken}
+        return again
 
-    def requeue_untaken(self, queue: Queue) -> list[str]:
+    def _requeue_untaken(self, queue: Queue, taken: set[str]) -> list[str]:
         """Put back at the front of `queue` each job a worker moved to the intermediate
-        list and died before starting (so never ran: safe to run, even issuing)."""
+        list and died before starting (so never ran: safe to run, even issuing); adds to
+        `taken` those still waiting for UNTAKEN_SECONDS to pass."""
         intermediate = IntermediateQueue(queue.key, queue.connection)
-        taken = intermediate.get_job_ids()
         again = []
-        for job_id in taken:
+        for job_id in intermediate.get_job_ids():
             job = queue.fetch_job(job_id)
             if job is None or job.get_status(refresh=False) != JobStatus.QUEUED:
                 intermediate.remove(job_id)  # gone, or started: RQ's registries have it
                 continue
             first_seen = self._untaken.setdefault(job_id, self._clock())
             if self._clock() - first_seen < UNTAKEN_SECONDS:
+                taken.add(job_id)
                 continue
             with queue.connection.pipeline() as pipe:
                 pipe.lrem(intermediate.key, 1, job_id)
@@ -132,9 +141,6 @@ class Scheduler:
             log.warning("job %s was taken by a worker that died before starting it: queued "
                         "again", job_id)
             again.append(job_id)
-        # Seen only in memory: what a live worker took and started is forgotten here.
-        self._untaken = {job_id: seen for job_id, seen in self._untaken.items()
-                         if job_id in taken and job_id not in again}
         return again
 
     def release(self) -> None:
