@@ -5,7 +5,6 @@ unanswered (a receiver that is down but accepts connections) until released."""
 from __future__ import annotations
 
 import json
-
 import threading
 from collections import deque
 from dataclasses import dataclass

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from bot.domain.store import ENDED_KEPT
 from bot.cli import audit_export
+from bot.domain.store import ENDED_KEPT
 from bot.exotel.sandbox import ExotelSandbox, Fault
 from testkit.env import EXOTEL_KEY, EXOTEL_TOKEN
 from tests.blockkit import LINK, assert_inert, assert_within_slack_limits, block_text
