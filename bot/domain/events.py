@@ -7,8 +7,9 @@ the same event made twice (a command cut short and accounted for, a status seen 
 overlapping polls) has the same id, and a receiver keeps it once.
 
 Types: `link.issued` (one per link, when it is recorded), `link.used` (a status check saw
-USED for the first time), `link.expired` (Exotel said EXPIRED of a link never seen USED),
-`link.forgotten`, and `webhook.test` (`python -m bot webhooks test`).
+USED for the first time), `link.expired` (a link never seen USED ended: Exotel said EXPIRED,
+or the status poll's last look had no answer in time, `bot.slack.poller`), `link.forgotten`,
+and `webhook.test` (`python -m bot webhooks test`).
 """
 
 from __future__ import annotations
@@ -117,22 +118,24 @@ class LinkEvents:
         for link in links:
             self._emit("link.issued", link, batch.customer_ref, "VALID")
 
-    def used(self, link: TrackedLink, used_at: datetime) -> None:
-        self._emit("link.used", link, self._ref_of(link), "USED", used_at)
+    def used(self, link: TrackedLink, used_at: datetime, customer_ref: str | None = None
+             ) -> None:
+        """`customer_ref`: the batch's, if the caller has it (else read here)."""
+        self._emit("link.used", link, self._ref_of(link, customer_ref), "USED", used_at)
 
-    def expired(self, link: TrackedLink) -> None:
-        self._emit("link.expired", link, self._ref_of(link), "EXPIRED")
+    def expired(self, link: TrackedLink, customer_ref: str | None = None) -> None:
+        self._emit("link.expired", link, self._ref_of(link, customer_ref), "EXPIRED")
 
     def forgotten(self, batch: Batch, links: Iterable[TrackedLink], status: str = "VALID"
                   ) -> None:
         for link in links:
             self._emit("link.forgotten", link, batch.customer_ref, status)
 
-    def _ref_of(self, link: TrackedLink) -> str:
-        if self.store is None:
-            return ""
+    def _ref_of(self, link: TrackedLink, known: str | None) -> str:
+        if known is not None or self.store is None or self.outbox is None:
+            return known or ""
         try:
-            batch = self.store.get_batch(link.batch_id)
+            batch = self.store.get_batch(link.batch_id, ended=True)
         except STORE_FAILURES:
             return ""
         return batch.customer_ref if batch else ""

@@ -54,8 +54,9 @@ class StatusBook:
         return {t: LinkStatus.model_validate_json(r) for t, r in zip(tokens, raws, strict=True)
                 if r}
 
-    def record(self, link: TrackedLink, status: str) -> bool:
-        """Keep what Exotel said of `link`; True if this is the first time it said USED.
+    def record(self, link: TrackedLink, status: str, customer_ref: str | None = None) -> bool:
+        """Keep what Exotel said of `link` (`customer_ref`: its batch's, when the caller has
+        it); True if this is the first time it said USED.
 
         The one place a link's status changes: a first USED brings `link.used`, a first
         EXPIRED of a link never seen USED brings `link.expired`."""
@@ -75,9 +76,9 @@ class StatusBook:
         elif self.history is not None and newly_expired:
             self.history.expired(link)
         if self.events is not None and newly_used:
-            self.events.used(link, moment)
+            self.events.used(link, moment, customer_ref)
         elif self.events is not None and newly_expired:
-            self.events.expired(link)
+            self.events.expired(link, customer_ref)
         return newly_used
 
     def mark_notified(self, link: TrackedLink) -> None:

@@ -1,4 +1,5 @@
-"""Issued tokens and batches in Redis, each kept exactly as long as Exotel's link lives."""
+"""Issued tokens and batches in Redis, each kept as long as Exotel's link lives, and
+ENDED_KEPT more for the status poll alone (every other read treats them as gone then)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ BATCH_KEY = "onboard:batch:{}"
 USER_INDEX = "onboard:batches:user:{}:{}"
 CHANNEL_INDEX = "onboard:batches:channel:{}"
 ALL_INDEX = "onboard:batches:all"
+# A batch's keys (and its entry in ALL_INDEX) outlive its links by this: the status poll
+# learns from them what became of a link whose 24 h just ended, and tells receivers that it
+# expired unused (`link.expired`), which Exotel never says by itself (decision 0023).
+ENDED_KEPT = timedelta(hours=1)
 # Per requester and customer note: their newest batch for that customer, while it lives.
 NOTE_KEY = "onboard:note:{}:{}:{}"
 FORGOTTEN_KEY = "onboard:forgotten:{}"  # a batch id or token forgotten, until its link expires
@@ -43,6 +48,17 @@ HISTORY_LINK = "onboard:history:link:{}"
 # Per team, the links that turned USED (member "user|id", score used at): the funnel's other half.
 HISTORY_USED = "onboard:history:used:{}"
 Scope = Literal["user", "channel", "all"]
+
+
+def _kept_from(scope: Scope) -> float:
+    """The oldest expiry an index keeps: listings only live batches, ALL_INDEX those that
+    ended within ENDED_KEPT too (the status poll's)."""
+    moment = now()
+    return (moment - ENDED_KEPT if scope == "all" else moment).timestamp()
+
+
+def _live(item: Batch | TrackedLink | None, ended: bool) -> bool:
+    return item is not None and (ended or item.expires_at > now())
 
 
 def _indexes(requester: Requester) -> dict[Scope, str]:
@@ -165,15 +181,15 @@ class TokenStore:
 
     def write(self, batch: Batch, links: Sequence[TrackedLink]) -> None:
         """Record `batch` as it now is, with `links` of it, in one transaction."""
-        ttl = max(1, int((batch.expires_at - now()).total_seconds()))
+        ttl = max(1, int((batch.expires_at + ENDED_KEPT - now()).total_seconds()))
         with redis_errors(), self.redis.pipeline(transaction=True) as pipe:
             pipe.set(BATCH_KEY.format(batch.batch_id), batch_json(batch), ex=ttl)
             for item in links:
                 pipe.set(TOKEN_KEY.format(item.token), item.model_dump_json(), ex=ttl)
-            for index in _indexes(batch.requester).values():
+            for scope, index in _indexes(batch.requester).items():
                 # Pruned as it is written, not only when someone lists it; its TTL is its
                 # newest member's: this batch's.
-                pipe.zremrangebyscore(index, "-inf", now().timestamp())
+                pipe.zremrangebyscore(index, "-inf", _kept_from(scope))
                 pipe.zadd(index, {batch.batch_id: batch.expires_at.timestamp()})
                 pipe.expire(index, ttl)
             pipe.execute()
@@ -210,15 +226,19 @@ class TokenStore:
         with redis_errors():
             return bool(self.redis.exists(FORGOTTEN_KEY.format(key)))
 
-    def get_link(self, token: str) -> TrackedLink | None:
+    def get_link(self, token: str, *, ended: bool = False) -> TrackedLink | None:
+        """The link while it lives (`ended`: also in the ENDED_KEPT after)."""
         with redis_errors():
             raw = self.redis.get(TOKEN_KEY.format(token))
-        return TrackedLink.model_validate_json(raw) if raw else None
+        link = TrackedLink.model_validate_json(raw) if raw else None
+        return link if _live(link, ended) else None
 
-    def get_batch(self, batch_id: str) -> Batch | None:
+    def get_batch(self, batch_id: str, *, ended: bool = False) -> Batch | None:
+        """The batch while its links live (`ended`: also in the ENDED_KEPT after)."""
         with redis_errors():
             raw = self.redis.get(BATCH_KEY.format(batch_id))
-        return Batch.model_validate_json(raw) if raw else None
+        batch = Batch.model_validate_json(raw) if raw else None
+        return batch if _live(batch, ended) else None
 
     def live_batches(self, scope: Scope, requester: Requester, limit: int) -> Listing:
         """The `limit` newest batches not yet expired nor forgotten, and the count of all."""
@@ -226,18 +246,30 @@ class TokenStore:
         moment = now().timestamp()
         with redis_errors():
             with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(index, "-inf", moment)
-                pipe.zrevrangebyscore(index, "+inf", moment, start=0, num=limit)
-                pipe.zcard(index)
+                pipe.zremrangebyscore(index, "-inf", _kept_from(scope))
+                pipe.zrevrangebyscore(index, "+inf", f"({moment}", start=0, num=limit)
+                pipe.zcount(index, f"({moment}", "+inf")
                 _, ids, total = pipe.execute()
             raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
         return Listing([Batch.model_validate_json(raw) for raw in raws if raw], total)
 
     def all_live_batches(self, limit: int) -> list[Batch]:
         """The `limit` live batches that expire last (the newest), everyone's."""
-        moment = now().timestamp()
+        return self._all_between(f"({now().timestamp()}", "+inf", limit)
+
+    def ended_batches(self, limit: int) -> list[Batch]:
+        """Batches whose links' 24 h ended within ENDED_KEPT (the status poll's last look),
+        those that ended first first: `limit` of them."""
+        moment = now()
+        return self._all_between((moment - ENDED_KEPT).timestamp(), moment.timestamp(), limit,
+                                 oldest_first=True)
+
+    def _all_between(self, low: float | str, high: float | str, limit: int,
+                     oldest_first: bool = False) -> list[Batch]:
         with redis_errors():
-            ids = self.redis.zrevrangebyscore(ALL_INDEX, "+inf", moment, start=0, num=limit)
+            ids = (self.redis.zrangebyscore(ALL_INDEX, low, high, start=0, num=limit)
+                   if oldest_first else
+                   self.redis.zrevrangebyscore(ALL_INDEX, high, low, start=0, num=limit))
             raws = self.redis.mget([BATCH_KEY.format(i) for i in ids]) if ids else []
         return [Batch.model_validate_json(raw) for raw in raws if raw]
 
@@ -265,10 +297,12 @@ class TokenStore:
             pipe.execute()
         return batch
 
-    def links_of(self, batch: Batch) -> list[TrackedLink]:
+    def links_of(self, batch: Batch, *, ended: bool = False) -> list[TrackedLink]:
+        """`batch`'s links that live (`ended`: also those in the ENDED_KEPT after)."""
         with redis_errors():
             raws = self.redis.mget([TOKEN_KEY.format(t) for t in batch.tokens])
-        return [TrackedLink.model_validate_json(raw) for raw in raws if raw]
+        links = (TrackedLink.model_validate_json(raw) for raw in raws if raw)
+        return [link for link in links if _live(link, ended)]
 
 
 class BatchWriter(Protocol):

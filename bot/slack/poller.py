@@ -1,6 +1,11 @@
 """The completion signal: live links' statuses polled in the background, within a share of
 Exotel's budget; the requester gets one DM when a link turns USED.
 
+A link whose 24 h just ended gets a last look (its keys outlive it by ENDED_KEPT): what
+Exotel says of it (USED at the last minute, or EXPIRED), or, once CONCLUDE_AFTER has passed
+without an answer, EXPIRED by the bot's own reckoning. Either way a link that ended unused
+brings `link.expired` once.
+
 It runs as a chain of RQ jobs on its own queue, which workers take last, one per
 STATUS_POLL_SECONDS slot of the clock. A slot's job id is its number, so every worker that
 starts (and every round that ends) schedules the same next job: duplicates collapse into one
@@ -19,7 +24,7 @@ from rq import Queue, Retry
 
 from bot.domain.models import Batch, TrackedLink
 from bot.domain.status import DONE, StatusBook
-from bot.domain.store import TokenStore, now
+from bot.domain.store import ENDED_KEPT, TokenStore, now
 from bot.engine.registry import Job
 from bot.exotel.client import ExotelClient, ExotelError, ExotelRateLimited
 from bot.settings import LINK_TTL
@@ -32,17 +37,22 @@ MAX_BATCHES = 1000  # live batches looked at per round, newest first
 ROUND_SECONDS = 60  # a round stops asking Exotel after this, whatever budget is left
 JOB_TIMEOUT = ROUND_SECONDS + 60
 NEAR_REMINDER = timedelta(minutes=30)  # links this close to their reminder go first
+# An ended link Exotel gave no answer for this long after its 24 h is taken as EXPIRED: half
+# of ENDED_KEPT, so rounds that fail (Exotel down, no budget) still leave time to conclude.
+CONCLUDE_AFTER = ENDED_KEPT / 2
 
 
 @dataclass
 class Round:
     checked: int = 0
     used: list[str] = field(default_factory=list)  # masked tokens that turned USED
+    expired: list[str] = field(default_factory=list)  # masked tokens of links that ended
     out_of_budget: bool = False
     failed: int = 0  # checks Exotel did not answer
 
     def __str__(self) -> str:
         return (f"checked {self.checked}, used {','.join(self.used) or 'none'}"
+                + (f", expired {','.join(self.expired)}" if self.expired else "")
                 + (f", {self.failed} failed" if self.failed else "")
                 + (", out of budget" if self.out_of_budget else ""))
 
@@ -64,6 +74,10 @@ class StatusPoller:
                 if record.status == "USED" and not record.notified:
                     self._tell(batch, link)  # a DM that failed last time
                 continue
+            if now() - link.expires_at >= CONCLUDE_AFTER:
+                self.book.record(link, "EXPIRED", batch.customer_ref)  # no answer in time
+                result.expired.append(_masked(link))
+                continue
             if time.monotonic() - started > ROUND_SECONDS:
                 break
             try:
@@ -76,13 +90,19 @@ class StatusPoller:
                 result.failed += 1
                 continue
             result.checked += 1
-            if self.book.record(link, status):
+            if status == "EXPIRED":
+                result.expired.append(_masked(link))
+            if self.book.record(link, status, batch.customer_ref):
                 result.used.append(_masked(link))
                 self._tell(batch, link)
         return result
 
     def _candidates(self) -> list[tuple[Batch, TrackedLink]]:
-        """Live links, those near their reminder first, then the newest."""
+        """Links that just ended (their last look, oldest first); then live links, those near
+        their reminder first, then the newest."""
+        found = [(batch, link) for batch in self.store.ended_batches(MAX_BATCHES)
+                 for link in self.store.links_of(batch, ended=True)
+                 if link.expires_at <= now()]
         batches = self.store.all_live_batches(MAX_BATCHES)
         moment = now()
 
@@ -91,7 +111,6 @@ class StatusPoller:
             near = due is not None and abs(due - moment) < NEAR_REMINDER
             return (not near, -batch.issued_at.timestamp())
 
-        found: list[tuple[Batch, TrackedLink]] = []
         for batch in sorted(batches, key=order):
             found.extend((batch, link) for link in self.store.links_of(batch))
         return found

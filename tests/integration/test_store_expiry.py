@@ -15,6 +15,7 @@ from bot.domain.store import (
     ALL_INDEX,
     BATCH_KEY,
     CHANNEL_INDEX,
+    ENDED_KEPT,
     HISTORY_INDEX,
     HISTORY_LINK,
     USER_INDEX,
@@ -25,6 +26,7 @@ from testkit.slack import FakeSlack
 from tests.support import REP, fire_due
 
 DAY = 24 * 3600
+KEPT = DAY + int(ENDED_KEPT.total_seconds())  # a batch's keys: its links' 24 h, the last look
 # Shared keys, not the batch's: each bounded by something other than a TTL.
 BOUNDED = {
     STREAM: "trimmed to AUDIT_RETENTION_DAYS as written (tested below)",
@@ -71,17 +73,25 @@ def test_every_key_of_a_reminded_batch_expires_within_48_hours(
 def test_listing_indexes_hold_no_expired_batch_after_the_next_issue(
     make_core: Callable[..., Core], clock: FrozenDateTimeFactory, redis_client: redis.Redis
 ) -> None:
-    """Acceptance 7, the indexes: pruned when written, not only when someone lists."""
+    """Acceptance 7, the indexes: pruned when written, not only when someone lists. The
+    listings' at once; everyone's (the status poll's) once the last look is over too."""
     core = make_core()
     old = core.onboarding.issue(REP, 1, "yesterday").batch
     clock.tick(timedelta(hours=24, minutes=1))  # its 24 h have passed (Redis's clock has not)
     new = core.onboarding.issue(REP, 1, "today").batch
-    indexes = [USER_INDEX.format(REP.team_id, REP.user_id), CHANNEL_INDEX.format(REP.channel_id),
-               ALL_INDEX]
-    for index in indexes:
+    listings = [USER_INDEX.format(REP.team_id, REP.user_id), CHANNEL_INDEX.format(REP.channel_id)]
+    for index in listings:
         assert redis_client.zrange(index, 0, -1) == [new.batch_id], index
-        assert 0 < redis_client.ttl(index) <= DAY  # its newest member's 24 h, no more
-    assert old.batch_id != new.batch_id
+        assert 0 < redis_client.ttl(index) <= KEPT  # its newest member's, no more
+    assert redis_client.zrange(ALL_INDEX, 0, -1) == [old.batch_id, new.batch_id]
+    listing = core.store.live_batches("all", REP, 10)
+    assert [b.batch_id for b in listing.batches] == [new.batch_id] and listing.total == 1
+    assert core.store.get_batch(old.batch_id) is None  # gone, but to the status poll
+    assert [b.batch_id for b in core.store.ended_batches(10)] == [old.batch_id]
+    clock.tick(ENDED_KEPT)
+    core.onboarding.issue(REP, 1, "later")
+    assert old.batch_id not in redis_client.zrange(ALL_INDEX, 0, -1)
+    assert core.store.ended_batches(10) == []
 
 
 def test_the_audit_trail_is_trimmed_to_its_retention_and_expires_when_idle(
@@ -111,7 +121,7 @@ def test_a_crm_reference_lives_in_the_batch_key_and_costs_nothing_when_there_is_
     key = BATCH_KEY.format(with_ref.batch_id)
     assert json.loads(redis_client.get(key))["customer_ref"] == "hubspot-12345"
     assert core.store.get_batch(with_ref.batch_id) == with_ref
-    assert 0 < redis_client.ttl(key) <= DAY
+    assert 0 < redis_client.ttl(key) <= KEPT
     assert not [k for k in redis_client.keys("*") if "hubspot" in k]  # no key of its own
     plain = redis_client.get(BATCH_KEY.format(without.batch_id))
     assert "customer_ref" not in plain

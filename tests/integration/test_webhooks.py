@@ -13,13 +13,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from standardwebhooks import WebhookVerificationError
 
 from bot.cli import doctor
 from bot.cli import webhooks as webhooks_cli
-from bot.exotel.sandbox import ExotelSandbox
+from bot.domain.store import ENDED_KEPT
+from bot.exotel.sandbox import ExotelSandbox, Fault
+from bot.exotel.tokens import mask
 from bot.settings import LINK_TTL
 from bot.slack.core import Core
+from bot.slack.poller import CONCLUDE_AFTER
 from testkit.receiver import SECRET, Receiver
 from testkit.wait import wait_until
 from tests.blockkit import block_text
@@ -116,6 +120,65 @@ def test_the_status_poll_brings_one_link_used_and_one_link_expired(
     assert len(receiver.deliveries) == 5
     assert all(d.verified()["data"]["token_last4"] != valid[-4:]
                for d in receiver.deliveries[3:])
+
+
+def test_links_whose_24_hours_end_get_a_last_look_used_at_the_last_minute_or_expired(
+    make_core: Callable[..., Core], receiver: Receiver, exotel: ExotelSandbox,
+    clock: FrozenDateTimeFactory
+) -> None:
+    """No poll saw these links in their last minutes; after their 24 h the status poll
+    still asks Exotel once about each: one finished at the last minute (`link.used`), the
+    other lapsed (`link.expired`, with the batch's reference)."""
+    core = make_core(STATUS_POLL_SECONDS=1, **hooks(receiver))
+    result = core.onboarding.issue(REP, 2, "Late Co", customer_ref="crm-8")
+    late, lapsed = (link.token for link in result.links)
+    delivered(core, receiver, 2, "the two link.issued")
+    clock.tick(LINK_TTL - timedelta(minutes=1))
+    exotel.onboard(late, 5)  # the customers finish a minute before the end
+    clock.tick(timedelta(minutes=2))
+    assert core.store.all_live_batches(10) == []  # over, to everyone but the status poll
+    for _ in range(3):  # rounds repeated: still one event each
+        core.poller.poll_once()
+        fire_due(core)
+    delivered(core, receiver, 4, "link.used and link.expired after the end")
+    [use] = [d.verified() for d in receiver.of_type("link.used")]
+    [expiry] = [d.verified() for d in receiver.of_type("link.expired")]
+    assert use["data"]["token_last4"] == late[-4:]
+    assert expiry["data"]["token_last4"] == lapsed[-4:]
+    assert expiry["data"]["customer_ref"] == "crm-8" and expiry["data"]["status"] == "EXPIRED"
+    assert len(receiver.deliveries) == 4
+
+
+def test_a_link_whose_end_exotel_never_confirms_is_taken_as_expired_once(
+    make_core: Callable[..., Core], receiver: Receiver, exotel: ExotelSandbox,
+    clock: FrozenDateTimeFactory
+) -> None:
+    """Its tracked life ends unused while Exotel does not answer: the last look concludes
+    EXPIRED by itself once CONCLUDE_AFTER has passed, before the keys lapse (ENDED_KEPT)."""
+    core = make_core(STATUS_POLL_SECONDS=1, **hooks(receiver))
+    [link] = core.onboarding.issue(REP, 1, "Silent Co", customer_ref="crm-9").links
+    delivered(core, receiver, 1, "link.issued")
+    clock.tick(LINK_TTL + timedelta(minutes=1))
+    exotel.always = Fault(status=503)
+    assert core.poller.poll_once().failed == 1  # no answer: nothing concluded yet
+    fire_due(core)
+    assert receiver.of_type("link.expired") == []
+    clock.tick(CONCLUDE_AFTER)
+    asked = len(exotel.calls_of("GET"))
+    last_look = core.poller.poll_once()
+    assert last_look.expired == [mask(link.token)] and last_look.checked == 0
+    for _ in range(2):  # rounds repeated: concluded once
+        assert core.poller.poll_once().expired == []
+        fire_due(core)
+    assert len(exotel.calls_of("GET")) == asked  # concluded without asking again
+    delivered(core, receiver, 2, "link.expired by the bot's reckoning")
+    [expiry] = [d.verified() for d in receiver.of_type("link.expired")]
+    assert expiry["data"]["token_last4"] == link.token[-4:]
+    assert expiry["data"]["customer_ref"] == "crm-9" and "used_at" not in expiry["data"]
+    [record] = core.history.period(REP.team_id, None, link.issued_at - timedelta(minutes=1))
+    assert record.status == "EXPIRED"
+    assert len(receiver.deliveries) == 2
+    assert CONCLUDE_AFTER < ENDED_KEPT
 
 
 def test_forgetting_a_batch_brings_link_forgotten_for_each_link(
