@@ -69,6 +69,12 @@ class Delivery:
         marked["blocks"] = [*plain.get("blocks", [])[:MAX_BLOCKS - 1], _marker()]
         return marked  # type: ignore[return-value]  # the same TypedDict, two keys replaced
 
+    def mark_file(self, title: str, comment: str) -> tuple[str, str]:
+        """A file's title and comment as they go out: saying Sandbox while on the sandbox."""
+        if not self.sandbox:
+            return title, comment
+        return SANDBOX_PREFIX + title, f"{comment}\n{SANDBOX_TEXT}"
+
     def mark_view(self, view: dict[str, Any]) -> dict[str, Any]:
         if not self.sandbox:
             return view
@@ -118,8 +124,7 @@ class Delivery:
         the URL it gives, files.completeUploadExternal: slack_sdk's files_upload_v2). The
         file's id; SlackApiError (or SlackRequestError) if refused. On the sandbox the title
         and comment say so."""
-        if self.sandbox:
-            title, comment = SANDBOX_PREFIX + title, f"{comment}\n{SANDBOX_TEXT}"
+        title, comment = self.mark_file(title, comment)
         answer = self.slack.files_upload_v2(channel=self.open_dm(user), content=content,
                                             filename=filename, title=title,
                                             initial_comment=comment)
