@@ -204,8 +204,9 @@ def parse_again(value: object) -> OnboardRequest:
         data = json.loads(value)
     except ValueError:
         raise UsageError("That button carries no request the bot can read.") from None
-    if not isinstance(data, dict) or set(data) != _AGAIN_FIELDS or isinstance(
-            data["count"], bool) or not isinstance(data["count"], int):
+    if not (isinstance(data, dict) and set(data) == _AGAIN_FIELDS
+            and type(data["count"]) is int  # not a bool, a float or digits
+            and isinstance(data["note"], str) and isinstance(data["ref"], str)):
         raise UsageError("That button carries no request the bot can read.")
     return OnboardRequest(count=count_of(data["count"]), note=note_of(data["note"]),
                           customer_ref=ref_of(data["ref"]))
