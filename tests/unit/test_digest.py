@@ -26,7 +26,7 @@ from bot.slack.command_text import (
     parse_again,
 )
 from bot.slack.inputs import MAX_NOTE, MAX_REF, UsageError
-from handlers.actions import UNREADABLE_REQUEST, renew_customer
+from handlers.actions import UNREADABLE_REQUEST, issue_anyway, renew_customer
 from tests.blockkit import assert_inert, assert_within_slack_limits, block_text, blocks_of
 from tests.unit.test_listeners import REASON, REP, URL, click_body, context, mock_core
 
@@ -276,3 +276,13 @@ def test_renew_with_a_malformed_value_answers_politely_before_anything_else(valu
     assert core.commands.enqueue.call_args.args[2] == UNREADABLE_REQUEST
     assert not core.access.may_issue.called and not core.onboarding.existing.called
     core.onboarding.refused.assert_called_once_with(REP, "issue", "invalid button value")
+
+
+def test_issue_anyway_keeps_a_reference_with_spaces_and_a_note_with_a_ref_word() -> None:
+    core, ack = mock_core(), MagicMock()
+    value = again_value(2, "ask for ref:9 at the desk", "ACME Corp")
+    issue_anyway(ack=ack, body=click_body(), action={"value": value}, context=context(core))
+    job, _reply, requester, count, note, *_ = core.commands.enqueue.call_args.args
+    assert (job, requester, count, note) == (Job.ISSUE_LINKS, REP, 2,
+                                             "ask for ref:9 at the desk")
+    assert core.commands.enqueue.call_args.kwargs["job_kwargs"] == {"customer_ref": "ACME Corp"}
