@@ -6,11 +6,13 @@ import base64
 import binascii
 import ipaddress
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import CroniterError, croniter
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -67,7 +69,15 @@ HINTS = {
     "(echo whsec_$(openssl rand -base64 32))",
     "WEBHOOK_RETRY_SCHEDULE": "pauses before each retry separated by commas, each a whole "
     "number with s, m or h (5s,5m,30m,2h,5h,10h,10h)",
+    "DIGEST_CHANNEL": "a Slack channel id (C0123 or G0123) the bot is a member of, or leave "
+    "it unset for no digest",
+    "DIGEST_CRON": "a cron expression of five fields: minute hour day-of-month month "
+    "day-of-week (0 9 * * 1: Mondays at 9:00)",
+    "DIGEST_TIMEZONE": "an IANA time zone name such as UTC, Asia/Kolkata or Europe/London",
 }
+DEFAULT_DIGEST_CRON = "0 9 * * 1"
+# A Slack channel id the digest may be posted to: public (C) or private (G), not a DM.
+DIGEST_CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,20}")
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -156,6 +166,12 @@ class Settings(BaseSettings):
         default_factory=lambda: parse_schedule(DEFAULT_RETRY_SCHEDULE),
         alias="WEBHOOK_RETRY_SCHEDULE")
 
+    # The managers' digest (bot.domain.digest): posted to DIGEST_CHANNEL on DIGEST_CRON, read
+    # in DIGEST_TIMEZONE; no digest while DIGEST_CHANNEL is unset.
+    digest_channel: str | None = Field(default=None, alias="DIGEST_CHANNEL")
+    digest_cron: str = Field(default=DEFAULT_DIGEST_CRON, alias="DIGEST_CRON")
+    digest_timezone: str = Field(default="UTC", alias="DIGEST_TIMEZONE")
+
     @field_validator("allowed_user_ids", "allowed_usergroup_ids", "allowed_channel_ids",
                      "admin_user_ids", "webhook_urls", mode="before")
     @classmethod
@@ -243,6 +259,28 @@ class Settings(BaseSettings):
     def _retry_schedule(cls, value: object) -> object:
         return parse_schedule(value) if isinstance(value, str) else value
 
+    @field_validator("digest_channel")
+    @classmethod
+    def _digest_channel(cls, value: str | None) -> str | None:
+        if value is not None and not DIGEST_CHANNEL_ID.fullmatch(value.strip()):
+            raise ValueError("is not a Slack channel id (C… or G…)")
+        return value.strip() if value is not None else None
+
+    @field_validator("digest_cron")
+    @classmethod
+    def _digest_cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("digest_timezone")
+    @classmethod
+    def _digest_timezone(cls, value: str) -> str:
+        zone_of(value)
+        return value.strip()
+
+    @property
+    def digest_zone(self) -> ZoneInfo:
+        return zone_of(self.digest_timezone)
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
@@ -314,6 +352,30 @@ def check_webhook_secret(secret: str) -> None:
         raise ValueError("must be whsec_ followed by base64") from None
     if not 24 <= len(key) <= 64:
         raise ValueError(f"holds {len(key)} bytes; it must hold 24 to 64")
+
+
+def check_cron(expression: str) -> str:
+    """`expression` with its whitespace folded, if it is a cron expression of five fields
+    (minute hour day-of-month month day-of-week) croniter reads; else ValueError."""
+    folded = " ".join(expression.split())
+    if len(folded.split(" ")) != 5:
+        raise ValueError(f"has {len(folded.split())} fields; a cron expression has five "
+                         "(minute hour day-of-month month day-of-week)")
+    if not croniter.is_valid(folded):
+        raise ValueError(f"{folded!r} is not a cron expression croniter reads")
+    try:
+        croniter(folded, datetime(2000, 1, 1)).get_next(datetime)  # "0 0 30 2 *" never comes
+    except CroniterError:
+        raise ValueError(f"{folded!r} names no date that exists") from None
+    return folded
+
+
+def zone_of(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (ValueError if there is none of that name)."""
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name[:60]!r} is not an IANA time zone name") from None
 
 
 def parse_schedule(text: object) -> list[int]:

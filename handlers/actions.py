@@ -1,4 +1,5 @@
-"""Buttons: Renew, Stop reminding, Post to channel, Forget.
+"""Buttons: Renew, Stop reminding, Post to channel, Forget; Issue a new one anyway and the
+digest's Renew (a customer's request, in the button's value).
 
 Every click is checked before anything touches Redis: the value must be a batch id the bot
 made, and the clicker must be allowed to issue. Whose batch it is (its requester or an
@@ -13,14 +14,21 @@ from slack_bolt import Ack, App, BoltContext
 
 from bot.domain.access import valid_batch_id
 from bot.domain.models import Requester
+from bot.domain.store import StoreUnavailable
 from bot.engine.queue import new_batch_id
 from bot.engine.registry import Job
-from bot.slack import linkviews
-from bot.slack.blocks import Message, text_message
-from bot.slack.command_text import OnboardRequest, parse_onboard
+from bot.slack import linkviews, messages
+from bot.slack.blocks import Message, keeping_original, text_message
+from bot.slack.command_text import OnboardRequest, parse_again
 from bot.slack.core import Core
 from bot.slack.inputs import UsageError, requester_from
-from bot.slack.messages import FORGET_ACTION, RENEW_ACTION, SHARE_ACTION, STOP_ACTION
+from bot.slack.messages import (
+    FORGET_ACTION,
+    RENEW_ACTION,
+    RENEW_CUSTOMER_ACTION,
+    SHARE_ACTION,
+    STOP_ACTION,
+)
 from handlers.enqueue import enqueue_then_ack
 from handlers.refusal import refusal
 
@@ -43,6 +51,10 @@ def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> Mess
     # The value itself is neither stored nor echoed: it is whatever the sender made up.
     core.onboarding.refused(clicker, name, "invalid button value")
     return text_message(f":no_entry: {reason}")
+
+
+UNREADABLE_REQUEST = text_message(":warning: That button carries no request the bot can read, "
+                                  "so nothing was issued. `/onboard-link` issues links.")
 
 
 # The buttons that act on one batch differ only in this: action id -> (name in the audit,
@@ -70,30 +82,69 @@ def batch_button(ack: Ack, body: dict[str, Any], action: dict[str, Any],
 
 def issue_anyway(ack: Ack, body: dict[str, Any], action: dict[str, Any],
                  context: BoltContext) -> None:
-    """"Issue a new one anyway": the repeat-issue answer's count, note and CRM reference,
-    parsed again as the command would (the value comes back from Slack, so it is checked
-    again)."""
+    """"Issue a new one anyway": the repeat-issue answer's count, note and CRM reference
+    (`command_text.parse_again`: the value comes back from Slack, so it is checked again),
+    issued even though the customer has a live link."""
     core: Core = context["core"]
+    if (allowed := _again_request(core, ack, body, action)) is None:
+        return
+    clicker, request = allowed
+    enqueue_then_ack(core, ack, Job.ISSUE_LINKS, body.get("response_url"), clicker,
+                     request.count, request.note, new_batch_id(), False, True,
+                     idempotent=False, button=True,
+                     job_kwargs={"customer_ref": request.customer_ref})
+
+
+def renew_customer(ack: Ack, body: dict[str, Any], action: dict[str, Any],
+                   context: BoltContext) -> None:
+    """The digest's Renew: one new link for the customer its value names, for whoever
+    clicks, as `/onboard-link 1 <note> ref:<ref>` would issue it (the customer's live link,
+    if the clicker has one, instead). Every answer comes beside the digest, which stays."""
+    core: Core = context["core"]
+    if (allowed := _again_request(core, ack, body, action)) is None:
+        return
+    clicker, request = allowed
+    url = body.get("response_url")
+    try:
+        existing = core.onboarding.existing(clicker, request.count, request.note,
+                                            request.customer_ref)
+    except StoreUnavailable as error:
+        ack()
+        core.delivery.reply(url, keeping_original(messages.problem(error)))
+        return
+    if existing is not None:
+        enqueue_then_ack(core, ack, Job.RESPOND, url, linkviews.already_issued(
+            *existing, request.count, request.note, request.customer_ref), button=True)
+        return
+    enqueue_then_ack(core, ack, Job.ISSUE_LINKS, url, clicker, request.count, request.note,
+                     new_batch_id(), False, True, idempotent=False, button=True,
+                     keep_original=True, job_kwargs={"customer_ref": request.customer_ref})
+
+
+def _again_request(core: Core, ack: Ack, body: dict[str, Any],
+                   action: dict[str, Any]) -> tuple[Requester, OnboardRequest] | None:
+    """The clicker and the request an issue-again button carries, or None once the click
+    was answered: a value that is no such request (read before anything touches Redis),
+    or a clicker who may not issue (refused and audited)."""
     clicker = requester_from(body)
     url = body.get("response_url")
     try:
-        request = parse_onboard(str(action.get("value") or ""))
+        request = parse_again(action.get("value"))
     except UsageError:
-        request = None
-    if not isinstance(request, OnboardRequest):
-        ack()
-        return
+        # The value itself is neither stored nor echoed: it is whatever the sender made up.
+        core.onboarding.refused(clicker, "issue", "invalid button value")
+        enqueue_then_ack(core, ack, Job.RESPOND, url, UNREADABLE_REQUEST, button=True)
+        return None
     decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
     if not decision.allowed:
         enqueue_then_ack(core, ack, Job.RESPOND, url,
                          refusal(core, clicker, "issue", decision.reason), button=True)
-        return
-    enqueue_then_ack(core, ack, Job.ISSUE_LINKS, url, clicker, request.count, request.note,
-                     new_batch_id(), False, True, idempotent=False, button=True,
-                     job_kwargs={"customer_ref": request.customer_ref})
+        return None
+    return clicker, request
 
 
 def register(app: App) -> None:
     for action_id in BATCH_BUTTONS:
         app.action(action_id)(batch_button)
     app.action(linkviews.ISSUE_ANYWAY_ACTION)(issue_anyway)
+    app.action(RENEW_CUSTOMER_ACTION)(renew_customer)

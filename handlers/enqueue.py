@@ -19,15 +19,17 @@ from bot.slack.core import Core
 def enqueue_then_ack(core: Core, ack: Ack, job: Job, response_url: str | None,
                      *args: Any, ack_with: Message | None = None,
                      idempotent: bool = True, button: bool = False,
+                     keep_original: bool = False,
                      job_kwargs: Mapping[str, Any] | None = None) -> None:
     """`job` on a worker (`job_kwargs`: its arguments by name), then the ack (`ack_with`,
-    for a command).
+    for a command). `keep_original`: the job's answers come beside the message clicked,
+    whatever the job answers (`Reply.keep_original`).
 
     A command's ack can carry the bad news; a button's cannot, so for buttons it goes to
     the response URL instead, beside the message clicked."""
     try:
-        core.commands.enqueue(job, Reply.to(response_url), *args, idempotent=idempotent,
-                              job_kwargs=job_kwargs)
+        core.commands.enqueue(job, Reply.to(response_url, keep_original=keep_original),
+                              *args, idempotent=idempotent, job_kwargs=job_kwargs)
     except StoreUnavailable as error:
         problem = messages.problem(error)
         if not button:

@@ -274,14 +274,16 @@ class History:
             self._update(keys=[_key(link)], args=args)
 
     def period(self, team_id: str, user_id: str | None, since: datetime,
-               limit: int = MAX_READ) -> list[LinkRecord]:
-        """The records of links issued since `since`, `user_id`'s (the team's if None),
-        oldest first: the newest `limit` of them."""
+               limit: int = MAX_READ, until: datetime | None = None) -> list[LinkRecord]:
+        """The records of links issued since `since` (and before `until`, if given: a
+        digest's period), `user_id`'s (the team's if None), oldest first: the newest
+        `limit` of them."""
         index = HISTORY_INDEX.format(team_id)
+        top = "+inf" if until is None else f"({until.timestamp()}"
         with redis_errors():  # the team's: the newest `limit`; one rep's: filtered below
             members: list[Any] = (
-                self.redis.zrevrangebyscore(index, "+inf", since.timestamp()) if user_id else
-                self.redis.zrevrangebyscore(index, "+inf", since.timestamp(), start=0, num=limit))
+                self.redis.zrevrangebyscore(index, top, since.timestamp()) if user_id else
+                self.redis.zrevrangebyscore(index, top, since.timestamp(), start=0, num=limit))
         prefix = f"{user_id}|" if user_id else ""
         ids = [m.split("|", 1)[1] for m in members if m.startswith(prefix)][:limit]
         records: list[LinkRecord] = []

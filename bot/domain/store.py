@@ -47,6 +47,11 @@ HISTORY_INDEX = "onboard:history:team:{}"
 HISTORY_LINK = "onboard:history:link:{}"
 # Per team, the links that turned USED (member "user|id", score used at): the funnel's other half.
 HISTORY_USED = "onboard:history:used:{}"
+# The managers' digest (bot.domain.digest): the latest tick released (Unix seconds), one
+# key, lapsing AUDIT_RETENTION_DAYS after the tick that follows it; and per tick, whether
+# its digest is being posted ("claimed", for CLAIM_SECONDS) or was ("posted", a day).
+DIGEST_RELEASED_KEY = "onboard:digest:released"
+DIGEST_POSTED_KEY = "onboard:digest:posted:{}"
 Scope = Literal["user", "channel", "all"]
 
 

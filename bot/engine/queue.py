@@ -63,14 +63,18 @@ class UnfurlTarget:
 
 @dataclass(frozen=True)
 class Reply:
-    """Where a job's answer goes: the command's response URL, and when it was asked."""
+    """Where a job's answer goes: the command's response URL, and when it was asked.
+    `keep_original`: every answer comes beside the message whose button was clicked,
+    which stays as it was (a button on a channel post: the digest's Renew). A Reply
+    pickled before it existed reads the default."""
 
     url: str | None
     requested_at: float  # time.time() of the ack
+    keep_original: bool = False
 
     @classmethod
-    def to(cls, url: str | None) -> Reply:
-        return cls(url, time.time())
+    def to(cls, url: str | None, *, keep_original: bool = False) -> Reply:
+        return cls(url, time.time(), keep_original)
 
     def lapsed(self, after: float = 0.0) -> bool:
         """Whether the response URL is past its life (or will be `after` seconds from now)."""

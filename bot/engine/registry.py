@@ -36,6 +36,8 @@ class Job(StrEnum):
     # Scheduled: reminders (onboard-reminders) and the status poll chain (onboard-status).
     SEND_REMINDER = f"{JOBS_MODULE}.send_reminder"
     POLL_STATUSES = f"{JOBS_MODULE}.poll_statuses"
+    # The managers' digest (onboard-reminders), one per DIGEST_CRON tick.
+    SEND_DIGEST = f"{JOBS_MODULE}.send_digest"
     # Webhook deliveries (onboard-webhooks), one per event and receiver.
     DELIVER_WEBHOOK = f"{JOBS_MODULE}.deliver_webhook"
 

@@ -18,6 +18,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.domain.access import AccessPolicy
 from bot.domain.audit import Audit
+from bot.domain.digest import Digests
 from bot.domain.events import LinkEvents
 from bot.domain.history import History
 from bot.domain.onboarding import Onboarding
@@ -138,7 +139,17 @@ def build_core(settings: Settings) -> Core:
         previews=LinkPreviews(client, exotel, store, limiter,
                               f"exotel:{settings.exotel_account_sid}"),
         webhooks=webhooks, events=events, history=history,
+        digests=build_digests(settings, client, reminders.queue),
     )
+
+
+def build_digests(settings: Settings, client: Redis, queue: Queue) -> Digests | None:
+    """The managers' digest, its jobs on `queue` (the reminders': scheduled posts, with a
+    worker of their own); None while DIGEST_CHANNEL is unset."""
+    if settings.digest_channel is None:
+        return None
+    return Digests(client, queue, Job.SEND_DIGEST.value, settings.digest_cron,
+                   settings.digest_zone, timedelta(days=settings.audit_retention_days))
 
 
 def build_webhooks(settings: Settings, client: Redis, jobs: Redis) -> Webhooks | None:

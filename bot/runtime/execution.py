@@ -30,7 +30,7 @@ from bot.engine.registry import Job
 from bot.runtime.composition import build_core
 from bot.settings import load_settings
 from bot.slack import messages, surfaces
-from bot.slack.blocks import Message
+from bot.slack.blocks import Message, keeping_original
 from bot.slack.core import EXPECTED_FAILURES, Core
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,15 @@ def perform(reply: Reply, name: str, work: Work) -> Done:
         core.metrics.command(name, "ok")
         done = Done(did)
     # Anything else propagates: RQ retries idempotent jobs, then `on_failure` answers.
-    core.delivery.reply(reply.url, message)
+    answer(core, reply, message)
     return done
+
+
+def answer(core: Core, reply: Reply, message: Message | None) -> None:
+    """`message` on the reply's response URL; beside the message clicked, if it says so."""
+    if message is not None and reply.keep_original:
+        message = keeping_original(message)
+    core.delivery.reply(reply.url, message)
 
 
 def issued(result: IssueResult) -> str:
@@ -167,7 +174,7 @@ def on_failure(job: RQJob, connection: Redis, exc_type: type[BaseException],
     message = messages.problem(exc)
     if job.func_name in (Job.ISSUE_LINKS, Job.RENEW_BATCH):
         message = messages.issued(_account_for(core, job))
-    core.delivery.reply(reply.url, message)
+    answer(core, reply, message)
 
 
 def _account_for(core: Core, job: RQJob) -> IssueResult:

@@ -16,11 +16,14 @@ from typing import Any
 from rq import get_current_job
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.domain.digest import EVENT_TYPE as DIGEST_EVENT
+from bot.domain.digest import DigestBusy
 from bot.domain.events import Sealed
 from bot.domain.history import summarise, to_csv
 from bot.domain.models import Requester
 from bot.domain.onboarding import AlreadyForgotten, BudgetWait
 from bot.domain.previews import MAX_PREVIEWS
+from bot.domain.reminders import DM_INSTEAD
 from bot.domain.store import now
 from bot.engine.queue import Reply, StepExecution, UnfurlTarget
 from bot.engine.registry import Job
@@ -368,7 +371,7 @@ def _author_note(core: Core, author: str) -> str:
 
 
 
-# Scheduled: reminders and the status poll chain.
+# Scheduled: reminders, the status poll chain and the managers' digest.
 
 @logged_job
 def send_reminder(batch_id: str, due: str, attempt: int = 0) -> Done:
@@ -393,6 +396,46 @@ def poll_statuses(slot: int) -> Done:
             poller.schedule_next(core.poller.queue, interval)
         except Exception:  # Redis down: the next worker start begins the chain again
             log.warning("could not schedule the next status poll", exc_info=True)
+
+
+@logged_job
+def send_digest(tick: str, since: str) -> Done:
+    """The managers' digest of the links issued from `since` to the DIGEST_CRON `tick`
+    (ISO-8601, UTC), whole team's, posted in DIGEST_CHANNEL once; nothing for an empty
+    period. RQ delivers at least once: the tick is claimed before posting and marked
+    posted after (`Digests.claim`, `posted`), and a copy that finds it posted posts
+    nothing. Left open: a worker killed (or Slack's answer lost) after Slack took the post
+    and before the mark, a window of the post's round trip, is retried and posts again.
+
+    The team: the bot token's workspace (auth.test), the one the bot is installed in."""
+    core = current_core()
+    digests, channel = core.digests, core.settings.digest_channel
+    if digests is None or channel is None:
+        return Done(f"digest for {tick} dropped: DIGEST_CHANNEL is not set", logging.WARNING)
+    until, start = datetime.fromisoformat(tick), datetime.fromisoformat(since)
+    claimed = digests.claim(until)
+    if claimed == "done":
+        return Done(f"digest for {tick} already posted", logging.DEBUG)
+    if claimed == "busy":
+        raise DigestBusy(tick)  # RQ tries again after the claim has lapsed
+    team_id = str(core.slack.auth_test()["team_id"])
+    records = core.history.period(team_id, None, start, until=until)
+    if not records:
+        digests.posted(until)
+        return Done(f"digest for {tick}: no link issued since {since}, nothing posted")
+    summary = summarise(records, until)
+    try:
+        core.delivery.post(channel, messages.digest(summary, start, until),
+                           metadata={"event_type": DIGEST_EVENT, "event_payload": {"tick": tick}})
+    except SlackApiError as error:
+        reason = str(error.response.get("error"))
+        if reason not in DM_INSTEAD:  # the channel refuses: no retry would do better
+            raise
+        digests.posted(until)
+        return Done(f"digest for {tick} not posted in {channel}: {reason}", logging.WARNING)
+    digests.posted(until)
+    return Done(f"digest for {tick} posted in {channel}: {len(records)} links, "
+                f"{len(summary.reps)} reps, {len(summary.follow_up)} to follow up")
 
 
 # Webhook deliveries (queue onboard-webhooks).

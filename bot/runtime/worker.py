@@ -102,8 +102,9 @@ def build_worker(core: Core, queue_name: str = COMMANDS_QUEUE) -> Worker:
 
 
 def due_sources(core: Core) -> list[DueSource]:
-    """What the scheduler turns into jobs when due, besides RQ's scheduled jobs."""
-    return [core.reminders.release_due]
+    """What the scheduler turns into jobs when due, besides RQ's scheduled jobs: the
+    reminders, and the managers' digest while DIGEST_CHANNEL is set."""
+    return [core.reminders.release_due] + ([core.digests.release_due] if core.digests else [])
 
 
 def drain(core: Core, logging_level: str = "WARNING") -> None:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 from dataclasses import dataclass
 from typing import Literal
 
 from bot.exotel.tokens import TOKEN_RULE, parse_token_argument
 from bot.settings import Settings
-from bot.slack.inputs import MAX_LINKS, REF_RULE, UsageError, note_of, ref_of, strip_bidi
+from bot.slack.inputs import (
+    MAX_LINKS,
+    REF_RULE,
+    UsageError,
+    count_of,
+    note_of,
+    ref_of,
+    strip_bidi,
+)
 
 _NUMBERISH = re.compile(r"[+-]?(\d[\d.,_]*|[.,]\d[\d.,_]*)([eE][+-]?\d+)?")
 HELP_WORDS = {"help", "-h", "--help", "?"}
@@ -160,3 +169,44 @@ def parse_check(raw: str | None) -> CheckRequest | Help:
             f"{TOKEN_RULE}, like 3f1c2a9e-5b7d-4e0f-9a21-7c6d5e4b3a10."
         )
     return CheckRequest(token=token)
+
+
+# Buttons that issue again for a customer ("Issue a new one anyway", the digest's Renew) carry
+# the request as their value: JSON, so that a reference with spaces or a note with a `ref:`
+# word comes back as it went. Slack keeps a button's value to 2000 characters.
+MAX_BUTTON_VALUE = 2000
+_AGAIN_FIELDS = {"count", "note", "ref"}
+
+
+def again_value(count: int, note: str, customer_ref: str = "") -> str:
+    """The value of a button that issues `count` links for the customer again; ValueError
+    if it would not fit a button (a note of control characters, each escaped six-fold)."""
+    value = json.dumps({"count": count, "note": note, "ref": customer_ref},
+                       ensure_ascii=False, separators=(",", ":"))
+    if len(value) > MAX_BUTTON_VALUE:
+        raise ValueError(f"{len(value)} characters is over a button value's "
+                         f"{MAX_BUTTON_VALUE}")
+    return value
+
+
+def parse_again(value: object) -> OnboardRequest:
+    """The request an `again_value` button carries, checked as the command's would be (the
+    value comes back from Slack: anyone can send anything); UsageError for anything else.
+    Buttons posted before the JSON value carry the command's text, read as the command."""
+    if not isinstance(value, str) or not value or len(value) > MAX_BUTTON_VALUE:
+        raise UsageError("That button carries no request the bot can read.")
+    if not value.startswith("{"):
+        request = parse_onboard(value)
+        if not isinstance(request, OnboardRequest):
+            raise UsageError("That button carries no request the bot can read.")
+        return request
+    try:
+        data = json.loads(value)
+    except ValueError:
+        raise UsageError("That button carries no request the bot can read.") from None
+    if not (isinstance(data, dict) and set(data) == _AGAIN_FIELDS
+            and type(data["count"]) is int  # not a bool, a float or digits
+            and isinstance(data["note"], str) and isinstance(data["ref"], str)):
+        raise UsageError("That button carries no request the bot can read.")
+    return OnboardRequest(count=count_of(data["count"]), note=note_of(data["note"]),
+                          customer_ref=ref_of(data["ref"]))

@@ -10,6 +10,7 @@ from rq import Queue
 from slack_sdk import WebClient
 
 from bot.domain.access import AccessPolicy
+from bot.domain.digest import Digests
 from bot.domain.events import NO_EVENTS, LinkEvents
 from bot.domain.history import History
 from bot.domain.onboarding import BatchGone, BudgetWait, NotYours, Onboarding
@@ -53,6 +54,7 @@ class Core:
     history: History  # each link's record for reports, kept AUDIT_RETENTION_DAYS
     previews: LinkPreviews  # of onboarding links pasted in Slack (unfurls)
     webhooks: Webhooks | None = None  # None while WEBHOOK_URLS is unset
+    digests: Digests | None = None  # None while DIGEST_CHANNEL is unset
     events: LinkEvents = NO_EVENTS
 
     @property

@@ -34,6 +34,7 @@ from bot.slack.blocks import (
     slack_date,
     time_left,
 )
+from bot.slack.command_text import again_value
 from bot.slack.messages import FORGET_ACTION, MAX_LISTED, NEW_LINKS_ACTION, RULES, batch_line
 
 ISSUE_ANYWAY_ACTION = "issue_anyway"
@@ -176,11 +177,9 @@ def already_issued(batch: Batch, rows: list[tuple[TrackedLink, LinkStatus | None
                    count: int, note: str, customer_ref: str = "") -> Message:
     """The answer to issuing again for a customer who has a live link: that link. Issuing
     anyway asks for `note` again, with the CRM reference asked for, else the batch's (the
-    same customer's)."""
+    same customer's), in the button's value (`command_text.again_value`; no button for a
+    note too long to fit one, which only control characters make)."""
     at = now()
-    again = f"{count} {note}"
-    if customer_ref or batch.customer_ref:
-        again += f" ref:{customer_ref or batch.customer_ref}"
     noun = "link" if len(rows) == 1 else "links"
     lines = [link_line(link, record, True, at) for link, record in rows[:MAX_LINK_LINES]]
     blocks: list[Block] = [
@@ -190,10 +189,15 @@ def already_issued(batch: Batch, rows: list[tuple[TrackedLink, LinkStatus | None
         *customer_blocks(batch.note, batch.customer_ref),
         section("\n".join(lines)),
         context(RULES),
-        ActionsBlock(elements=[ButtonElement(
-            text="Issue a new one anyway" if count == 1 else f"Issue {count} new ones anyway",
-            action_id=ISSUE_ANYWAY_ACTION, value=again)]),
     ]
+    try:
+        again = again_value(count, note, customer_ref or batch.customer_ref)
+    except ValueError:
+        again = None
+    if again is not None:
+        blocks.append(ActionsBlock(elements=[ButtonElement(
+            text="Issue a new one anyway" if count == 1 else f"Issue {count} new ones anyway",
+            action_id=ISSUE_ANYWAY_ACTION, value=again)]))
     return ephemeral(f"You already have a live link for {escape_note(note[:100])}", blocks)
 
 

@@ -4,12 +4,19 @@ limits and user text inert."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import datetime, timedelta
 
-from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    MarkdownTextObject,
+    SectionBlock,
+)
 
-from bot.domain.history import RepSummary, Summary
+from bot.domain.history import FollowUp, RepSummary, Summary
 from bot.domain.models import Batch, Requester, TrackedLink
 from bot.domain.onboarding import (
     AlreadyForgotten,
@@ -44,6 +51,7 @@ from bot.slack.blocks import (
     text_message,
     time_left,
 )
+from bot.slack.command_text import again_value
 from bot.slack.inputs import MAX_LINKS, MAX_NOTE, MAX_REF, UnreadablePayload
 
 CUSTOMERS_PER_LINK = 5
@@ -56,6 +64,7 @@ RENEW_ACTION = "renew_batch"
 STOP_ACTION = "stop_reminders"
 SHARE_ACTION = "share_batch"
 FORGET_ACTION = "forget_batch"
+RENEW_CUSTOMER_ACTION = "renew_customer"  # the digest's Renew: one new link for a customer
 NEW_LINKS_ACTION = "new_onboarding_links"  # App Home's "New links": opens the form
 NO_REVOKE = ("Exotel's API cannot revoke a link: it keeps working for whoever has it until it "
              "expires")
@@ -71,6 +80,10 @@ MAX_REPORT_REPS = 20
 MAX_FOLLOW_UP = 20
 REPORT_NOTE = 40
 REPORT_REF = 40
+FOLLOW_UP_TITLE = "*Follow up*: customers whose links expired unused"
+# The digest's blocks (JSON), each customer's Renew button carrying its note and reference:
+# well under the ~13k characters of blocks Slack takes.
+DIGEST_MAX_CHARS = 11_000
 REMINDER_STATUS = {
     "VALID": "still usable",
     "USED": ":white_check_mark: USED: a customer finished onboarding with it",
@@ -376,24 +389,76 @@ def report(summary: Summary, days: int, team: bool, csv_note: str) -> Message:
         text = f"No links issued in the last {period} ({whose})."
         return ephemeral(text, [section(f":bar_chart: {text}")])
     title = (f":bar_chart: *Onboarding report, last {period}* ({whose}): "
-             f"{summary.issued} link{'s' if summary.issued != 1 else ''} issued.")
-    rep_lines = [_rep_line(rep) for rep in summary.reps[:MAX_REPORT_REPS]]
-    if len(summary.reps) > MAX_REPORT_REPS:
-        rep_lines.append(f"…and {len(summary.reps) - MAX_REPORT_REPS} more reps: see the CSV.")
-    blocks: list[Block] = [section(title), *(section(c) for c in chunks(rep_lines))]
+             f"{_links_issued(summary)}.")
+    blocks: list[Block] = [section(title), *_rep_sections(summary, "see the CSV")]
     if summary.follow_up:
-        lines = ["*Follow up*: customers whose links expired unused"]
-        for item in summary.follow_up[:MAX_FOLLOW_UP]:
-            note = (escape_note(_shorten(item.note, REPORT_NOTE)) if item.note
-                    else "_no customer note_")
-            ref = f" ({ref_mrkdwn(_shorten(item.ref, REPORT_REF))})" if item.ref else ""
-            lines.append(f"• {note}{ref}, <@{item.rep}>")
+        lines = [FOLLOW_UP_TITLE]
+        lines.extend(_follow_up_line(item) for item in summary.follow_up[:MAX_FOLLOW_UP])
         if len(summary.follow_up) > MAX_FOLLOW_UP:
             lines.append(f"…and {len(summary.follow_up) - MAX_FOLLOW_UP} more: see the CSV.")
         blocks.extend(section(c) for c in chunks(lines))
     blocks.append(context(csv_note))
     return ephemeral(f"Onboarding report, last {period}: {summary.issued} links issued.",
                      blocks)
+
+
+def digest(summary: Summary, since: datetime, until: datetime) -> Message:
+    """The managers' digest, posted in DIGEST_CHANNEL: the report's summary of the links
+    issued from `since` to `until` (the whole team's), each customer to follow up with a
+    Renew button that issues one new link for whoever clicks it. Within Slack's limits: at
+    most MAX_REPORT_REPS reps and MAX_FOLLOW_UP customers, and customers only while the
+    blocks stay under DIGEST_MAX_CHARS (each button carries its customer's note)."""
+    title = (f":bar_chart: *Onboarding digest* from {slack_date(since)} to "
+             f"{slack_date(until)}: {_links_issued(summary)}.")
+    more = "admins see them all with `/onboard-link report`"
+    blocks: list[Block] = [section(title), *_rep_sections(summary, more)]
+    size = sum(len(json.dumps(block.to_dict())) for block in blocks)
+    if summary.follow_up:
+        blocks.append(section(FOLLOW_UP_TITLE + ". *Renew* issues one new link for you."))
+        shown = 0
+        for item in summary.follow_up[:MAX_FOLLOW_UP]:
+            block = _renewable(item)
+            size += len(json.dumps(block.to_dict()))
+            if size > DIGEST_MAX_CHARS:
+                break
+            blocks.append(block)
+            shown += 1
+        if shown < len(summary.follow_up):
+            blocks.append(context(f"…and {len(summary.follow_up) - shown} more customers to "
+                                  f"follow up: {more}."))
+    blocks.append(context("Links issued in the period, as they stood at its end. " + RULES))
+    return {"text": f"Onboarding digest: {summary.issued} links issued, "
+                    f"{len(summary.follow_up)} customers to follow up",
+            "blocks": render(blocks)}
+
+
+def _renewable(item: FollowUp) -> SectionBlock:
+    """A customer to follow up, with its Renew button (none if its value would not fit)."""
+    try:
+        value = again_value(1, item.note, item.ref)
+    except ValueError:
+        return section(_follow_up_line(item))
+    return SectionBlock(text=MarkdownTextObject(text=_follow_up_line(item)),
+                        accessory=ButtonElement(text="Renew", action_id=RENEW_CUSTOMER_ACTION,
+                                                value=value))
+
+
+def _links_issued(summary: Summary) -> str:
+    return f"{summary.issued} link{'s' if summary.issued != 1 else ''} issued"
+
+
+def _rep_sections(summary: Summary, more: str) -> list[Block]:
+    """Each rep's counts, at most MAX_REPORT_REPS of them; `more`: where the rest are."""
+    lines = [_rep_line(rep) for rep in summary.reps[:MAX_REPORT_REPS]]
+    if len(summary.reps) > MAX_REPORT_REPS:
+        lines.append(f"…and {len(summary.reps) - MAX_REPORT_REPS} more reps: {more}.")
+    return [section(c) for c in chunks(lines)]
+
+
+def _follow_up_line(item: FollowUp) -> str:
+    note = escape_note(_shorten(item.note, REPORT_NOTE)) if item.note else "_no customer note_"
+    ref = f" ({ref_mrkdwn(_shorten(item.ref, REPORT_REF))})" if item.ref else ""
+    return f"• {note}{ref}, <@{item.rep}>"
 
 
 def _rep_line(rep: RepSummary) -> str:

@@ -19,6 +19,7 @@ from bot.domain.status import Funnel
 from bot.domain.store import StoreUnavailable
 from bot.exotel.client import ExotelError, ExotelNotFound, ExotelUnavailable
 from bot.slack import blocks, linkviews, messages
+from bot.slack.command_text import OnboardRequest, parse_again
 from tests.blockkit import (
     assert_inert,
     assert_within_slack_limits,
@@ -264,22 +265,40 @@ def test_twenty_batches_with_the_longest_notes_and_references_stay_within_slacks
     assert_within_slack_limits(issued)
 
 
+def _again(message: dict) -> str:
+    [value] = [e["value"] for b in blocks_of(message) if b["type"] == "actions"
+               for e in b["elements"]]
+    return str(value)
+
+
 def test_the_repeat_answer_shows_the_reference_and_issuing_anyway_asks_with_it() -> None:
     batch = _ref_batch(ref="crm-1")
     answer = linkviews.already_issued(batch, [], 2, "ACME", "crm-1")
     plain = [o["text"] for o in text_objects(blocks_of(answer)) if o["type"] == "plain_text"]
     assert "CRM reference: crm-1" in plain
-    [value] = [e["value"] for b in blocks_of(answer) if b["type"] == "actions"
-               for e in b["elements"]]
-    assert value == "2 ACME ref:crm-1"
+    assert parse_again(_again(answer)) == OnboardRequest(2, "ACME", "crm-1")
     # Asked without one: the live batch's reference is the customer's.
-    [value] = [e["value"] for b in blocks_of(linkviews.already_issued(batch, [], 1, "ACME"))
-               if b["type"] == "actions" for e in b["elements"]]
-    assert value == "1 ACME ref:crm-1"
-    [value] = [e["value"] for b in blocks_of(linkviews.already_issued(_ref_batch(ref=""), [], 1,
-                                                                      "ACME"))
-               if b["type"] == "actions" for e in b["elements"]]
-    assert value == "1 ACME"
+    assert parse_again(_again(linkviews.already_issued(batch, [], 1, "ACME"))) == (
+        OnboardRequest(1, "ACME", "crm-1"))
+    assert parse_again(_again(linkviews.already_issued(_ref_batch(ref=""), [], 1, "ACME"))) == (
+        OnboardRequest(1, "ACME", ""))
+
+
+def test_issuing_anyway_keeps_a_reference_with_spaces_and_a_note_with_a_ref_word() -> None:
+    """The value once was the command's text, read again as a command: "ACME Corp" came back
+    as the reference "ACME" and the note's "Corp", and a note's `ref:` word as a reference."""
+    batch = _ref_batch(ref="ACME Corp", note="ask for ref:42 at the desk")
+    answer = linkviews.already_issued(batch, [], 3, "ask for ref:42 at the desk")
+    assert parse_again(_again(answer)) == OnboardRequest(3, "ask for ref:42 at the desk",
+                                                         "ACME Corp")
+
+
+def test_a_note_too_long_for_a_button_value_gets_no_button() -> None:
+    """Only control characters (escaped six-fold in JSON) make one: the answer stays."""
+    note = "\x07" * 500
+    answer = linkviews.already_issued(_ref_batch(note=note), [], 1, note)
+    assert [b for b in blocks_of(answer) if b["type"] == "actions"] == []
+    assert "You already have" in shown(answer)
 
 
 def test_the_used_dm_names_the_reference_inert() -> None:

@@ -86,7 +86,7 @@ def test_rqs_own_set_up_in_the_pool_and_scheduler_keeps_rq_quiet() -> None:
     unconnected = redis.Redis()  # nothing here sends a command
     queue = Queue("onboard-commands", connection=unconnected)
     core = SimpleNamespace(commands=SimpleNamespace(queue=queue), queues=[queue],
-                           reminders=SimpleNamespace(release_due=lambda: 0))
+                           reminders=SimpleNamespace(release_due=lambda: 0), digests=None)
     served = SimpleNamespace(url="http://127.0.0.1:9", api_url="http://127.0.0.1:9/api/")
     settings = load_settings(_env_file=None, **bot_env(served, served),
                              REDIS_URL="redis://127.0.0.1:9/0", LOG_LEVEL="INFO")
