@@ -155,7 +155,7 @@ def test_a_link_whose_end_exotel_never_confirms_is_taken_as_expired_once(
 ) -> None:
     """Its tracked life ends unused while Exotel does not answer: the last look concludes
     EXPIRED by itself once CONCLUDE_AFTER has passed, before the keys lapse (ENDED_KEPT)."""
-    core = make_core(STATUS_POLL_SECONDS=1, **hooks(receiver))
+    core = make_core(STATUS_POLL_SECONDS=1, EXOTEL_DEADLINE="1", **hooks(receiver))
     [link] = core.onboarding.issue(REP, 1, "Silent Co", customer_ref="crm-9").links
     delivered(core, receiver, 1, "link.issued")
     clock.tick(LINK_TTL + timedelta(minutes=1))
