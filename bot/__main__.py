@@ -5,6 +5,8 @@
     python -m bot worker    the workers only (the Procfile's `worker`): commands and reminders
     python -m bot doctor    check Slack, Exotel, Redis and the workers; exit 1 if any fails
     python -m bot sandbox   a stand-in Exotel on 127.0.0.1 (--port, default 4010)
+    python -m bot try       the bot in a browser, no settings: a stand-in Slack and Exotel
+                        (--port, default 3000)
     python -m bot audit [--since DATE] [--format csv|jsonl]   print the audit trail
     python -m bot jobs      the bot's job queues and workers, in its own Redis
     python -m bot track <link> --user U… [--note …] [--channel C…] [--team T…]
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("process", nargs="?", default="all",
                         choices=["all", "web", "worker", "doctor", "sandbox", "audit", "jobs",
-                                 "track", "webhooks"])
+                                 "track", "webhooks", "try"])
     parser.add_argument("--since", type=_date, help="audit: entries from this date (2026-11-01)")
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                         help="audit: output format (default csv)")
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.exotel import sandbox
 
         return sandbox.main(rest)
+    if args.process == "try":  # needs no settings, and ignores the ones there are
+        from bot.playground import run
+
+        return run.main(rest)
     if rest and args.process not in ("track", "webhooks"):  # these take their own arguments
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

@@ -22,6 +22,7 @@ EXOTEL_REGIONS = {
 }
 SLACK_API_DEFAULT = "https://slack.com/api/"
 LINK_TTL = timedelta(hours=24)
+TRY_IT = "No Slack workspace yet? Try the bot in a browser: uv run python -m bot try"
 
 # How to fix each setting, shown beside its problem when the bot refuses to start.
 HINTS = {
@@ -43,6 +44,8 @@ HINTS = {
     "WEB_THREADS": "a whole number of threads per gunicorn process, 1 or more",
     "ONBOARD_DATA_DIR": "a directory the bot may write to",
     "PORT": "a TCP port number, 1-65535",
+    "HOST": "the address HTTP mode listens on: 0.0.0.0 (every interface) or 127.0.0.1 "
+    "(this machine only)",
     "REMINDER_LEAD": "seconds (3600) or an ISO-8601 duration (PT1H), from 0 up to just under 24 h",
     "ALLOWED_USER_IDS": "Slack user ids separated by commas (U0123,U0456), or empty for everyone",
     "ALLOWED_USERGROUP_IDS": "Slack user group ids separated by commas (S0123), or empty",
@@ -124,6 +127,8 @@ class Settings(BaseSettings):
     # Where the embedded Redis (used when REDIS_URL is unset) keeps its data file.
     data_dir: Path = Field(default=Path("data"), alias="ONBOARD_DATA_DIR")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+    # HTTP mode's address: every interface for a platform; loopback for `python -m bot try`.
+    host: str = Field(default="0.0.0.0", alias="HOST", min_length=1)
     reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
     # Worker processes per `python -m bot worker`, each running one job at a time: 4 keep
     # up with Exotel's 200 requests a minute, since most of a job is waiting on Exotel.
@@ -410,4 +415,6 @@ def _describe(exc: ValidationError) -> str:
         problem = "missing" if error["type"] == "missing" else error["msg"]
         problem = problem.removeprefix("Value error, ")
         lines.append(f"- {name}: {problem}. Set it to {HINTS.get(name, 'a valid value')}.")
+    if any(error["type"] == "missing" for error in exc.errors()):
+        lines.append(TRY_IT)  # a first run, most likely: there is a way with no settings
     return "\n".join(lines)

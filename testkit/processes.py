@@ -202,3 +202,43 @@ def _answers(client: redis.Redis) -> bool:
         return True  # listening; it wants a password
     except redis.ConnectionError:
         return False
+
+
+def remote_addresses(pids: set[int]) -> set[str]:
+    """The remote ends ("host:port") of the TCP and UDP sockets these processes hold now,
+    read from /proc: what they are connected to, or sending to."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                fields = row.split()
+                if fields[9] in inodes and not fields[2].endswith(":0000"):
+                    found.add(_address(fields[2]))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net's "0100007F:1F90" (little-endian words) as "127.0.0.1:8080"."""
+    import ipaddress
+
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return f"{ipaddress.ip_address(words)}:{int(port, 16)}"
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+
+    host = address.rsplit(":", 1)[0]
+    ip = ipaddress.ip_address(host)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool(ip.is_loopback or (mapped is not None and mapped.is_loopback))

@@ -62,7 +62,8 @@ def test_the_checker_sees_a_cycle_hidden_in_a_function(tmp_path: Path) -> None:
 # (docs/decisions/0017-one-home-for-each-concept.md). Settings and telemetry serve every
 # layer; the job engine's contract (job names, the commands queue) sits below the Slack layer,
 # so listeners enqueue without the worker's code; the processes, the jobs and the composition
-# root sit on top of the listeners, and the operator's commands on top of those.
+# root sit on top of the listeners, and the operator's commands on top of those; the
+# playground (`python -m bot try`, stand-ins included) on top of everything it starts.
 LAYERS = (
     ("bot.settings",),
     ("bot.telemetry",),
@@ -74,6 +75,7 @@ LAYERS = (
     ("handlers",),
     ("bot.runtime",),
     ("bot.cli",),
+    ("bot.playground",),
     ("bot.__main__",),
 )
 NO_SLACK = ("slack_sdk", "slack_bolt")
