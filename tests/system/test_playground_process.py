@@ -23,7 +23,7 @@ from testkit.processes import alive, descendants_of, free_port, is_loopback, rem
 from testkit.wait import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
-LINK = re.compile(r"messaging\.exotel\.com/ua-links/isv-onboard/")
+LINK = re.compile(r"messaging\.exotel\.com\/ua-links\/isv-onboard\/")  # \/: in a selector
 # What an operator's real setup looks like: none of it may be used, or even reached.
 REAL_LOOKING = {
     "SLACK_BOT_TOKEN": "xoxb-2048-4096-realLookingToken", "SLACK_SIGNING_SECRET": "8f14e45fce",
@@ -134,6 +134,9 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=TIMEOUT_MS)
         found = driver.chromium.launch(executable_path=CHROMIUM, headless=True,
                                        args=["--no-sandbox"])  # root, in a container
         yield found
