@@ -229,7 +229,8 @@ class Workspace(SlackStandIn):
     def state(self) -> dict[str, Any]:
         with self.lock:
             return {"version": self.version, "messages": [asdict(m) for m in self.shown],
-                    "home": self.home, "modal": self.modal, "modal_errors": self.modal_errors,
+                    "home": self.home, "home_tokens": _tokens("", self.home or {}),
+                    "modal": self.modal, "modal_errors": self.modal_errors,
                     "channel": CHANNEL_NAME}
 
     # The page itself.

@@ -180,6 +180,8 @@ def test_every_door_in_a_browser_with_real_looking_settings_ignored(browser: obj
             page.get_by_role("button", name="Home").click()
             home = page.get_by_role("region", name="App Home")
             expect(home).to_contain_text("Playground Co")
+            expect(home.get_by_role("link", name=LINK)).to_have_count(2)
+            expect(home.get_by_role("button", name="Complete onboarding")).to_have_count(2)
 
             # The shortcut's form: an error under its field, then one link to your DMs.
             page.get_by_role("button", name="Shortcuts").click()

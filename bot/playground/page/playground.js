@@ -221,14 +221,18 @@ function renderMessage(message) {
     node.append(el("div", { class: "preview", "aria-label": "Link preview" },
       renderBlocks(preview.blocks, message.id)));
   }
-  for (const token of message.tokens || []) {
-    node.append(el("div", {},
-      el("button", {
-        type: "button", class: "bk complete", title: `Customers onboard with …${token.slice(-6)}`,
-        onclick: () => post("complete", { token }),
-      }, "Complete onboarding")));
-  }
+  node.append(...completeControls(message.tokens));
   return node;
+}
+
+// The playground's own control, not Slack's: customers onboard with the link on the sandbox
+// until Exotel reports it USED.
+function completeControls(tokens) {
+  return (tokens || []).map((token) => el("div", { class: "complete-row" },
+    el("button", {
+      type: "button", class: "bk complete", onclick: () => post("complete", { token }),
+    }, "Complete onboarding"),
+    el("span", { class: "hint" }, ` link …${token.slice(-4)} (playground: customers sign up)`)));
 }
 
 // A message's shortcuts (the manifest's message shortcut).
@@ -264,7 +268,7 @@ function renderHome() {
   shown.home = key;
   const home = document.getElementById("home");
   home.replaceChildren(...(state.home ? renderBlocks(state.home.blocks, "home")
-    : [el("p", {}, "Opening Home…")]));
+    : [el("p", {}, "Opening Home…")]), ...completeControls(state.home_tokens));
 }
 
 let fieldIds = 0;
