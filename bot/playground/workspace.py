@@ -52,6 +52,7 @@ class Shown:
     error: str = ""  # what Slack refused (the message is the refusal itself)
     previews: list[dict[str, Any]] = field(default_factory=list)  # chat.unfurl's
     tokens: list[str] = field(default_factory=list)  # onboarding links' tokens in it
+    in_thread: bool = False  # a reply in a message's thread (shown in the channel, marked)
 
 
 class Workspace(SlackStandIn):
@@ -85,8 +86,11 @@ class Workspace(SlackStandIn):
         decoded = {k: _decoded(v) for k, v in params.items()}
         if method == "chat.postMessage":
             channel = str(decoded.get("channel"))
-            self._show("dm" if channel.startswith("D") else "channel", "bot", decoded,
-                       ts=str(answer.get("ts", "")))
+            shown = self._show("dm" if channel.startswith("D") else "channel", "bot", decoded,
+                               ts=str(answer.get("ts", "")))
+            if decoded.get("thread_ts"):
+                with self.lock:
+                    shown.in_thread = True
         elif method == "chat.postEphemeral":
             self._show("channel", "bot", decoded, ephemeral=True)
         elif method == "views.publish":

@@ -176,12 +176,24 @@ def test_every_door_in_a_browser_with_real_looking_settings_ignored(browser: obj
             expect(posted).to_have_count(1)
             expect(posted.get_by_role("link", name=LINK)).to_have_count(2)
 
-            # Home shows them.
+            # A link pasted in the channel gets its preview (link_shared, chat.unfurl), and
+            # the message shortcut on it sends a link in its thread.
+            first = log.get_by_role("link", name=LINK).first.inner_text()
+            box.fill(f"for ACME: {first}")
+            box.press("Enter")
+            pasted = log.get_by_role("article").filter(has_text="for ACME")
+            expect(pasted.get_by_role("group", name="Link preview")).to_contain_text("Sandbox")
+            pasted.get_by_role("button", name="More actions").click()
+            pasted.get_by_role("menuitem", name="Send onboarding link").click()
+            expect(log.get_by_role("article").filter(has_text="Replied in a thread")
+                   .get_by_role("link", name=LINK)).to_have_count(1)
+
+            # Home shows them: the command's two and the thread's one.
             page.get_by_role("button", name="Home").click()
             home = page.get_by_role("region", name="App Home")
             expect(home).to_contain_text("Playground Co")
-            expect(home.get_by_role("link", name=LINK)).to_have_count(2)
-            expect(home.get_by_role("button", name="Complete onboarding")).to_have_count(2)
+            expect(home.get_by_role("link", name=LINK)).to_have_count(3)
+            expect(home.get_by_role("button", name="Complete onboarding")).to_have_count(3)
 
             # The shortcut's form: an error under its field, then one link to your DMs.
             page.get_by_role("button", name="Shortcuts").click()

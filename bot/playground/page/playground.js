@@ -212,13 +212,14 @@ function renderMessage(message) {
     return node;
   }
   if (message.ephemeral) node.append(el("div", { class: "only-you" }, "Only visible to you"));
+  if (message.in_thread) node.append(el("div", { class: "only-you" }, "Replied in a thread"));
   if (message.blocks && message.blocks.length) {
     node.append(el("div", { class: "blocks" }, renderBlocks(message.blocks, message.id)));
   } else {
     node.append(el("div", { class: "mrkdwn", html: mrkdwn(message.text) }));
   }
   for (const preview of message.previews || []) {
-    node.append(el("div", { class: "preview", "aria-label": "Link preview" },
+    node.append(el("div", { class: "preview", role: "group", "aria-label": "Link preview" },
       renderBlocks(preview.blocks, message.id)));
   }
   node.append(...completeControls(message.tokens));
