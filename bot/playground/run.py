@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                             DEFAULTS["EXOTEL_ACCOUNT_SID"]).start()
     secret = secrets.token_hex(32)
     try:
-        workspace = Workspace(args.port, secret, complete=lambda token: _complete(sandbox, token))
+        workspace = Workspace(args.port, secret,
+                              complete=lambda token: complete_onboarding(sandbox, token))
     except OSError as error:
         print(f"The playground cannot listen on 127.0.0.1:{args.port} ({error.strerror}); "
               "pick another port with --port.", file=sys.stderr)
@@ -151,7 +152,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _complete(sandbox: ExotelSandbox, token: str) -> bool:
+def complete_onboarding(sandbox: ExotelSandbox, token: str) -> bool:
     """Onboard customers with `token` until the sandbox reports it USED."""
     status = sandbox.status(token)
     if status is None:

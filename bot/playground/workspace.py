@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from bot.exotel.sandbox import LINK_BASE
 from bot.playground import signed
 from bot.playground.slack_api import SlackStandIn
 
@@ -32,7 +33,7 @@ BOT_USER = "U0BOT"
 DM = "D" + YOU  # what conversations.open gives for a DM with you
 REQUEST_TIMEOUT = 10  # seconds: Slack waits 3 s for an ack; the playground is less strict
 # A link as the sandbox issues it; its group is the token.
-LINK = re.compile(r"https://messaging\.exotel\.com/ua-links/isv-onboard/([0-9a-f-]+)")
+LINK = re.compile(re.escape(LINK_BASE) + r"([0-9a-f-]+)")
 PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
               "/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
               "/playground.css": ("playground.css", "text/css; charset=utf-8")}

@@ -94,3 +94,29 @@ def test_only_this_machines_browser_may_drive_it(workspace: Workspace) -> None:
                          headers={"Content-Type": "text/plain"}, timeout=5)
     assert form.status_code == 415  # what another site's page can send without a preflight
     assert workspace.state()["messages"] == []
+
+
+def test_complete_onboarding_turns_a_sandbox_link_used() -> None:
+    from bot.exotel.sandbox import DEFAULTS, LINK_BASE, ExotelSandbox
+    from bot.playground.run import complete_onboarding
+
+    sandbox = ExotelSandbox(DEFAULTS["EXOTEL_API_KEY"], DEFAULTS["EXOTEL_API_TOKEN"],
+                            DEFAULTS["EXOTEL_ACCOUNT_SID"]).start()
+    workspace = Workspace(0, "secret",
+                          complete=lambda token: complete_onboarding(sandbox, token)).start()
+    try:
+        issued = requests.post(f"{sandbox.url}/v2/accounts/sandbox/isv", timeout=5, auth=(
+            DEFAULTS["EXOTEL_API_KEY"], DEFAULTS["EXOTEL_API_TOKEN"])).json()
+        url = issued["response"]["whatsapp"]["isv"]["data"]["onboarding_url"]
+        token = url.removeprefix(LINK_BASE)
+        sandbox.onboard(token, 2)  # two customers already
+        client = WebClient(token="xoxb-playground", base_url=workspace.api_url)
+        client.chat_postMessage(channel="DU0REP", text=f"1. {url}")
+        (shown,) = workspace.state()["messages"]
+        assert shown["tokens"] == [token] and shown["where"] == "dm"
+        assert workspace.complete(token) == {"ok": True}
+        assert sandbox.status(token) == "USED"
+        assert workspace.complete("never-issued") == {"ok": False}
+    finally:
+        workspace.stop()
+        sandbox.stop()
