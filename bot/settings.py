@@ -44,7 +44,7 @@ HINTS = {
     "WEB_THREADS": "a whole number of threads per gunicorn process, 1 or more",
     "ONBOARD_DATA_DIR": "a directory the bot may write to",
     "PORT": "a TCP port number, 1-65535",
-    "HOST": "the address HTTP mode listens on: 0.0.0.0 (every interface) or 127.0.0.1 "
+    "WEB_HOST": "the address HTTP mode listens on: 0.0.0.0 (every interface) or 127.0.0.1 "
     "(this machine only)",
     "REMINDER_LEAD": "seconds (3600) or an ISO-8601 duration (PT1H), from 0 up to just under 24 h",
     "ALLOWED_USER_IDS": "Slack user ids separated by commas (U0123,U0456), or empty for everyone",
@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), alias="ONBOARD_DATA_DIR")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     # HTTP mode's address: every interface for a platform; loopback for `python -m bot try`.
-    host: str = Field(default="0.0.0.0", alias="HOST", min_length=1)
+    web_host: str = Field(default="0.0.0.0", alias="WEB_HOST", min_length=1)
     reminder_lead: timedelta = Field(default=timedelta(hours=1), alias="REMINDER_LEAD")
     # Worker processes per `python -m bot worker`, each running one job at a time: 4 keep
     # up with Exotel's 200 requests a minute, since most of a job is waiting on Exotel.

@@ -102,7 +102,7 @@ def bot_environment(environ: Mapping[str, str], *, slack_api_url: str, exotel_ur
         "SLACK_BOT_TOKEN": "xoxb-playground", "SLACK_SIGNING_SECRET": signing_secret,
         "SLACK_API_URL": slack_api_url,
         **DEFAULTS, "EXOTEL_BASE_URL": exotel_url,
-        "ONBOARD_DATA_DIR": str(data_dir), "HOST": "127.0.0.1", "PORT": str(port),
+        "ONBOARD_DATA_DIR": str(data_dir), "WEB_HOST": "127.0.0.1", "PORT": str(port),
         "REMINDER_LEAD": str(int((LINK_TTL - REMINDER_AFTER).total_seconds())),
         "STATUS_POLL_SECONDS": str(STATUS_POLL_SECONDS),
         "WORKER_PROCESSES": str(WORKER_PROCESSES), "WEB_CONCURRENCY": "1",

@@ -224,7 +224,7 @@ def _exit(signum: int, frame: object) -> None:
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
-        "bind": f"{settings.host}:{settings.port}",
+        "bind": f"{settings.web_host}:{settings.port}",
         "worker_class": "bot.runtime.server.Worker",
         # Each worker runs its own ack threads.
         "workers": settings.web_concurrency,
@@ -258,7 +258,7 @@ class _Gunicorn(BaseApplication):
 
 
 def serve_http(settings: Settings) -> None:
-    log.info("serving Slack events on http://%s:%d/slack/events", settings.host, settings.port)
+    log.info("serving Slack events on http://%s:%d/slack/events", settings.web_host, settings.port)
     gc.freeze()  # what is imported by now is shared with the forks; see bot.runtime.worker
     _Gunicorn(gunicorn_options(settings)).run()
 

@@ -156,6 +156,7 @@ def test_every_door_in_a_browser_with_real_looking_settings_ignored(browser: obj
             playground.wait_ready()
             assert "ignored" in playground.output()
             assert "STATUS_POLL_SECONDS" in playground.output()
+            assert "serving Slack events on http://127.0.0.1:" in playground.output()
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(playground.url + "/")

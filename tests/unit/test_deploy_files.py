@@ -123,8 +123,8 @@ def test_app_json_names_the_processes_the_redis_addon_and_every_required_setting
     required.add("SLACK_SIGNING_SECRET")  # Heroku serves HTTP mode, which needs it
     assert {name for name, spec in env.items() if spec.get("required")} == required
     # Every setting described; REDIS_URL is the add-on's to set, PORT the platform's, and
-    # HOST stays every interface there (loopback is for `python -m bot try`).
-    assert set(env) == set(ALIASES) - {"REDIS_URL", "PORT", "HOST"}
+    # WEB_HOST stays every interface there (loopback is for `python -m bot try`).
+    assert set(env) == set(ALIASES) - {"REDIS_URL", "PORT", "WEB_HOST"}
     for name, spec in env.items():
         assert spec["description"].strip(), name
     # Heroku Redis signs its own certificate.

@@ -65,7 +65,7 @@ def test_the_bot_gets_none_of_the_operators_settings(tmp_path: Path) -> None:
                               data_dir=tmp_path, port=4321)
     assert env["SLACK_API_URL"] == "http://127.0.0.1:1/api/"
     assert env["EXOTEL_BASE_URL"] == "http://127.0.0.1:2"
-    assert env["HOST"] == "127.0.0.1" and env["PORT"] == "4321"
+    assert env["WEB_HOST"] == "127.0.0.1" and env["PORT"] == "4321"
     for gone in ("SLACK_APP_TOKEN", "REDIS_URL", "WEBHOOK_URLS", "DIGEST_CHANNEL",
                  "HTTPS_PROXY"):
         assert gone not in env
