@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from bot.exotel.sandbox import LINK_BASE
-from bot.playground import signed
+from bot.playground import blockkit, signed
 from bot.playground.slack_api import SlackStandIn
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class Workspace(SlackStandIn):
                                            block_id=block_id)
             answer = self._to_bot(body)
             return {"ok": answer.status_code == 200}
-        message = self._find(int(source))
+        message = self._find(int(source)) if source.isdigit() else None
         if message is None:
             return {"ok": False, "error": "no such message"}
         name = self.new_response_url("click", message.id)
@@ -302,23 +302,24 @@ class Workspace(SlackStandIn):
                                 timeout=REQUEST_TIMEOUT)
 
     def _acked(self, answer: requests.Response, name: str) -> None:
-        """An ack that carries a message: shown as Slack shows it (to you only, unless it
-        says in_channel), and what the response URL's replies replace."""
-        reply = _json_of(answer)
+        """A command's ack that carries a message: shown as Slack shows it (to you only,
+        unless it says in_channel), and what the response URL's replies replace. (Slack
+        shows nothing of a click's or a shortcut's ack.)"""
         if answer.status_code != 200:
             self._show("channel", "bot", {"text": f"The bot answered HTTP {answer.status_code}"},
                        error=f"HTTP {answer.status_code}")
             return
-        if not reply.get("text") and not reply.get("blocks"):
+        reply = _json_of(answer)
+        if not name.startswith("command-") or not (reply.get("text") or reply.get("blocks")):
             return
-        refused = self.refused_blocks("chat.postMessage", reply)
+        refused = blockkit.problems(reply.get("blocks"))
         if refused:
+            self.rejected("the command's ack", refused)
             return
         shown = self._show("channel", "bot", reply,
                            ephemeral=reply.get("response_type") != "in_channel")
         with self.lock:
-            if name.startswith("command-"):
-                self._sources[name] = shown.id
+            self._sources[name] = shown.id
 
     def new_response_url(self, kind: str, source: int | None) -> str:
         """The name of a new response URL for a command ("command") or a click ("click") on
@@ -332,17 +333,14 @@ class Workspace(SlackStandIn):
               ephemeral: bool = False, ts: str = "", error: str = "") -> Shown:
         blocks = message.get("blocks") or []
         text = str(message.get("text") or "")
+        ts = ts or self._next_ts()  # an ephemeral message has one too, of its own
         with self.lock:
             shown = Shown(next(self._ids), where, author, text,
-                          blocks if isinstance(blocks, list) else [], ephemeral,
-                          ts or self._last_ts_text(), error, [],
-                          _tokens(text, blocks))
+                          blocks if isinstance(blocks, list) else [], ephemeral, ts, error,
+                          [], _tokens(text, blocks))
             self.shown.append(shown)
             self.version += 1
         return shown
-
-    def _last_ts_text(self) -> str:
-        return f"{self._last_ts:.6f}"
 
     def _change(self, message_id: int, replacement: dict[str, Any] | None) -> None:
         with self.lock:
