@@ -44,10 +44,25 @@ CONTROL_PREFIX = "/sandbox/tokens/"  # the sandbox's own endpoints, not Exotel's
 
 
 class LoopbackServer(ThreadingHTTPServer):
-    """A threaded HTTP server for stand-ins (this sandbox, the tests' fake Slack)."""
+    """A threaded HTTP server for stand-ins (this sandbox, the stand-in Slack), served from
+    a background thread."""
 
     daemon_threads = True
     request_queue_size = 128  # the default 5 drops bursts of connections: SYN retried after 1 s
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
+
+    def serve_in_background(self) -> None:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self.shutdown()
+        self.server_close()
 
 
 @dataclass
@@ -93,22 +108,17 @@ class ExotelSandbox:
         self.answered_at = 0.0
         self._lock = threading.Lock()
         self._server = LoopbackServer((host, port), self._handler())
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}"
+        return self._server.url
 
     def start(self) -> ExotelSandbox:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server.serve_in_background()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
     def reset(self) -> None:
         with self._lock:

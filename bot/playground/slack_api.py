@@ -95,7 +95,7 @@ class SlackStandIn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     @property
     def api_url(self) -> str:
@@ -105,12 +105,11 @@ class SlackStandIn:
         return f"{self.url}/response/{name}"
 
     def start(self) -> Self:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server.serve_in_background()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
     def reset(self) -> None:
         with self.lock:
