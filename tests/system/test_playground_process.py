@@ -195,6 +195,10 @@ def test_every_door_in_a_browser_with_real_looking_settings_ignored(browser: obj
             expect(home).to_contain_text("Playground Co")
             expect(home.get_by_role("link", name=LINK)).to_have_count(3)
             expect(home.get_by_role("button", name="Complete onboarding")).to_have_count(3)
+            home.get_by_role("button", name="New links").click()  # Home's buttons work
+            from_home = page.get_by_role("dialog", name="New onboarding links")
+            from_home.get_by_role("button", name="Cancel").click()
+            expect(from_home).to_be_hidden()
 
             # The shortcut's form: an error under its field, then one link to your DMs.
             page.get_by_role("button", name="Shortcuts").click()
@@ -204,6 +208,7 @@ def test_every_door_in_a_browser_with_real_looking_settings_ignored(browser: obj
             count.fill("0")
             dialog.get_by_role("button", name="Create").click()
             expect(count).to_have_attribute("aria-invalid", "true")
+            expect(count).to_have_accessible_description(re.compile("whole number from 1 to"))
             count.fill("1")
             dialog.get_by_label("Customer note").fill("Dialog Co")
             dialog.get_by_role("button", name="Create").click()
