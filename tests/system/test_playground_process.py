@@ -228,7 +228,20 @@ def test_every_door_in_a_browser_with_real_looking_settings_ignored(browser: obj
         playground.kill()
 
 
-def test_block_kit_slack_would_refuse_is_shown_in_the_page(browser: object) -> None:
+LAYOUT = [
+    {"type": "header", "text": {"type": "plain_text", "text": "Layout check"}},
+    {"type": "section", "text": {"type": "mrkdwn", "text":
+        "*bold* _italic_ `code` <https://example.com/x|a label> <@U0REP> &lt;b&gt;"},
+     "fields": [{"type": "mrkdwn", "text": "*Field one*"}, {"type": "plain_text",
+                                                              "text": "field two"}]},
+    {"type": "divider"},
+    {"type": "context", "elements": [{"type": "mrkdwn", "text": "small print"}]},
+    {"type": "actions", "elements": [{"type": "button", "action_id": "go", "value": "v",
+                                      "text": {"type": "plain_text", "text": "Go there"}}]},
+]
+
+
+def test_block_kit_is_drawn_and_what_slack_refuses_is_an_error(browser: object) -> None:
     from playwright.sync_api import Browser, expect
 
     assert isinstance(browser, Browser)
@@ -246,5 +259,24 @@ def test_block_kit_slack_would_refuse_is_shown_in_the_page(browser: object) -> N
         alert = page.get_by_role("log").get_by_role("alert")
         expect(alert).to_contain_text("sectoin")
         expect(alert).to_contain_text("Slack would refuse")
+
+        # What Slack accepts is drawn from its blocks, never shown as JSON or markup.
+        answer = requests.post(f"{playground.url}/api/chat.postMessage", timeout=5, json={
+            "channel": "C0SALES", "text": "layout", "blocks": LAYOUT})
+        assert answer.json()["ok"]
+        message = page.get_by_role("log").get_by_role("article").filter(has_text="Layout check")
+        expect(message.get_by_role("heading", name="Layout check")).to_be_visible()
+        expect(message.locator("b", has_text="bold")).to_be_visible()
+        expect(message.locator("i", has_text="italic")).to_be_visible()
+        expect(message.locator("code", has_text="code")).to_be_visible()
+        expect(message.get_by_role("link", name="a label")).to_have_attribute(
+            "href", "https://example.com/x")
+        expect(message).to_contain_text("@you")
+        expect(message).to_contain_text("<b>")  # Slack's &lt;b&gt; is text, not markup
+        expect(message.locator("b", has_text="Field one")).to_be_visible()
+        expect(message).to_contain_text("field two")
+        expect(message.get_by_role("separator")).to_have_count(1)
+        expect(message.get_by_role("button", name="Go there")).to_be_visible()
+        expect(message).not_to_contain_text('"type"')
     finally:
         playground.kill()
