@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,10 @@ from pathlib import Path
 import redis
 import requests
 
+from bot.playground.run import free_port as free_port  # one home; tests import it here
 from bot.settings import Settings
 from testkit.env import ROOT
 from testkit.wait import wait_until
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def redis_server_binary() -> str:

@@ -133,6 +133,15 @@ class ExotelSandbox:
         if self._mark_onboarded(token, customers) is None:
             raise KeyError(token)
 
+    def complete(self, token: str) -> bool:
+        """Onboard customers with a token until it is USED (what the playground's Complete
+        onboarding does); False for a token never issued or already EXPIRED."""
+        with self._lock:
+            entry = self.tokens.get(token)
+            if entry is not None and self.status(token) == "VALID":
+                entry.onboardings = MAX_ONBOARDINGS
+        return self.status(token) == "USED"
+
     def status(self, token: str) -> str | None:
         entry = self.tokens.get(token)
         if entry is None:

@@ -24,7 +24,7 @@ from typing import TextIO
 
 import requests
 
-from bot.exotel.sandbox import DEFAULTS, MAX_ONBOARDINGS, ExotelSandbox
+from bot.exotel.sandbox import DEFAULTS, ExotelSandbox
 from bot.playground.workspace import Workspace, loopback_session
 from bot.runtime.lifetime import die_with_parent
 from bot.settings import LINK_TTL, Settings
@@ -59,13 +59,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     secret = secrets.token_hex(32)
     try:
         workspace = Workspace(args.port, secret,
-                              complete=lambda token: complete_onboarding(sandbox, token))
+                              complete=sandbox.complete)
     except OSError as error:
         print(f"The playground cannot listen on 127.0.0.1:{args.port} ({error.strerror}); "
               "pick another port with --port.", file=sys.stderr)
         return 1
     workspace.start()
-    bot_port = _free_port()
+    bot_port = free_port()
     workspace.bot_url = f"http://127.0.0.1:{bot_port}"
     env = bot_environment(os.environ, slack_api_url=workspace.api_url,
                           exotel_url=sandbox.url, signing_secret=secret,
@@ -152,17 +152,6 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def complete_onboarding(sandbox: ExotelSandbox, token: str) -> bool:
-    """Onboard customers with `token` until the sandbox reports it USED."""
-    status = sandbox.status(token)
-    if status is None:
-        return False
-    if status == "VALID":
-        used = sandbox.tokens[token].onboardings
-        sandbox.onboard(token, MAX_ONBOARDINGS - used)
-    return sandbox.status(token) == "USED"
-
-
 def _healthy(url: str) -> bool:
     try:
         with loopback_session() as session:
@@ -171,7 +160,8 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 free right now (the tests' processes take theirs here too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]

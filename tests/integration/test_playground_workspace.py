@@ -98,12 +98,11 @@ def test_only_this_machines_browser_may_drive_it(workspace: Workspace) -> None:
 
 def test_complete_onboarding_turns_a_sandbox_link_used() -> None:
     from bot.exotel.sandbox import DEFAULTS, LINK_BASE, ExotelSandbox
-    from bot.playground.run import complete_onboarding
 
     sandbox = ExotelSandbox(DEFAULTS["EXOTEL_API_KEY"], DEFAULTS["EXOTEL_API_TOKEN"],
                             DEFAULTS["EXOTEL_ACCOUNT_SID"]).start()
     workspace = Workspace(0, "secret",
-                          complete=lambda token: complete_onboarding(sandbox, token)).start()
+                          complete=sandbox.complete).start()
     try:
         issued = requests.post(f"{sandbox.url}/v2/accounts/sandbox/isv", timeout=5, auth=(
             DEFAULTS["EXOTEL_API_KEY"], DEFAULTS["EXOTEL_API_TOKEN"])).json()
