@@ -53,10 +53,6 @@ def _not_a_batch(core: Core, clicker: Requester, name: str, reason: str) -> Mess
     return text_message(f":no_entry: {reason}")
 
 
-UNREADABLE_REQUEST = text_message(":warning: That button carries no request the bot can read, "
-                                  "so nothing was issued. `/onboard-link` issues links.")
-
-
 # The buttons that act on one batch differ only in this: action id -> (name in the audit,
 # the job, the job's arguments after the clicker, whether a repeat of the job is harmless).
 BatchArgs = Callable[[str], tuple[Any, ...]]
@@ -133,7 +129,7 @@ def _again_request(core: Core, ack: Ack, body: dict[str, Any],
     except UsageError:
         # The value itself is neither stored nor echoed: it is whatever the sender made up.
         core.onboarding.refused(clicker, "issue", "invalid button value")
-        enqueue_then_ack(core, ack, Job.RESPOND, url, UNREADABLE_REQUEST, button=True)
+        enqueue_then_ack(core, ack, Job.RESPOND, url, messages.unreadable_request(), button=True)
         return None
     decision = core.access.may_issue(clicker.user_id, clicker.channel_id)
     if not decision.allowed:

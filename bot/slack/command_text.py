@@ -176,6 +176,7 @@ def parse_check(raw: str | None) -> CheckRequest | Help:
 # word comes back as it went. Slack keeps a button's value to 2000 characters.
 MAX_BUTTON_VALUE = 2000
 _AGAIN_FIELDS = {"count", "note", "ref"}
+UNREADABLE_BUTTON = "That button carries no request the bot can read."
 
 
 def again_value(count: int, note: str, customer_ref: str = "") -> str:
@@ -194,19 +195,19 @@ def parse_again(value: object) -> OnboardRequest:
     value comes back from Slack: anyone can send anything); UsageError for anything else.
     Buttons posted before the JSON value carry the command's text, read as the command."""
     if not isinstance(value, str) or not value or len(value) > MAX_BUTTON_VALUE:
-        raise UsageError("That button carries no request the bot can read.")
+        raise UsageError(UNREADABLE_BUTTON)
     if not value.startswith("{"):
         request = parse_onboard(value)
         if not isinstance(request, OnboardRequest):
-            raise UsageError("That button carries no request the bot can read.")
+            raise UsageError(UNREADABLE_BUTTON)
         return request
     try:
         data = json.loads(value)
     except ValueError:
-        raise UsageError("That button carries no request the bot can read.") from None
+        raise UsageError(UNREADABLE_BUTTON) from None
     if not (isinstance(data, dict) and set(data) == _AGAIN_FIELDS
             and type(data["count"]) is int  # not a bool, a float or digits
             and isinstance(data["note"], str) and isinstance(data["ref"], str)):
-        raise UsageError("That button carries no request the bot can read.")
+        raise UsageError(UNREADABLE_BUTTON)
     return OnboardRequest(count=count_of(data["count"]), note=note_of(data["note"]),
                           customer_ref=ref_of(data["ref"]))

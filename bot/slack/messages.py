@@ -51,7 +51,7 @@ from bot.slack.blocks import (
     text_message,
     time_left,
 )
-from bot.slack.command_text import again_value
+from bot.slack.command_text import UNREADABLE_BUTTON, again_value
 from bot.slack.inputs import MAX_LINKS, MAX_NOTE, MAX_REF, UnreadablePayload
 
 CUSTOMERS_PER_LINK = 5
@@ -372,6 +372,13 @@ def batch_line(batch: Batch, at: datetime) -> str:
                 if batch.reminder_due and batch.reminder_due > at else "")
     return (f"*{note}*{ref}: {count} link{'s' if count != 1 else ''} by "
             f"<@{batch.requester.user_id}>, {time_left(batch.expires_at, at)}{reminder}")
+
+
+@fixed
+def unreadable_request() -> Message:
+    """A button that issues again whose value is no request (`command_text.parse_again`)."""
+    return text_message(f":warning: {UNREADABLE_BUTTON[:-1]}, so nothing was issued. "
+                        "`/onboard-link` issues links.")
 
 
 @fixed

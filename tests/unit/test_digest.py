@@ -26,7 +26,7 @@ from bot.slack.command_text import (
     parse_again,
 )
 from bot.slack.inputs import MAX_NOTE, MAX_REF, UsageError
-from handlers.actions import UNREADABLE_REQUEST, issue_anyway, renew_customer
+from handlers.actions import issue_anyway, renew_customer
 from tests.blockkit import assert_inert, assert_within_slack_limits, block_text, blocks_of
 from tests.unit.test_listeners import REASON, REP, URL, click_body, context, mock_core
 
@@ -273,7 +273,7 @@ def test_renew_by_someone_who_may_not_issue_is_refused_and_nothing_issued() -> N
 @pytest.mark.parametrize("value", [None, "{", '{"count":1}', "list all", "x" * 2001])
 def test_renew_with_a_malformed_value_answers_politely_before_anything_else(value: Any) -> None:
     core, _ = renew(value)
-    assert core.commands.enqueue.call_args.args[2] == UNREADABLE_REQUEST
+    assert core.commands.enqueue.call_args.args[2] == messages.unreadable_request()
     assert not core.access.may_issue.called and not core.onboarding.existing.called
     core.onboarding.refused.assert_called_once_with(REP, "issue", "invalid button value")
 
