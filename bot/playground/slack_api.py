@@ -48,6 +48,11 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else (value or {})
 
 
+def decoded(params: dict[str, Any]) -> dict[str, Any]:
+    """A call's parameters with the JSON-valued ones (JSON_PARAMS) decoded."""
+    return {k: _json(v) if k in JSON_PARAMS else v for k, v in params.items()}
+
+
 @dataclass
 class ApiCall:
     method: str
@@ -243,8 +248,7 @@ class SlackStandIn:
 
     def params(self, method: str) -> list[dict[str, Any]]:
         """The parameters of every call to `method`, JSON-valued ones decoded."""
-        return [{k: _json(v) if k in JSON_PARAMS else v for k, v in c.params.items()}
-                for c in self.calls(method)]
+        return [decoded(c.params) for c in self.calls(method)]
 
     def _upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
         """files.getUploadURLExternal: `filename` and `length` (bytes) required."""

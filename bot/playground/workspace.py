@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from bot.exotel.sandbox import LINK_BASE
-from bot.playground import blockkit, signed
+from bot.playground import blockkit, signed, slack_api
 from bot.playground.slack_api import SlackStandIn
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Workspace(SlackStandIn):
         answer = super()._answer(method, params, authorization)
         if not answer.get("ok"):
             return answer
-        decoded = {k: _decoded(v) for k, v in params.items()}
+        decoded = slack_api.decoded(params)
         if method == "chat.postMessage":
             channel = str(decoded.get("channel"))
             shown = self._show("dm" if channel.startswith("D") else "channel", "bot", decoded,
@@ -377,16 +377,6 @@ def loopback_session() -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     return session
-
-
-def _decoded(value: Any) -> Any:
-    """A form-encoded call's JSON-valued parameter (blocks, view, unfurls) as data."""
-    if isinstance(value, str) and value[:1] in ("[", "{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _json_of(answer: requests.Response) -> dict[str, Any]:
